@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what the integration tests need, on a fresh Debian machine as root (idempotent, quiet):
+#   - Debian packages: kcat and librdkafka-dev (librdkafka 2.0.x), python3-venv if venv is missing;
+#   - a Python virtualenv at .venv with the pinned packages of tests/requirements.txt.
+# Usage: bash scripts/setup-test-env.sh   (from anywhere; works on the repository it lives in)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+
+apt_packages=()
+command -v kcat >/dev/null 2>&1 || apt_packages+=(kcat)
+dpkg -s librdkafka-dev >/dev/null 2>&1 || apt_packages+=(librdkafka-dev)
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    apt_packages+=(python3-venv)
+fi
+if ((${#apt_packages[@]})); then
+    echo "setup: apt-get install ${apt_packages[*]}"
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    echo "setup: creating .venv"
+    python3 -m venv .venv
+fi
+
+# Reinstall only when the requirements changed (the stamp holds their checksum).
+stamp=.venv/.strata-requirements.sha256
+want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+    echo "setup: pip install -r tests/requirements.txt"
+    .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+    .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+    echo "$want" >"$stamp"
+fi
+
+echo "setup: kcat with $(kcat -V 2>&1 | grep -o 'librdkafka [0-9.]*' | head -1); $(.venv/bin/python -c 'import confluent_kafka, kafka; print("confluent-kafka %s (librdkafka %s), kafka-python %s" % (confluent_kafka.version(), confluent_kafka.libversion()[0], kafka.__version__))')"
