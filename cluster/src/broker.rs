@@ -1,0 +1,1104 @@
+//! The broker: topics and partitions, producer-id allocation, the flusher (group commit: fsync
+//! before acks=all answers), the retention and roll task, and topic metadata persistence.
+//!
+//! Data dir layout:
+//! - `<data_dir>/meta/cluster_id` — the cluster id, generated at first start.
+//! - `<data_dir>/meta/producer_ids` — `next=<id>`: the first producer id not yet handed out
+//!   (ids are reserved in blocks of [`PRODUCER_ID_BLOCK`] before use, so they never repeat).
+//! - `<data_dir>/meta/<topic>.topic` — `key=value` lines: `name`, `partitions`, `topic_id`, and
+//!   `config.<kafka name>` overrides. The file's presence is the commit point of a topic.
+//! - `<data_dir>/<topic>-<partition>/` — one `PartitionLog` per partition.
+//!
+//! Every metadata file is written to `<file>.tmp`, synced, renamed and the directory synced.
+//!
+//! Locking: the topics map is behind a std `RwLock`, each partition's log behind a std `Mutex`;
+//! neither is ever held across an `.await`. Admin operations (create, delete, alter) serialize on
+//! one std `Mutex`.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use strata_storage::{AppendOutcome, Clock, Disk, DiskFile, LogError, PartitionLog};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::config::{BrokerConfig, FlushPolicy, TopicConfig};
+use crate::errors::BrokerError;
+
+/// Producer ids are reserved on disk in blocks of this many.
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// Longest legal topic name (Kafka's limit).
+pub const TOPIC_NAME_LEN_MAX: usize = 249;
+
+/// Most partitions one topic may have (a guard against a request creating millions of dirs).
+pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+
+const META_DIR: &str = "meta";
+const CLUSTER_ID_FILE: &str = "cluster_id";
+const PRODUCER_IDS_FILE: &str = "producer_ids";
+const TOPIC_FILE_SUFFIX: &str = ".topic";
+const TMP_SUFFIX: &str = ".tmp";
+
+/// Checks a topic name like Kafka: `[a-zA-Z0-9._-]`, 1 to 249 chars, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
+    if name.is_empty() {
+        return Err(BrokerError::InvalidTopic(
+            "Topic name is illegal, it can't be empty".to_string(),
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(BrokerError::InvalidTopic(format!(
+            "Topic name cannot be \"{name}\""
+        )));
+    }
+    if name.len() > TOPIC_NAME_LEN_MAX {
+        return Err(BrokerError::InvalidTopic(format!(
+            "Topic name is illegal, it can't be longer than {TOPIC_NAME_LEN_MAX} characters"
+        )));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(BrokerError::InvalidTopic(format!(
+            "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Crashes the process after an fsync failure: the kernel may have dropped the dirty pages, so
+/// retrying could report durability that does not exist.
+fn abort_on_sync_failure(what: &str, error: &std::io::Error) -> ! {
+    tracing::error!(%error, "fsync of {what} failed; aborting the broker process");
+    std::process::abort()
+}
+
+/// A one-shot shutdown signal that tasks can await without missing it.
+#[derive(Default)]
+struct ShutdownSignal {
+    triggered: AtomicBool,
+    notify: Notify,
+}
+
+impl ShutdownSignal {
+    fn trigger(&self) -> bool {
+        let first = !self.triggered.swap(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+        first
+    }
+
+    fn is_triggered(&self) -> bool {
+        self.triggered.load(Ordering::SeqCst)
+    }
+
+    async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_triggered() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// One partition of a topic: its log and the durability bookkeeping around it.
+pub struct Partition {
+    topic: String,
+    index: i32,
+    dir: PathBuf,
+    /// `None` once the partition is closed (broker shutdown or topic deletion).
+    log: Mutex<Option<PartitionLog>>,
+    /// Mirror of the log's durable end offset, for waiters.
+    durable_end_offset: AtomicI64,
+    /// Woken whenever the durable end offset moves or the partition closes.
+    durable_notify: Notify,
+    /// Set while the partition is queued for the flusher.
+    dirty: AtomicBool,
+    /// Set when the topic was deleted.
+    deleted: AtomicBool,
+}
+
+impl Partition {
+    /// Topic name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Partition index.
+    pub fn index(&self) -> i32 {
+        self.index
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<PartitionLog>> {
+        self.log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn closed_error(&self) -> BrokerError {
+        if self.deleted.load(Ordering::SeqCst) {
+            BrokerError::UnknownTopicOrPartition(format!("{}-{}", self.topic, self.index))
+        } else {
+            BrokerError::ShuttingDown
+        }
+    }
+
+    /// Runs `f` on the log under the partition lock (never across an await).
+    pub fn with_log<R>(
+        &self,
+        f: impl FnOnce(&mut PartitionLog) -> Result<R, LogError>,
+    ) -> Result<R, BrokerError> {
+        let mut guard = self.lock();
+        let log = guard.as_mut().ok_or_else(|| self.closed_error())?;
+        f(log).map_err(|source| BrokerError::Log {
+            topic: self.topic.clone(),
+            partition: self.index,
+            source,
+        })
+    }
+
+    /// The durable end offset (high watermark) last published by the flusher.
+    pub fn durable_end_offset(&self) -> i64 {
+        self.durable_end_offset.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every offset below `end_offset` is durable. Fails if the partition closes first.
+    pub async fn wait_durable(&self, end_offset: i64) -> Result<(), BrokerError> {
+        loop {
+            let notified = self.durable_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.durable_end_offset() >= end_offset {
+                return Ok(());
+            }
+            if self.lock().is_none() {
+                return Err(self.closed_error());
+            }
+            notified.await;
+        }
+    }
+
+    fn publish_durable(&self, log: &PartitionLog) {
+        self.durable_end_offset
+            .store(log.durable_end_offset(), Ordering::SeqCst);
+        self.durable_notify.notify_waiters();
+    }
+}
+
+/// A topic: its id, config and partitions.
+pub struct Topic {
+    name: String,
+    id: Uuid,
+    partitions: Vec<Arc<Partition>>,
+    config: RwLock<TopicConfig>,
+}
+
+impl Topic {
+    /// Topic name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Topic id (Kafka's topic UUID), generated at creation and persisted.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The partitions, indexed by partition number.
+    pub fn partitions(&self) -> &[Arc<Partition>] {
+        &self.partitions
+    }
+
+    /// Partition `index`, if it exists.
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
+
+    /// A copy of the topic's config.
+    pub fn config(&self) -> TopicConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+struct ProducerIdBlock {
+    next: i64,
+    reserved_end: i64,
+}
+
+/// The single-node broker.
+pub struct Broker {
+    config: BrokerConfig,
+    disk: Arc<dyn Disk>,
+    clock: Arc<dyn Clock>,
+    cluster_id: String,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    admin: Mutex<()>,
+    producer_ids: Mutex<ProducerIdBlock>,
+    dirty: Mutex<Vec<Arc<Partition>>>,
+    flush_wake: Notify,
+    high_watermark_notify: Notify,
+    shutdown: ShutdownSignal,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    bound_addr: Mutex<Option<SocketAddr>>,
+    id_counter: AtomicU64,
+}
+
+impl Broker {
+    /// Opens the data dir (recovering every partition) and starts the flusher and retention tasks.
+    pub async fn open(
+        config: BrokerConfig,
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Broker>, BrokerError> {
+        let data_dir = config.data_dir.clone();
+        let meta_dir = data_dir.join(META_DIR);
+        disk.create_dir_all(&meta_dir)
+            .map_err(|e| BrokerError::io(&meta_dir, e))?;
+        disk.sync_dir(&data_dir)
+            .map_err(|e| BrokerError::io(&data_dir, e))?;
+
+        let mut broker = Broker {
+            config,
+            disk,
+            clock,
+            cluster_id: String::new(),
+            topics: RwLock::new(BTreeMap::new()),
+            admin: Mutex::new(()),
+            producer_ids: Mutex::new(ProducerIdBlock {
+                next: 0,
+                reserved_end: 0,
+            }),
+            dirty: Mutex::new(Vec::new()),
+            flush_wake: Notify::new(),
+            high_watermark_notify: Notify::new(),
+            shutdown: ShutdownSignal::default(),
+            tasks: Mutex::new(Vec::new()),
+            bound_addr: Mutex::new(None),
+            id_counter: AtomicU64::new(0),
+        };
+        broker.remove_tmp_files()?;
+        broker.cluster_id = broker.load_or_create_cluster_id()?;
+        let next_producer_id = broker.load_producer_id_block()?;
+        broker.producer_ids = Mutex::new(ProducerIdBlock {
+            next: next_producer_id,
+            reserved_end: next_producer_id,
+        });
+        let topics = broker.load_topics()?;
+        broker.remove_orphan_partition_dirs(&topics)?;
+        broker.topics = RwLock::new(topics);
+
+        let broker = Arc::new(broker);
+        let flusher = tokio::spawn(Arc::clone(&broker).run_flusher());
+        let retention = tokio::spawn(Arc::clone(&broker).run_retention());
+        broker.lock_tasks().extend([flusher, retention]);
+        tracing::info!(
+            cluster_id = %broker.cluster_id,
+            topics = broker.read_topics().len(),
+            "broker opened"
+        );
+        Ok(broker)
+    }
+
+    /// The broker config.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// The node id.
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// The cluster id (stable across restarts).
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Records the address the server actually listens on (the port may have been 0).
+    pub fn set_bound_addr(&self, addr: SocketAddr) {
+        *self
+            .bound_addr
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(addr);
+    }
+
+    /// The host and port put in Metadata.
+    pub fn advertised_endpoint(&self) -> (String, i32) {
+        let bound = *self
+            .bound_addr
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let addr = bound.unwrap_or(self.config.listen);
+        let host = match &self.config.advertised_host {
+            Some(host) => host.clone(),
+            None if self.config.listen.ip().is_unspecified() => "localhost".to_string(),
+            None => self.config.listen.ip().to_string(),
+        };
+        (host, i32::from(addr.port()))
+    }
+
+    /// True once shutdown started.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_triggered()
+    }
+
+    /// Resolves when shutdown starts.
+    pub async fn shutdown_started(&self) {
+        self.shutdown.wait().await
+    }
+
+    fn read_topics(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write_topics(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Topic>>> {
+        self.topics
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_tasks(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_admin(&self) -> MutexGuard<'_, ()> {
+        self.admin
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The topic named `name`.
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.read_topics().get(name).cloned()
+    }
+
+    /// The topic with id `id`.
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.read_topics().values().find(|t| t.id == id).cloned()
+    }
+
+    /// Every topic, by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.read_topics().values().cloned().collect()
+    }
+
+    // ---- metadata files ----
+
+    fn meta_dir(&self) -> PathBuf {
+        self.config.data_dir.join(META_DIR)
+    }
+
+    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.config.data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    fn read_file(&self, path: &Path) -> Result<Vec<u8>, BrokerError> {
+        let file = self
+            .disk
+            .open(path, false)
+            .map_err(|e| BrokerError::io(path, e))?;
+        let len = file.len().map_err(|e| BrokerError::io(path, e))?;
+        let len = usize::try_from(len).map_err(|_| BrokerError::CorruptMeta {
+            path: path.to_path_buf(),
+            reason: "file too large".to_string(),
+        })?;
+        if len > 1024 * 1024 {
+            return Err(BrokerError::CorruptMeta {
+                path: path.to_path_buf(),
+                reason: format!("metadata file of {len} bytes"),
+            });
+        }
+        let mut buf = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            let n = file
+                .read_at(filled as u64, &mut buf[filled..])
+                .map_err(|e| BrokerError::io(path, e))?;
+            if n == 0 {
+                return Err(BrokerError::CorruptMeta {
+                    path: path.to_path_buf(),
+                    reason: "short read".to_string(),
+                });
+            }
+            filled += n;
+        }
+        Ok(buf)
+    }
+
+    fn read_kv_file(&self, path: &Path) -> Result<Vec<(String, String)>, BrokerError> {
+        let bytes = self.read_file(path)?;
+        let text = String::from_utf8(bytes).map_err(|_| BrokerError::CorruptMeta {
+            path: path.to_path_buf(),
+            reason: "not UTF-8".to_string(),
+        })?;
+        let mut entries = Vec::new();
+        for line in text.lines() {
+            if line.is_empty() {
+                continue;
+            }
+            let (key, value) = line
+                .split_once('=')
+                .ok_or_else(|| BrokerError::CorruptMeta {
+                    path: path.to_path_buf(),
+                    reason: format!("line without '=': {line:?}"),
+                })?;
+            entries.push((key.to_string(), value.to_string()));
+        }
+        Ok(entries)
+    }
+
+    /// Writes `contents` to `dir/name` atomically and durably: tmp file, sync, rename, sync dir.
+    fn write_file_atomic(
+        &self,
+        dir: &Path,
+        name: &str,
+        contents: &[u8],
+    ) -> Result<(), BrokerError> {
+        let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+        let target = dir.join(name);
+        if self.disk.exists(&tmp) {
+            self.disk
+                .remove_file(&tmp)
+                .map_err(|e| BrokerError::io(&tmp, e))?;
+        }
+        let file = self
+            .disk
+            .open(&tmp, true)
+            .map_err(|e| BrokerError::io(&tmp, e))?;
+        file.append(contents)
+            .map_err(|e| BrokerError::io(&tmp, e))?;
+        if let Err(e) = file.sync() {
+            abort_on_sync_failure(&tmp.display().to_string(), &e);
+        }
+        self.disk
+            .rename(&tmp, &target)
+            .map_err(|e| BrokerError::io(&target, e))?;
+        if let Err(e) = self.disk.sync_dir(dir) {
+            abort_on_sync_failure(&dir.display().to_string(), &e);
+        }
+        Ok(())
+    }
+
+    fn remove_tmp_files(&self) -> Result<(), BrokerError> {
+        let meta = self.meta_dir();
+        let names = self
+            .disk
+            .list(&meta)
+            .map_err(|e| BrokerError::io(&meta, e))?;
+        for name in names.iter().filter(|n| n.ends_with(TMP_SUFFIX)) {
+            let path = meta.join(name);
+            self.disk
+                .remove_file(&path)
+                .map_err(|e| BrokerError::io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    fn load_or_create_cluster_id(&self) -> Result<String, BrokerError> {
+        let path = self.meta_dir().join(CLUSTER_ID_FILE);
+        if self.disk.exists(&path) {
+            let bytes = self.read_file(&path)?;
+            let id = String::from_utf8(bytes)
+                .map_err(|_| BrokerError::CorruptMeta {
+                    path: path.clone(),
+                    reason: "not UTF-8".to_string(),
+                })?
+                .trim()
+                .to_string();
+            if id.is_empty() {
+                return Err(BrokerError::CorruptMeta {
+                    path,
+                    reason: "empty cluster id".to_string(),
+                });
+            }
+            return Ok(id);
+        }
+        let id = base64_url(self.new_uuid("cluster").as_bytes());
+        self.write_file_atomic(&self.meta_dir(), CLUSTER_ID_FILE, id.as_bytes())?;
+        Ok(id)
+    }
+
+    fn load_producer_id_block(&self) -> Result<i64, BrokerError> {
+        let path = self.meta_dir().join(PRODUCER_IDS_FILE);
+        if !self.disk.exists(&path) {
+            return Ok(0);
+        }
+        let entries = self.read_kv_file(&path)?;
+        entries
+            .iter()
+            .find(|(k, _)| k == "next")
+            .and_then(|(_, v)| v.parse::<i64>().ok())
+            .filter(|next| *next >= 0)
+            .ok_or_else(|| BrokerError::CorruptMeta {
+                path,
+                reason: "missing or invalid next=".to_string(),
+            })
+    }
+
+    fn topic_file_contents(name: &str, id: Uuid, partitions: i32, config: &TopicConfig) -> String {
+        let mut out = format!(
+            "name={name}\npartitions={partitions}\ntopic_id={}\n",
+            id.hyphenated()
+        );
+        for (key, value) in config.overrides() {
+            out.push_str(&format!("config.{key}={value}\n"));
+        }
+        out
+    }
+
+    fn load_topics(&self) -> Result<BTreeMap<String, Arc<Topic>>, BrokerError> {
+        let meta = self.meta_dir();
+        let names = self
+            .disk
+            .list(&meta)
+            .map_err(|e| BrokerError::io(&meta, e))?;
+        let mut topics = BTreeMap::new();
+        for file_name in names.iter().filter(|n| n.ends_with(TOPIC_FILE_SUFFIX)) {
+            let path = meta.join(file_name);
+            let entries = self.read_kv_file(&path)?;
+            let corrupt = |reason: &str| BrokerError::CorruptMeta {
+                path: path.clone(),
+                reason: reason.to_string(),
+            };
+            let mut name = None;
+            let mut partitions = None;
+            let mut id = None;
+            let mut overrides = BTreeMap::new();
+            for (key, value) in entries {
+                match key.as_str() {
+                    "name" => name = Some(value),
+                    "partitions" => partitions = value.parse::<i32>().ok(),
+                    "topic_id" => id = Uuid::parse_str(&value).ok(),
+                    _ => {
+                        if let Some(config_key) = key.strip_prefix("config.") {
+                            overrides.insert(config_key.to_string(), value);
+                        }
+                    }
+                }
+            }
+            let name = name.ok_or_else(|| corrupt("missing name"))?;
+            let partitions = partitions
+                .filter(|p| *p >= 1 && *p <= TOPIC_PARTITIONS_MAX)
+                .ok_or_else(|| corrupt("missing or invalid partitions"))?;
+            let id = id.ok_or_else(|| corrupt("missing or invalid topic_id"))?;
+            let config = TopicConfig::from_overrides(overrides).map_err(|e| corrupt(&e))?;
+            let topic = self.open_topic(name.clone(), id, partitions, config)?;
+            topics.insert(name, topic);
+        }
+        Ok(topics)
+    }
+
+    fn open_topic(
+        &self,
+        name: String,
+        id: Uuid,
+        partition_count: i32,
+        config: TopicConfig,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let log_config = config.log_config(&self.config.log_defaults);
+        let mut partitions = Vec::new();
+        for index in 0..partition_count {
+            let dir = self.partition_dir(&name, index);
+            self.disk
+                .create_dir_all(&dir)
+                .map_err(|e| BrokerError::io(&dir, e))?;
+            let log = PartitionLog::open(
+                Arc::clone(&self.disk),
+                Arc::clone(&self.clock),
+                dir.clone(),
+                log_config.clone(),
+            )
+            .map_err(|source| BrokerError::Log {
+                topic: name.clone(),
+                partition: index,
+                source,
+            })?;
+            let durable = log.durable_end_offset();
+            partitions.push(Arc::new(Partition {
+                topic: name.clone(),
+                index,
+                dir,
+                log: Mutex::new(Some(log)),
+                durable_end_offset: AtomicI64::new(durable),
+                durable_notify: Notify::new(),
+                dirty: AtomicBool::new(false),
+                deleted: AtomicBool::new(false),
+            }));
+        }
+        Ok(Arc::new(Topic {
+            name,
+            id,
+            partitions,
+            config: RwLock::new(config),
+        }))
+    }
+
+    /// Removes `<topic>-<n>` directories that belong to no topic (a create or delete that crashed
+    /// before or after its commit point).
+    fn remove_orphan_partition_dirs(
+        &self,
+        topics: &BTreeMap<String, Arc<Topic>>,
+    ) -> Result<(), BrokerError> {
+        let data_dir = &self.config.data_dir;
+        let names = self
+            .disk
+            .list(data_dir)
+            .map_err(|e| BrokerError::io(data_dir, e))?;
+        let mut removed = false;
+        for entry in names {
+            let Some((topic, partition)) = entry.rsplit_once('-') else {
+                continue;
+            };
+            let Ok(partition) = partition.parse::<i32>() else {
+                continue;
+            };
+            if partition < 0 || validate_topic_name(topic).is_err() {
+                continue;
+            }
+            let owned = topics
+                .get(topic)
+                .is_some_and(|t| partition < t.partitions.len() as i32);
+            if !owned {
+                let path = data_dir.join(&entry);
+                tracing::warn!(dir = %path.display(), "removing orphan partition directory");
+                self.disk
+                    .remove_dir_all(&path)
+                    .map_err(|e| BrokerError::io(&path, e))?;
+                removed = true;
+            }
+        }
+        if removed {
+            if let Err(e) = self.disk.sync_dir(data_dir) {
+                abort_on_sync_failure(&data_dir.display().to_string(), &e);
+            }
+        }
+        Ok(())
+    }
+
+    /// A fresh random-looking UUID (version 4 layout) derived from the clock, a counter and `salt`.
+    fn new_uuid(&self, salt: &str) -> Uuid {
+        let counter = self.id_counter.fetch_add(1, Ordering::SeqCst);
+        let now_ms = self.clock.now_ms();
+        let mono = self.clock.monotonic().as_nanos();
+        let mut bytes = [0u8; 16];
+        for (half, chunk) in bytes.chunks_mut(8).enumerate() {
+            let mut hasher = DefaultHasher::new();
+            (salt, now_ms, mono, counter, half, std::process::id()).hash(&mut hasher);
+            chunk.copy_from_slice(&hasher.finish().to_be_bytes());
+        }
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
+
+    // ---- admin operations ----
+
+    /// Creates a topic with `partitions` partitions (already resolved: >= 1) and `config`.
+    /// With `validate_only`, checks everything and creates nothing.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        config: TopicConfig,
+        validate_only: bool,
+    ) -> Result<Option<Arc<Topic>>, BrokerError> {
+        validate_topic_name(name)?;
+        if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "Number of partitions must be in [1, {TOPIC_PARTITIONS_MAX}], got {partitions}"
+            )));
+        }
+        if self.is_shutting_down() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let _admin = self.lock_admin();
+        if self.read_topics().contains_key(name) {
+            return Err(BrokerError::TopicAlreadyExists(format!(
+                "Topic '{name}' already exists."
+            )));
+        }
+        if validate_only {
+            return Ok(None);
+        }
+        let id = self.new_uuid(name);
+        // Partition dirs first (orphans are removed at startup), then the metadata file: its
+        // durable rename is the commit point.
+        let topic = self.open_topic(name.to_string(), id, partitions, config.clone())?;
+        let data_dir = &self.config.data_dir;
+        if let Err(e) = self.disk.sync_dir(data_dir) {
+            abort_on_sync_failure(&data_dir.display().to_string(), &e);
+        }
+        let contents = Self::topic_file_contents(name, id, partitions, &config);
+        self.write_file_atomic(
+            &self.meta_dir(),
+            &format!("{name}{TOPIC_FILE_SUFFIX}"),
+            contents.as_bytes(),
+        )?;
+        self.write_topics()
+            .insert(name.to_string(), Arc::clone(&topic));
+        tracing::info!(topic = name, partitions, topic_id = %id, "created topic");
+        Ok(Some(topic))
+    }
+
+    /// Deletes a topic: its metadata file (the commit point), then its partition directories.
+    pub fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        if self.is_shutting_down() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let _admin = self.lock_admin();
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        let meta = self.meta_dir();
+        let path = meta.join(format!("{name}{TOPIC_FILE_SUFFIX}"));
+        self.disk
+            .remove_file(&path)
+            .map_err(|e| BrokerError::io(&path, e))?;
+        if let Err(e) = self.disk.sync_dir(&meta) {
+            abort_on_sync_failure(&meta.display().to_string(), &e);
+        }
+        self.write_topics().remove(name);
+        for partition in &topic.partitions {
+            partition.deleted.store(true, Ordering::SeqCst);
+            let log = partition.lock().take();
+            drop(log);
+            partition.durable_notify.notify_waiters();
+            self.disk
+                .remove_dir_all(&partition.dir)
+                .map_err(|e| BrokerError::io(&partition.dir, e))?;
+        }
+        let data_dir = &self.config.data_dir;
+        if let Err(e) = self.disk.sync_dir(data_dir) {
+            abort_on_sync_failure(&data_dir.display().to_string(), &e);
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(topic)
+    }
+
+    /// Replaces a topic's config overrides (validated by the caller via
+    /// [`TopicConfig::from_overrides`]); persists, then applies live to every partition.
+    pub fn set_topic_config(
+        &self,
+        name: &str,
+        config: TopicConfig,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        if self.is_shutting_down() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let _admin = self.lock_admin();
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        if validate_only {
+            return Ok(());
+        }
+        let contents =
+            Self::topic_file_contents(name, topic.id, topic.partitions.len() as i32, &config);
+        self.write_file_atomic(
+            &self.meta_dir(),
+            &format!("{name}{TOPIC_FILE_SUFFIX}"),
+            contents.as_bytes(),
+        )?;
+        let log_config = config.log_config(&self.config.log_defaults);
+        *topic
+            .config
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
+        for partition in &topic.partitions {
+            if let Some(log) = partition.lock().as_mut() {
+                log.set_config(log_config.clone());
+            }
+        }
+        tracing::info!(topic = name, "altered topic config");
+        Ok(())
+    }
+
+    /// Allocates a producer id that was never handed out before, even across restarts.
+    pub fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
+        let mut block = self
+            .producer_ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if block.next >= block.reserved_end {
+            let new_end = block.reserved_end + PRODUCER_ID_BLOCK;
+            self.write_file_atomic(
+                &self.meta_dir(),
+                PRODUCER_IDS_FILE,
+                format!("next={new_end}\n").as_bytes(),
+            )?;
+            block.reserved_end = new_end;
+        }
+        let id = block.next;
+        block.next += 1;
+        assert!(block.next <= block.reserved_end);
+        Ok(id)
+    }
+
+    // ---- data path ----
+
+    /// Appends `records` to `partition` and queues it for the flusher.
+    pub fn append(
+        &self,
+        partition: &Arc<Partition>,
+        records: &mut [u8],
+    ) -> Result<AppendOutcome, BrokerError> {
+        if self.is_shutting_down() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let outcome = partition.with_log(|log| log.append(records, 0))?;
+        self.mark_dirty(partition);
+        Ok(outcome)
+    }
+
+    fn mark_dirty(&self, partition: &Arc<Partition>) {
+        if !partition.dirty.swap(true, Ordering::SeqCst) {
+            self.dirty
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(Arc::clone(partition));
+        }
+        self.flush_wake.notify_one();
+    }
+
+    /// A future that resolves at the next high watermark advance of any partition; create it
+    /// (and `enable` it) before checking the data, so no advance is missed.
+    pub fn high_watermark_advanced(&self) -> tokio::sync::futures::Notified<'_> {
+        self.high_watermark_notify.notified()
+    }
+
+    async fn run_flusher(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.wait() => break,
+                _ = self.flush_wake.notified() => {}
+            }
+            if let FlushPolicy::IntervalMs(ms) = self.config.flush {
+                tokio::select! {
+                    biased;
+                    _ = self.shutdown.wait() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                }
+            }
+            self.flush_dirty().await;
+        }
+    }
+
+    /// One group commit: syncs every dirty partition, then publishes the new durable offsets.
+    async fn flush_dirty(&self) {
+        let dirty = std::mem::take(
+            &mut *self
+                .dirty
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        if dirty.is_empty() {
+            return;
+        }
+        let mut targets = Vec::with_capacity(dirty.len());
+        let mut files: Vec<Arc<dyn DiskFile>> = Vec::new();
+        for partition in dirty {
+            partition.dirty.store(false, Ordering::SeqCst);
+            let target = match partition.lock().as_ref() {
+                Some(log) => log.sync_target(),
+                None => continue,
+            };
+            files.extend(target.files.iter().cloned());
+            targets.push((partition, target.end_offset));
+        }
+        if self.config.flush != FlushPolicy::Never {
+            sync_files(files).await;
+        }
+        for (partition, end_offset) in targets {
+            if let Some(log) = partition.lock().as_mut() {
+                log.mark_durable(end_offset);
+                partition.publish_durable(log);
+            }
+        }
+        self.high_watermark_notify.notify_waiters();
+    }
+
+    async fn run_retention(self: Arc<Self>) {
+        let interval = Duration::from_millis(self.config.retention_check_interval_ms.max(1));
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.wait() => break,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            self.check_retention();
+        }
+    }
+
+    /// Rolls segments past `segment.ms` and deletes segments past retention, on every partition.
+    pub fn check_retention(&self) {
+        for topic in self.topics() {
+            for partition in &topic.partitions {
+                let result = partition.with_log(|log| {
+                    let rolled = log.roll_if_due()?;
+                    let deleted = log.enforce_retention()?;
+                    Ok((rolled, deleted))
+                });
+                match result {
+                    Ok((rolled, deleted)) => {
+                        if rolled || deleted > 0 {
+                            tracing::debug!(
+                                topic = %topic.name,
+                                partition = partition.index,
+                                rolled,
+                                deleted,
+                                "retention check"
+                            );
+                        }
+                        if rolled {
+                            // A new segment file is a directory entry to make durable.
+                            self.mark_dirty(partition);
+                        }
+                    }
+                    Err(BrokerError::ShuttingDown)
+                    | Err(BrokerError::UnknownTopicOrPartition(_)) => {}
+                    Err(error) => tracing::warn!(%error, "retention check failed"),
+                }
+            }
+        }
+    }
+
+    /// Stops the background tasks, then flushes and closes every partition. Idempotent.
+    pub async fn shutdown(&self) -> Result<(), BrokerError> {
+        if !self.shutdown.trigger() {
+            return Ok(());
+        }
+        let tasks = std::mem::take(&mut *self.lock_tasks());
+        for task in tasks {
+            if let Err(error) = task.await {
+                tracing::warn!(%error, "broker task ended abnormally");
+            }
+        }
+        let mut first_error = None;
+        for topic in self.topics() {
+            for partition in &topic.partitions {
+                let log = partition.lock().take();
+                if let Some(log) = log {
+                    if let Err(source) = log.close() {
+                        tracing::error!(topic = %topic.name, partition = partition.index, error = %source, "closing partition failed");
+                        first_error.get_or_insert(BrokerError::Log {
+                            topic: topic.name.clone(),
+                            partition: partition.index,
+                            source,
+                        });
+                    }
+                }
+                partition.durable_notify.notify_waiters();
+            }
+        }
+        self.high_watermark_notify.notify_waiters();
+        tracing::info!("broker shut down");
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Syncs `files`; aborts the process if any sync fails.
+async fn sync_files(files: Vec<Arc<dyn DiskFile>>) {
+    if files.is_empty() {
+        return;
+    }
+    #[cfg(not(madsim))]
+    {
+        let result = tokio::task::spawn_blocking(move || {
+            for file in &files {
+                file.sync()?;
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => abort_on_sync_failure("a partition file", &error),
+            Err(join_error) => {
+                tracing::error!(%join_error, "fsync task failed; aborting the broker process");
+                std::process::abort()
+            }
+        }
+    }
+    #[cfg(madsim)]
+    {
+        // spawn_blocking file I/O panics under madsim: sync inline.
+        for file in &files {
+            if let Err(error) = file.sync() {
+                abort_on_sync_failure("a partition file", &error);
+            }
+        }
+    }
+}
+
+/// Base64url without padding (Kafka's cluster id format: 22 chars for 16 bytes).
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders").is_ok());
+        assert!(validate_topic_name("a.b_c-D9").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name(".").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name("héllo").is_err());
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn base64_url_of_16_bytes_is_22_chars() {
+        assert_eq!(base64_url(&[0u8; 16]).len(), 22);
+        assert_eq!(base64_url(b"Man"), "TWFu");
+        assert_eq!(base64_url(b"Ma"), "TWE");
+    }
+}

@@ -1,0 +1,81 @@
+//! DeleteTopics (v1-6): by name, and by topic id in v6.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::errors::UNKNOWN_TOPIC_ID;
+
+fn result_for(broker: &Broker, name: Option<&str>, id: Uuid, version: i16) -> DeletableTopicResult {
+    let outcome: Result<(String, Uuid), (i16, String)> = match name {
+        Some(name) => broker
+            .delete_topic(name)
+            .map(|t| (t.name().to_string(), t.id()))
+            .map_err(|e| (e.code(), e.to_string())),
+        None => match broker.topic_by_id(id) {
+            Some(topic) => broker
+                .delete_topic(topic.name())
+                .map(|t| (t.name().to_string(), t.id()))
+                .map_err(|e| (e.code(), e.to_string())),
+            None => Err((UNKNOWN_TOPIC_ID.code(), format!("unknown topic id {id}"))),
+        },
+    };
+    let mut result = DeletableTopicResult::default();
+    match outcome {
+        Ok((name, id)) => {
+            result = result
+                .with_name(Some(TopicName(StrBytes::from_string(name))))
+                .with_error_code(0);
+            if version >= 6 {
+                result = result.with_topic_id(id);
+            }
+        }
+        Err((code, message)) => {
+            result = result
+                .with_name(name.map(|n| TopicName(StrBytes::from_string(n.to_string()))))
+                .with_error_code(code);
+            if version >= 5 {
+                result = result.with_error_message(Some(StrBytes::from_string(message)));
+            }
+            if version >= 6 {
+                result = result.with_topic_id(id);
+            }
+        }
+    }
+    result
+}
+
+/// Handles a DeleteTopics request.
+pub fn handle(
+    broker: &Arc<Broker>,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let responses = if version >= 6 {
+        request
+            .topics
+            .iter()
+            .map(|t| {
+                result_for(
+                    broker,
+                    t.name.as_ref().map(|n| n.0.as_str()),
+                    t.topic_id,
+                    version,
+                )
+            })
+            .collect()
+    } else {
+        request
+            .topic_names
+            .iter()
+            .map(|n| result_for(broker, Some(n.0.as_str()), Uuid::nil(), version))
+            .collect()
+    };
+    DeleteTopicsResponse::default()
+        .with_throttle_time_ms(0)
+        .with_responses(responses)
+}

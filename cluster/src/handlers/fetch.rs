@@ -1,0 +1,140 @@
+//! Fetch (v4-12): reads up to the high watermark (the durable end offset), long-polls for
+//! `min_bytes`, honours `max_bytes` and `partition_max_bytes` (KIP-74: the first batch of the
+//! first non-empty partition is always returned). Fetch sessions are not kept: every response has
+//! session id 0, so clients send full fetch requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+
+use crate::broker::Broker;
+use crate::errors::BrokerError;
+
+fn error_partition(index: i32, error: ResponseError) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(error.code())
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_records(Some(Bytes::new()))
+}
+
+/// One pass over the requested partitions: the response and the record bytes it holds.
+fn read_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResponse, usize) {
+    let mut remaining = request.max_bytes.max(0) as usize;
+    let mut total = 0usize;
+    let mut first_non_empty = true;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for fetch_topic in &request.topics {
+        let name = fetch_topic.topic.0.to_string();
+        let topic = broker.topic(&name);
+        let mut partitions = Vec::with_capacity(fetch_topic.partitions.len());
+        for fetch_partition in &fetch_topic.partitions {
+            let index = fetch_partition.partition;
+            let Some(partition) = topic.as_ref().and_then(|t| t.partition(index)) else {
+                partitions.push(error_partition(
+                    index,
+                    ResponseError::UnknownTopicOrPartition,
+                ));
+                continue;
+            };
+            let offset = fetch_partition.fetch_offset;
+            let limit = (fetch_partition.partition_max_bytes.max(0) as usize).min(remaining);
+            let must_return_first = first_non_empty;
+            let result = partition.with_log(|log| {
+                let high_watermark = log.durable_end_offset();
+                let log_start = log.log_start_offset();
+                if offset < log_start || offset > high_watermark {
+                    return Ok(Err(ResponseError::OffsetOutOfRange));
+                }
+                let records = if offset == high_watermark || (limit == 0 && !must_return_first) {
+                    Bytes::new()
+                } else {
+                    log.read(offset, limit.max(1), high_watermark)?
+                };
+                Ok(Ok((high_watermark, log_start, records)))
+            });
+            let data = match result {
+                Ok(Ok((high_watermark, log_start, mut records))) => {
+                    if records.len() > limit && !must_return_first {
+                        // Only the first non-empty partition may exceed the limits (KIP-74).
+                        records = Bytes::new();
+                    }
+                    if !records.is_empty() {
+                        first_non_empty = false;
+                    }
+                    remaining = remaining.saturating_sub(records.len());
+                    total += records.len();
+                    let mut data = PartitionData::default()
+                        .with_partition_index(index)
+                        .with_error_code(0)
+                        .with_high_watermark(high_watermark)
+                        .with_last_stable_offset(high_watermark)
+                        .with_records(Some(records));
+                    if version >= 5 {
+                        data = data.with_log_start_offset(log_start);
+                    }
+                    data
+                }
+                Ok(Err(error)) => error_partition(index, error),
+                Err(error @ BrokerError::Log { .. }) => {
+                    tracing::debug!(%error, "fetch read failed");
+                    error_partition(index, error.response_error())
+                }
+                Err(error) => error_partition(index, error.response_error()),
+            };
+            partitions.push(data);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(fetch_topic.topic.clone())
+                .with_partitions(partitions),
+        );
+    }
+    let mut response = FetchResponse::default()
+        .with_throttle_time_ms(0)
+        .with_responses(topics);
+    if version >= 7 {
+        response = response.with_error_code(0).with_session_id(0);
+    }
+    (response, total)
+}
+
+fn has_partition_error(response: &FetchResponse) -> bool {
+    response
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .any(|p| p.error_code != 0)
+}
+
+/// Handles a Fetch request, waiting up to `max_wait_ms` for `min_bytes` of durable data.
+pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
+    let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    loop {
+        let advanced = broker.high_watermark_advanced();
+        tokio::pin!(advanced);
+        advanced.as_mut().enable();
+        let (response, bytes) = read_once(broker, &request, version);
+        let done = bytes >= min_bytes
+            || has_partition_error(&response)
+            || tokio::time::Instant::now() >= deadline
+            || broker.is_shutting_down();
+        if done {
+            return response;
+        }
+        tokio::select! {
+            biased;
+            _ = broker.shutdown_started() => return response,
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = advanced => {}
+        }
+    }
+}

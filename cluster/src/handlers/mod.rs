@@ -1,0 +1,175 @@
+//! One module per Kafka API, the table of supported versions, and request dispatch.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest, FetchResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse,
+};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::broker::Broker;
+
+pub mod alter_configs;
+pub mod api_versions;
+pub mod configs;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_configs;
+pub mod fetch;
+pub mod incremental_alter_configs;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+/// The API versions Strata serves: `(api, min, max)`. Conservative ranges that old and new
+/// clients all handle and that address topics by name. Minimums are raised where kafka-protocol
+/// 0.18 (Kafka 4.1 schemas) has no codec for older versions.
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+];
+
+/// The supported `(min, max)` versions of `api_key`, if Strata serves it.
+pub fn supported_versions(api_key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(key, _, _)| *key == api_key)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+macro_rules! api_enums {
+    ($($variant:ident($req:ty, $resp:ty)),* $(,)?) => {
+        /// A decoded request body of a supported API.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Request {
+            $(
+                #[doc = concat!("A ", stringify!($variant), " request.")]
+                $variant($req),
+            )*
+        }
+
+        /// A response body to encode.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Response {
+            $(
+                #[doc = concat!("A ", stringify!($variant), " response.")]
+                $variant($resp),
+            )*
+        }
+
+        impl Request {
+            /// Decodes the body of a request of `api_key` at `version`. Returns an error (never
+            /// panics) on malformed input or an API Strata does not serve.
+            pub fn decode(api_key: ApiKey, body: &mut Bytes, version: i16) -> Result<Request, String> {
+                match api_key {
+                    $(
+                        ApiKey::$variant => <$req as Decodable>::decode(body, version)
+                            .map(Request::$variant)
+                            .map_err(|e| format!("{api_key:?} v{version}: {e:#}")),
+                    )*
+                    other => Err(format!("API {other:?} is not served")),
+                }
+            }
+
+            /// The API key of this request.
+            pub fn api_key(&self) -> ApiKey {
+                match self {
+                    $(Request::$variant(_) => ApiKey::$variant,)*
+                }
+            }
+        }
+
+        impl Response {
+            /// Encodes the response body at `version`.
+            pub fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), String> {
+                match self {
+                    $(
+                        Response::$variant(body) => body
+                            .encode(buf, version)
+                            .map_err(|e| format!("{} v{version}: {e:#}", stringify!($variant))),
+                    )*
+                }
+            }
+        }
+    };
+}
+
+api_enums! {
+    Produce(ProduceRequest, ProduceResponse),
+    Fetch(FetchRequest, FetchResponse),
+    ListOffsets(ListOffsetsRequest, ListOffsetsResponse),
+    Metadata(MetadataRequest, MetadataResponse),
+    ApiVersions(ApiVersionsRequest, ApiVersionsResponse),
+    CreateTopics(CreateTopicsRequest, CreateTopicsResponse),
+    DeleteTopics(DeleteTopicsRequest, DeleteTopicsResponse),
+    InitProducerId(InitProducerIdRequest, InitProducerIdResponse),
+    DescribeConfigs(DescribeConfigsRequest, DescribeConfigsResponse),
+    AlterConfigs(AlterConfigsRequest, AlterConfigsResponse),
+    IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse),
+}
+
+/// What the connection does after a request was handled.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send this response.
+    Respond(Response),
+    /// Send nothing (acks=0 produce that succeeded).
+    NoResponse,
+    /// Close the connection without answering (acks=0 produce that failed, like Kafka).
+    Close,
+}
+
+/// Handles one request at `version` (already checked to be within [`SUPPORTED_APIS`]).
+pub async fn handle(broker: &Arc<Broker>, request: Request, version: i16) -> Outcome {
+    match request {
+        Request::ApiVersions(req) => {
+            Outcome::Respond(Response::ApiVersions(api_versions::handle(&req, version)))
+        }
+        Request::Metadata(req) => {
+            Outcome::Respond(Response::Metadata(metadata::handle(broker, req, version)))
+        }
+        Request::Produce(req) => produce::handle(broker, req, version).await,
+        Request::Fetch(req) => {
+            Outcome::Respond(Response::Fetch(fetch::handle(broker, req, version).await))
+        }
+        Request::ListOffsets(req) => Outcome::Respond(Response::ListOffsets(list_offsets::handle(
+            broker, req, version,
+        ))),
+        Request::CreateTopics(req) => Outcome::Respond(Response::CreateTopics(
+            create_topics::handle(broker, req, version),
+        )),
+        Request::DeleteTopics(req) => Outcome::Respond(Response::DeleteTopics(
+            delete_topics::handle(broker, req, version),
+        )),
+        Request::InitProducerId(req) => Outcome::Respond(Response::InitProducerId(
+            init_producer_id::handle(broker, req, version),
+        )),
+        Request::DescribeConfigs(req) => Outcome::Respond(Response::DescribeConfigs(
+            describe_configs::handle(broker, req, version),
+        )),
+        Request::AlterConfigs(req) => Outcome::Respond(Response::AlterConfigs(
+            alter_configs::handle(broker, req, version),
+        )),
+        Request::IncrementalAlterConfigs(req) => {
+            Outcome::Respond(Response::IncrementalAlterConfigs(
+                incremental_alter_configs::handle(broker, req, version),
+            ))
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Produce: validation, append, and acks (-1 waits for the flusher's fsync, 1 answers after the
+//! append, 0 answers nothing).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::{Outcome, Response};
+use crate::broker::{Broker, Partition};
+use crate::errors::{
+    BrokerError, INVALID_REQUIRED_ACKS, MESSAGE_TOO_LARGE, NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT,
+    TRANSACTIONS_UNSUPPORTED,
+};
+
+/// Wait limit for acks=all when the request's timeout is not positive.
+const ACK_TIMEOUT_DEFAULT_MS: u64 = 30_000;
+
+/// Size of the batch header prefix that holds the batch length: baseOffset(8) + batchLength(4).
+const BATCH_LENGTH_PREFIX_BYTES: usize = 12;
+
+/// The size of the largest record batch in `records`, walking the batch framing (baseOffset,
+/// batchLength). Stops at the first malformed frame: the log's validation reports it.
+pub fn largest_batch_bytes(records: &[u8]) -> usize {
+    let mut position = 0usize;
+    let mut largest = 0usize;
+    while records.len() - position >= BATCH_LENGTH_PREFIX_BYTES {
+        let length_bytes = &records[position + 8..position + 12];
+        let batch_length = i32::from_be_bytes([
+            length_bytes[0],
+            length_bytes[1],
+            length_bytes[2],
+            length_bytes[3],
+        ]);
+        if batch_length < 0 {
+            break;
+        }
+        let total = BATCH_LENGTH_PREFIX_BYTES + batch_length as usize;
+        largest = largest.max(total);
+        position = position.saturating_add(total).min(records.len());
+    }
+    largest
+}
+
+struct Pending {
+    topic_index: usize,
+    partition_index: usize,
+    partition: Arc<Partition>,
+    end_offset: i64,
+}
+
+fn error_response(
+    index: i32,
+    error: ResponseError,
+    message: String,
+    version: i16,
+) -> PartitionProduceResponse {
+    let mut response = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(error.code())
+        .with_base_offset(-1);
+    if version >= 5 {
+        response = response.with_log_start_offset(-1);
+    }
+    if version >= 8 {
+        response = response.with_error_message(Some(StrBytes::from_string(message)));
+    }
+    response
+}
+
+fn append_partition(
+    broker: &Broker,
+    partition: &Arc<Partition>,
+    records: Option<Bytes>,
+    acks: i16,
+) -> Result<(strata_storage::AppendOutcome, i64), (ResponseError, String)> {
+    let topic = broker.topic(partition.topic()).ok_or_else(|| {
+        let e = BrokerError::UnknownTopicOrPartition(partition.topic().to_string());
+        (e.response_error(), e.to_string())
+    })?;
+    let config = topic.config();
+    let Some(records) = records else {
+        return Err((
+            ResponseError::CorruptMessage,
+            "null records in produce request".to_string(),
+        ));
+    };
+    let max_bytes = config.max_message_bytes(broker.config().message_bytes_max);
+    let largest = largest_batch_bytes(&records);
+    if largest > max_bytes {
+        return Err((
+            MESSAGE_TOO_LARGE,
+            format!("record batch of {largest} bytes exceeds max.message.bytes {max_bytes}"),
+        ));
+    }
+    if acks == -1 && config.min_insync_replicas() > 1 {
+        return Err((
+            NOT_ENOUGH_REPLICAS,
+            format!(
+                "min.insync.replicas={} but this single node has 1 replica",
+                config.min_insync_replicas()
+            ),
+        ));
+    }
+    let mut buffer = records
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    let outcome = broker
+        .append(partition, &mut buffer)
+        .map_err(|e| (e.response_error(), e.to_string()))?;
+    let log_start = partition
+        .with_log(|log| Ok(log.log_start_offset()))
+        .map_err(|e| (e.response_error(), e.to_string()))?;
+    Ok((outcome, log_start))
+}
+
+/// Handles a Produce request.
+pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Outcome {
+    let acks = request.acks;
+    let acks_valid = matches!(acks, -1..=1);
+    let transactional = request.transactional_id.is_some();
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    let mut pending = Vec::new();
+    let mut any_error = false;
+    for (topic_index, topic_data) in request.topic_data.into_iter().enumerate() {
+        let name = topic_data.name.0.to_string();
+        let topic = broker.topic(&name);
+        let mut partition_responses = Vec::with_capacity(topic_data.partition_data.len());
+        for (partition_index, data) in topic_data.partition_data.into_iter().enumerate() {
+            let index = data.index;
+            let partition = topic.as_ref().and_then(|t| t.partition(index)).cloned();
+            let result = if !acks_valid {
+                Err((INVALID_REQUIRED_ACKS, format!("invalid acks {acks}")))
+            } else if transactional {
+                Err((
+                    TRANSACTIONS_UNSUPPORTED,
+                    "transactions are not supported".to_string(),
+                ))
+            } else {
+                match &partition {
+                    None => {
+                        let e = BrokerError::UnknownTopicOrPartition(format!("{name}-{index}"));
+                        Err((e.response_error(), e.to_string()))
+                    }
+                    Some(p) => append_partition(broker, p, data.records, acks),
+                }
+            };
+            let response = match result {
+                Ok((outcome, log_start)) => {
+                    if acks == -1 {
+                        if let Some(partition) = partition {
+                            pending.push(Pending {
+                                topic_index,
+                                partition_index,
+                                partition,
+                                end_offset: outcome.last_offset + 1,
+                            });
+                        }
+                    }
+                    let mut r = PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_error_code(0)
+                        .with_base_offset(outcome.base_offset)
+                        .with_log_append_time_ms(-1);
+                    if version >= 5 {
+                        r = r.with_log_start_offset(log_start);
+                    }
+                    r
+                }
+                Err((error, message)) => {
+                    any_error = true;
+                    tracing::debug!(topic = %name, partition = index, ?error, %message, "produce failed");
+                    error_response(index, error, message, version)
+                }
+            };
+            partition_responses.push(response);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic_data.name)
+                .with_partition_responses(partition_responses),
+        );
+    }
+
+    if acks == 0 {
+        // Kafka answers nothing to acks=0 and signals failure by closing the connection.
+        return if any_error {
+            Outcome::Close
+        } else {
+            Outcome::NoResponse
+        };
+    }
+
+    if !pending.is_empty() {
+        let timeout_ms = if request.timeout_ms > 0 {
+            request.timeout_ms as u64
+        } else {
+            ACK_TIMEOUT_DEFAULT_MS
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+        for p in pending {
+            let waited =
+                tokio::time::timeout_at(deadline, p.partition.wait_durable(p.end_offset)).await;
+            let failure = match waited {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some((e.response_error(), e.to_string())),
+                Err(_) => Some((
+                    REQUEST_TIMED_OUT,
+                    format!("not durable within {timeout_ms} ms"),
+                )),
+            };
+            if let Some((error, message)) = failure {
+                let slot = &mut responses[p.topic_index].partition_responses[p.partition_index];
+                *slot = error_response(slot.index, error, message, version);
+            }
+        }
+    }
+
+    let mut response = ProduceResponse::default().with_responses(responses);
+    if version >= 1 {
+        response = response.with_throttle_time_ms(0);
+    }
+    Outcome::Respond(Response::Produce(response))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn largest_batch_walks_the_framing() {
+        let mut records = vec![0u8; 12 + 50];
+        records[8..12].copy_from_slice(&50i32.to_be_bytes());
+        let mut second = vec![0u8; 12 + 100];
+        second[8..12].copy_from_slice(&100i32.to_be_bytes());
+        records.extend_from_slice(&second);
+        assert_eq!(largest_batch_bytes(&records), 112);
+        assert_eq!(largest_batch_bytes(&records[..5]), 0);
+        let mut negative = vec![0u8; 12];
+        negative[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        assert_eq!(largest_batch_bytes(&negative), 0);
+        // A length pointing past the end still counts (the log rejects the truncated batch).
+        let mut huge = vec![0u8; 12];
+        huge[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert_eq!(largest_batch_bytes(&huge), 12 + i32::MAX as usize);
+    }
+}

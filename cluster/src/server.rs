@@ -1,0 +1,293 @@
+//! The Kafka listener: one task per connection, 4-byte big-endian length-prefixed frames, header
+//! decode, dispatch, responses in request order.
+//!
+//! A connection is handled one request at a time (like Kafka, which mutes a channel until its
+//! response is sent), so responses go out in request order. Malformed input closes only that
+//! connection: a negative or too large length prefix, a header that does not decode, an unknown
+//! API key, an unsupported version (except ApiVersions, which answers UNSUPPORTED_VERSION in a v0
+//! body so the client can retry), or a body that does not decode.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::broker::Broker;
+use crate::handlers::{self, api_versions, Outcome, Request, Response};
+
+/// Why a frame could not be turned into a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Fewer bytes than an API key and version.
+    #[error("frame of {0} bytes is too short for a request header")]
+    TooShort(usize),
+    /// An API key Kafka does not define, or one Strata does not serve.
+    #[error("unknown or unserved API key {0}")]
+    UnknownApiKey(i16),
+    /// A version outside the supported range of a served API.
+    #[error("unsupported version {version} of {api_key:?}")]
+    UnsupportedVersion {
+        /// The API.
+        api_key: ApiKey,
+        /// The requested version.
+        version: i16,
+        /// The request's correlation id (for the ApiVersions error answer).
+        correlation_id: i32,
+    },
+    /// The request header did not decode.
+    #[error("bad request header: {0}")]
+    Header(String),
+    /// The request body did not decode.
+    #[error("bad request body: {0}")]
+    Body(String),
+}
+
+/// A decoded request: its header, API and body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedRequest {
+    /// The request header.
+    pub header: RequestHeader,
+    /// The API key.
+    pub api_key: ApiKey,
+    /// The body.
+    pub request: Request,
+}
+
+/// Decodes one frame (without its length prefix) into a request. Never panics on any input.
+pub fn decode_request(frame: Bytes) -> Result<DecodedRequest, FrameError> {
+    if frame.len() < 4 {
+        return Err(FrameError::TooShort(frame.len()));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api_key = ApiKey::try_from(raw_key).map_err(|_| FrameError::UnknownApiKey(raw_key))?;
+    let (min, max) =
+        handlers::supported_versions(api_key).ok_or(FrameError::UnknownApiKey(raw_key))?;
+    let mut body = frame;
+    let header = if (min..=max).contains(&version) {
+        decode_request_header_from_buffer(&mut body)
+            .map_err(|e| FrameError::Header(format!("{e:#}")))?
+    } else if api_key == ApiKey::ApiVersions {
+        // The header of an unknown ApiVersions version: v2 for v3+ (Kafka never changes it).
+        let header = decode_request_header_from_buffer(&mut body)
+            .map_err(|e| FrameError::Header(format!("{e:#}")))?;
+        return Err(FrameError::UnsupportedVersion {
+            api_key,
+            version,
+            correlation_id: header.correlation_id,
+        });
+    } else {
+        // Peek the correlation id only for logging; the connection will be closed.
+        let correlation_id = body
+            .get(4..8)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(-1);
+        return Err(FrameError::UnsupportedVersion {
+            api_key,
+            version,
+            correlation_id,
+        });
+    };
+    let request = Request::decode(api_key, &mut body, version).map_err(FrameError::Body)?;
+    Ok(DecodedRequest {
+        header,
+        api_key,
+        request,
+    })
+}
+
+/// Encodes a response frame: length prefix, response header, body at `version`.
+pub fn encode_response(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    response: &Response,
+) -> Result<Bytes, String> {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    let header_version = api_key.response_header_version(version);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, header_version)
+        .map_err(|e| format!("response header: {e:#}"))?;
+    response.encode(&mut buf, version)?;
+    let body_len = i32::try_from(buf.len() - 4).map_err(|_| "response too large".to_string())?;
+    buf[0..4].copy_from_slice(&body_len.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Why reading a frame stopped.
+#[derive(Debug)]
+enum ReadError {
+    /// The peer closed the connection between frames.
+    Eof,
+    /// I/O error or EOF inside a frame.
+    Io(std::io::Error),
+    /// Length prefix negative or above `request_bytes_max`.
+    BadLength(i32),
+}
+
+/// Reads one frame, never buffering more than `max_bytes` (memory grows with the bytes that
+/// actually arrive, not with the announced length).
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max_bytes: usize,
+) -> Result<Bytes, ReadError> {
+    let mut prefix = [0u8; 4];
+    let mut filled = 0;
+    while filled < 4 {
+        let n = reader
+            .read(&mut prefix[filled..])
+            .await
+            .map_err(ReadError::Io)?;
+        if n == 0 {
+            return if filled == 0 {
+                Err(ReadError::Eof)
+            } else {
+                Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()))
+            };
+        }
+        filled += n;
+    }
+    let length = i32::from_be_bytes(prefix);
+    if length < 0 || length as usize > max_bytes {
+        return Err(ReadError::BadLength(length));
+    }
+    let length = length as usize;
+    let mut body = Vec::with_capacity(length.min(64 * 1024));
+    let read = reader
+        .take(length as u64)
+        .read_to_end(&mut body)
+        .await
+        .map_err(ReadError::Io)?;
+    if read != length {
+        return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(Bytes::from(body))
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> std::io::Result<()> {
+    writer.write_all(frame).await?;
+    writer.flush().await
+}
+
+/// Serves one connection until the peer closes it, it misbehaves, or the broker shuts down.
+async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let max_bytes = broker.config().request_bytes_max;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = broker.shutdown_started() => break,
+            frame = read_frame(&mut reader, max_bytes) => frame,
+        };
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(ReadError::Eof) => break,
+            Err(ReadError::Io(error)) => {
+                tracing::debug!(%peer, %error, "connection read failed");
+                break;
+            }
+            Err(ReadError::BadLength(length)) => {
+                tracing::warn!(%peer, length, max_bytes, "closing connection: bad frame length");
+                break;
+            }
+        };
+        let decoded = match decode_request(frame) {
+            Ok(decoded) => decoded,
+            Err(FrameError::UnsupportedVersion {
+                api_key: ApiKey::ApiVersions,
+                version,
+                correlation_id,
+            }) => {
+                tracing::debug!(%peer, version, "ApiVersions version unsupported; answering with v0");
+                let response = Response::ApiVersions(api_versions::unsupported_version_response());
+                match encode_response(correlation_id, ApiKey::ApiVersions, 0, &response) {
+                    Ok(bytes) => {
+                        if let Err(error) = write_frame(&mut writer, &bytes).await {
+                            tracing::debug!(%peer, %error, "connection write failed");
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::error!(%peer, %error, "encoding ApiVersions error response failed");
+                        break;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%peer, %error, "closing connection: undecodable request");
+                break;
+            }
+        };
+        let version = decoded.header.request_api_version;
+        let correlation_id = decoded.header.correlation_id;
+        let api_key = decoded.api_key;
+        tracing::trace!(%peer, ?api_key, version, correlation_id, "request");
+        match handlers::handle(&broker, decoded.request, version).await {
+            Outcome::Respond(response) => {
+                match encode_response(correlation_id, api_key, version, &response) {
+                    Ok(bytes) => {
+                        if let Err(error) = write_frame(&mut writer, &bytes).await {
+                            tracing::debug!(%peer, %error, "connection write failed");
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%peer, ?api_key, version, %error, "encoding response failed; closing connection");
+                        break;
+                    }
+                }
+            }
+            Outcome::NoResponse => {}
+            Outcome::Close => {
+                tracing::debug!(%peer, ?api_key, "closing connection after a failed acks=0 produce");
+                break;
+            }
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Accepts Kafka connections on `listener` until `shutdown` resolves; then stops accepting, and
+/// flushes and closes every partition.
+pub async fn serve(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        broker.set_bound_addr(addr);
+        tracing::info!(%addr, "listening for Kafka clients");
+    }
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tracing::debug!(%peer, "connection accepted");
+                    tokio::spawn(handle_connection(Arc::clone(&broker), stream, peer));
+                }
+                Err(error) => {
+                    // Accept errors (e.g. too many open files) are transient: log and go on.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    broker
+        .shutdown()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
