@@ -1,1 +1,113 @@
-fn main() {}
+//! `strata`: the Strata broker (`strata serve`) and a small Kafka client (`strata topic`,
+//! `strata produce`, `strata consume`).
+
+mod consume;
+mod produce;
+mod serve;
+mod serve_config;
+mod topic;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use strata_cluster::client::{Client, ClientConfig};
+
+/// Strata: a Kafka-compatible event-streaming broker.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve(serve::ServeArgs),
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Produce one record per stdin line.
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic, one value per line.
+    Consume(consume::ConsumeArgs),
+}
+
+/// How the client commands reach a broker.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Broker address(es), `host:port[,host:port...]`.
+    #[arg(
+        long = "bootstrap-server",
+        env = "STRATA_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub bootstrap_server: String,
+    /// Timeout of each request to the broker, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+}
+
+impl ConnectArgs {
+    /// Connects a client to the bootstrap servers.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let config = ClientConfig {
+            request_timeout_ms: self.request_timeout_ms,
+            client_id: "strata-cli".to_string(),
+        };
+        Client::connect(&self.bootstrap_server, config)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to {}: {e}", self.bootstrap_server))
+    }
+}
+
+/// Parses `key=value` (used by `--config` and `--header`).
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+fn init_tracing(default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("strata: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Topic(command) => topic::run(command).await,
+            Command::Produce(args) => produce::run(args).await,
+            Command::Consume(args) => consume::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

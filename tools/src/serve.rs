@@ -1,0 +1,96 @@
+//! `strata serve`: run the broker until SIGTERM or Ctrl-C.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use strata_cluster::broker::Broker;
+use strata_storage::{Clock, Disk, RealDisk, SystemClock};
+
+use crate::serve_config::{self, FileConfig, FlagOverrides};
+
+/// Flags of `strata serve`; each overrides the config file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:9092).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Directory of the partition logs and metadata (default ./strata-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TOML config file (fields mirror the broker config; flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Host advertised to clients in Metadata (default: the listen IP).
+    #[arg(long)]
+    advertised_host: Option<String>,
+    /// This broker's node id (default 0).
+    #[arg(long)]
+    node_id: Option<i32>,
+    /// When to fsync: ack (default: before acks=all answers), never, interval:MS.
+    #[arg(long)]
+    flush: Option<String>,
+}
+
+/// Runs the broker: open the data dir, bind, serve until a shutdown signal, then flush and
+/// close every partition.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => serve_config::read_file(path)?,
+        None => FileConfig::default(),
+    };
+    let flags = FlagOverrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        advertised_host: args.advertised_host,
+        node_id: args.node_id,
+        flush: args.flush,
+    };
+    let config = serve_config::build(file, flags)?;
+    let data_dir = config.data_dir.clone();
+    let listen = config.listen;
+    let disk: Arc<dyn Disk> = Arc::new(RealDisk::new());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let broker = Broker::open(config, disk, clock)
+        .await
+        .with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let bound = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the bound address of {listen}"))?;
+    tracing::info!("strata listening on {bound}");
+    strata_cluster::server::serve(broker, listener, shutdown_signal())
+        .await
+        .context("server failed")?;
+    tracing::info!("strata stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    #[cfg(all(unix, not(madsim)))]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    biased;
+                    _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
+                }
+                return;
+            }
+            Err(e) => tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the broker"),
+        }
+    }
+    match tokio::signal::ctrl_c().await {
+        Ok(()) => tracing::info!("Ctrl-C: shutting down"),
+        Err(e) => {
+            tracing::warn!("cannot listen for Ctrl-C ({e}); the broker runs until killed");
+            std::future::pending::<()>().await;
+        }
+    }
+}

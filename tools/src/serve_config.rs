@@ -1,0 +1,272 @@
+//! `strata serve` configuration: a TOML file whose fields mirror `BrokerConfig`, overridden by
+//! command-line flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context};
+use serde::Deserialize;
+use strata_cluster::config::{BrokerConfig, FlushPolicy};
+
+/// The TOML config file. Every field is optional; missing ones keep `BrokerConfig`'s defaults.
+///
+/// ```toml
+/// listen = "127.0.0.1:9092"
+/// data_dir = "/var/lib/strata"
+/// advertised_host = "broker1.example"
+/// node_id = 0
+/// flush = "ack"               # "ack" | "never" | "interval:MS"
+/// num_partitions = 1
+/// auto_create_topics = true
+/// message_max_bytes = 1048588
+/// request_max_bytes = 104857600
+/// retention_check_interval_ms = 300000
+///
+/// [log]                       # defaults of the topic configs, Kafka names
+/// "segment.bytes" = 1073741824
+/// "segment.ms" = 604800000
+/// "retention.ms" = 604800000
+/// "retention.bytes" = -1
+/// "index.interval.bytes" = 4096
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub advertised_host: Option<String>,
+    pub node_id: Option<i32>,
+    pub flush: Option<String>,
+    pub num_partitions: Option<i32>,
+    pub auto_create_topics: Option<bool>,
+    pub message_max_bytes: Option<usize>,
+    pub request_max_bytes: Option<usize>,
+    pub retention_check_interval_ms: Option<u64>,
+    pub log: Option<BTreeMap<String, toml::Value>>,
+}
+
+/// Command-line overrides (each `None` when the flag was not given).
+#[derive(Debug, Default, Clone)]
+pub struct FlagOverrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub advertised_host: Option<String>,
+    pub node_id: Option<i32>,
+    pub flush: Option<String>,
+}
+
+/// Parses a TOML config file's text.
+pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
+    toml::from_str(text).map_err(|e| anyhow!("{e}"))
+}
+
+/// Parses `ack`, `never` or `interval:MS`.
+pub fn parse_flush(s: &str) -> anyhow::Result<FlushPolicy> {
+    match s.trim() {
+        "ack" => Ok(FlushPolicy::Ack),
+        "never" => Ok(FlushPolicy::Never),
+        other => match other.strip_prefix("interval:") {
+            Some(ms) => {
+                let ms: u64 = ms
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow!("bad flush interval {ms:?}: expected milliseconds"))?;
+                if ms == 0 {
+                    bail!("flush interval must be positive");
+                }
+                Ok(FlushPolicy::IntervalMs(ms))
+            }
+            None => bail!("bad flush policy {other:?}: expected ack, never or interval:MS"),
+        },
+    }
+}
+
+fn parse_listen(s: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| anyhow!("bad listen address {s:?} (expected HOST:PORT)"))
+}
+
+fn toml_scalar_i64(name: &str, value: &toml::Value) -> anyhow::Result<i64> {
+    match value {
+        toml::Value::Integer(i) => Ok(*i),
+        toml::Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("[log] {name} = {s:?} is not an integer")),
+        other => bail!("[log] {name} = {other} is not an integer"),
+    }
+}
+
+/// Builds the broker config: defaults, then the file, then the flags.
+pub fn build(file: FileConfig, flags: FlagOverrides) -> anyhow::Result<BrokerConfig> {
+    let mut config = BrokerConfig::default();
+    if let Some(listen) = flags.listen.as_deref().or(file.listen.as_deref()) {
+        config.listen = parse_listen(listen)?;
+    }
+    if let Some(dir) = flags.data_dir.or(file.data_dir) {
+        config.data_dir = dir;
+    }
+    if let Some(host) = flags.advertised_host.or(file.advertised_host) {
+        if host.trim().is_empty() {
+            bail!("advertised host must not be empty");
+        }
+        config.advertised_host = Some(host);
+    }
+    if let Some(node_id) = flags.node_id.or(file.node_id) {
+        if node_id < 0 {
+            bail!("node id must be >= 0, not {node_id}");
+        }
+        config.node_id = node_id;
+    }
+    if let Some(flush) = flags.flush.as_deref().or(file.flush.as_deref()) {
+        config.flush = parse_flush(flush)?;
+    }
+    if let Some(n) = file.num_partitions {
+        if n < 1 {
+            bail!("num_partitions must be >= 1, not {n}");
+        }
+        config.num_partitions_default = n;
+    }
+    if let Some(b) = file.auto_create_topics {
+        config.auto_create_topics = b;
+    }
+    if let Some(n) = file.message_max_bytes {
+        if n == 0 {
+            bail!("message_max_bytes must be positive");
+        }
+        config.message_bytes_max = n;
+    }
+    if let Some(n) = file.request_max_bytes {
+        if n == 0 {
+            bail!("request_max_bytes must be positive");
+        }
+        config.request_bytes_max = n;
+    }
+    if let Some(ms) = file.retention_check_interval_ms {
+        if ms == 0 {
+            bail!("retention_check_interval_ms must be positive");
+        }
+        config.retention_check_interval_ms = ms;
+    }
+    for (name, value) in file.log.unwrap_or_default() {
+        let v = toml_scalar_i64(&name, &value)?;
+        let log = &mut config.log_defaults;
+        match name.as_str() {
+            "segment.bytes" => {
+                if v < 14 {
+                    bail!("[log] segment.bytes must be >= 14, not {v}");
+                }
+                log.segment_bytes = v as u64;
+            }
+            "segment.ms" => {
+                if v < 1 {
+                    bail!("[log] segment.ms must be >= 1, not {v}");
+                }
+                log.segment_ms = v;
+            }
+            "retention.ms" => {
+                if v < -1 {
+                    bail!("[log] retention.ms must be >= -1, not {v}");
+                }
+                log.retention_ms = v;
+            }
+            "retention.bytes" => {
+                if v < -1 {
+                    bail!("[log] retention.bytes must be >= -1, not {v}");
+                }
+                log.retention_bytes = v;
+            }
+            "index.interval.bytes" => {
+                if v < 0 {
+                    bail!("[log] index.interval.bytes must be >= 0, not {v}");
+                }
+                log.index_interval_bytes = v as u64;
+            }
+            other => bail!(
+                "[log] {other} is not supported (segment.bytes, segment.ms, retention.ms, \
+                 retention.bytes, index.interval.bytes)"
+            ),
+        }
+    }
+    Ok(config)
+}
+
+/// Reads and parses the config file at `path`.
+pub fn read_file(path: &std::path::Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    parse_file(&text).with_context(|| format!("bad config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let file = parse_file(
+            r#"
+            listen = "0.0.0.0:19092"
+            data_dir = "/tmp/from-file"
+            node_id = 3
+            flush = "interval:250"
+            num_partitions = 4
+            auto_create_topics = false
+            message_max_bytes = 2000000
+            [log]
+            "segment.bytes" = 1048576
+            "retention.ms" = "-1"
+            "#,
+        )
+        .expect("parse");
+        let flags = FlagOverrides {
+            data_dir: Some(PathBuf::from("/tmp/from-flag")),
+            flush: Some("never".to_string()),
+            ..FlagOverrides::default()
+        };
+        let config = build(file, flags).expect("build");
+        assert_eq!(config.listen, "0.0.0.0:19092".parse().expect("addr"));
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/from-flag"));
+        assert_eq!(config.node_id, 3);
+        assert_eq!(config.flush, FlushPolicy::Never);
+        assert_eq!(config.num_partitions_default, 4);
+        assert!(!config.auto_create_topics);
+        assert_eq!(config.message_bytes_max, 2_000_000);
+        assert_eq!(config.log_defaults.segment_bytes, 1_048_576);
+        assert_eq!(config.log_defaults.retention_ms, -1);
+    }
+
+    #[test]
+    fn defaults_without_file_or_flags() {
+        let config = build(FileConfig::default(), FlagOverrides::default()).expect("build");
+        assert_eq!(config.listen, "127.0.0.1:9092".parse().expect("addr"));
+        assert_eq!(config.data_dir, PathBuf::from("./strata-data"));
+        assert_eq!(config.flush, FlushPolicy::Ack);
+    }
+
+    #[test]
+    fn bad_inputs_are_rejected() {
+        assert!(parse_file("listen = 5\n").is_err());
+        assert!(parse_file("no_such_field = 1\n").is_err());
+        assert!(parse_flush("sometimes").is_err());
+        assert!(parse_flush("interval:0").is_err());
+        assert_eq!(
+            parse_flush("interval:10").expect("flush"),
+            FlushPolicy::IntervalMs(10)
+        );
+        let file = parse_file("[log]\n\"cleanup.policy\" = \"compact\"\n").expect("parse");
+        assert!(build(file, FlagOverrides::default()).is_err());
+        let flags = FlagOverrides {
+            listen: Some("localhost".to_string()),
+            ..FlagOverrides::default()
+        };
+        assert!(build(FileConfig::default(), flags).is_err());
+    }
+}
