@@ -168,7 +168,13 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         };
         for cursor in &mut cursors {
             let result = match client
-                .fetch(&topic, cursor.partition, cursor.offset, wait_ms, FETCH_BYTES_MAX)
+                .fetch(
+                    &topic,
+                    cursor.partition,
+                    cursor.offset,
+                    wait_ms,
+                    FETCH_BYTES_MAX,
+                )
                 .await
             {
                 Ok(result) => result,
@@ -189,7 +195,10 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                 }
                 Err(e) => {
                     return Err(e).with_context(|| {
-                        format!("cannot fetch {topic}-{} at {}", cursor.partition, cursor.offset)
+                        format!(
+                            "cannot fetch {topic}-{} at {}",
+                            cursor.partition, cursor.offset
+                        )
                     })
                 }
             };

@@ -83,7 +83,9 @@ async fn shutdown_signal() {
                 }
                 return;
             }
-            Err(e) => tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the broker"),
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the broker")
+            }
         }
     }
     match tokio::signal::ctrl_c().await {

@@ -134,14 +134,15 @@ pub async fn run(command: TopicCommand) -> anyhow::Result<()> {
 }
 
 fn join_ids(ids: &[i32]) -> String {
-    ids.iter()
-        .map(i32::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+    ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
 }
 
 async fn describe_text(client: &Client, d: &TopicDescription) -> anyhow::Result<String> {
-    let mut text = format!("Topic: {}\tPartitionCount: {}\n", d.name, d.partitions.len());
+    let mut text = format!(
+        "Topic: {}\tPartitionCount: {}\n",
+        d.name,
+        d.partitions.len()
+    );
     for p in &d.partitions {
         let start = client
             .list_offsets(&d.name, p.partition, OffsetSpec::Earliest)

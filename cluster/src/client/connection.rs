@@ -109,16 +109,43 @@ impl Connection {
     }
 
     async fn negotiate(&self) -> Result<HashMap<i16, (i16, i16)>, ClientError> {
+        const VERSION_NEWEST: i16 = 3;
         let request = ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("strata-client"))
             .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-        let mut response = self.request_versioned(&request, 3).await?;
-        if response.error_code == ResponseError::UnsupportedVersion.code() {
-            // The broker answered in a v0 body listing its ranges; ask again in v0.
-            response = self
-                .request_versioned(&ApiVersionsRequest::default(), 0)
-                .await?;
-        }
+        let mut body = self
+            .request_raw(&request, VERSION_NEWEST, self.request_timeout_ms)
+            .await?;
+        let mut response = match ApiVersionsResponse::decode(&mut body.clone(), VERSION_NEWEST) {
+            Ok(response) if response.error_code != ResponseError::UnsupportedVersion.code() => {
+                response
+            }
+            // A broker that does not know our version answers UNSUPPORTED_VERSION in a v0 body
+            // listing its ranges: read it as v0 and ask again at the newest version it knows.
+            _ => {
+                let v0 = ApiVersionsResponse::decode(&mut body, 0).map_err(|e| {
+                    self.protocol(format!(
+                        "bad ApiVersions response (v{VERSION_NEWEST} or v0): {e}"
+                    ))
+                })?;
+                let broker_max = versions_map(&v0)
+                    .get(&ApiVersionsRequest::KEY)
+                    .map(|&(_, max)| max)
+                    .unwrap_or(0);
+                let version = broker_max.clamp(0, VERSION_NEWEST - 1);
+                let retry = if version >= 3 {
+                    request
+                } else {
+                    ApiVersionsRequest::default()
+                };
+                body = self
+                    .request_raw(&retry, version, self.request_timeout_ms)
+                    .await?;
+                ApiVersionsResponse::decode(&mut body, version).map_err(|e| {
+                    self.protocol(format!("bad ApiVersions v{version} response: {e}"))
+                })?
+            }
+        };
         if response.error_code != 0 {
             return Err(ClientError::from_code(
                 response.error_code,
@@ -126,6 +153,7 @@ impl Connection {
                 None,
             ));
         }
+        response.api_keys.retain(|v| v.min_version <= v.max_version);
         Ok(versions_map(&response))
     }
 
@@ -189,6 +217,18 @@ impl Connection {
         version: i16,
         timeout_ms: u64,
     ) -> Result<R::Response, ClientError> {
+        let mut body = self.request_raw(request, version, timeout_ms).await?;
+        R::Response::decode(&mut body, version)
+            .map_err(|e| self.protocol(format!("bad {} v{version} response: {e}", api_name::<R>())))
+    }
+
+    /// Sends `request` and returns the response body after its (checked) header.
+    async fn request_raw<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+        timeout_ms: u64,
+    ) -> Result<Bytes, ClientError> {
         let frame_and_id = self.encode(request, version)?;
         let call = async {
             let mut wire = self.wire.lock().await;
@@ -205,10 +245,7 @@ impl Connection {
                     header.correlation_id, correlation_id
                 )));
             }
-            let response = R::Response::decode(&mut body, version).map_err(|e| {
-                self.protocol(format!("bad {} v{version} response: {e}", api_name::<R>()))
-            })?;
-            Ok(response)
+            Ok(body)
         };
         self.with_timeout::<R, _>(call, timeout_ms).await
     }
