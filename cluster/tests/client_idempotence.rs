@@ -26,7 +26,8 @@ async fn write_frame(stream: &mut TcpStream, body: &[u8]) -> Option<()> {
     let mut frame = Vec::with_capacity(body.len() + 4);
     frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
     frame.extend_from_slice(body);
-    stream.write_all(&frame).await.ok()
+    stream.write_all(&frame).await.ok()?;
+    stream.flush().await.ok()
 }
 
 /// Rewrites every broker port in a Metadata response body (header included) to `port`.

@@ -49,6 +49,8 @@ async fn write_response(stream: &mut TcpStream, correlation: i32, body: &[u8]) {
     frame.extend_from_slice(&header);
     frame.extend_from_slice(body);
     stream.write_all(&frame).await.expect("write");
+    // madsim's TcpStream sends buffered bytes on flush.
+    stream.flush().await.expect("flush");
 }
 
 async fn fake_broker<F, Fut>(serve_one: F) -> String
@@ -112,6 +114,7 @@ async fn oversized_response_length_is_an_error() {
         let _ = stream
             .write_all(&((RESPONSE_BYTES_MAX as i32) + 1).to_be_bytes())
             .await;
+        let _ = stream.flush().await;
         let _ = read_request(&mut stream).await;
     })
     .await;
@@ -154,6 +157,7 @@ async fn garbage_and_wrong_correlation_are_errors() {
     let addr = fake_broker(|mut stream| async move {
         let _ = read_request(&mut stream).await;
         let _ = stream.write_all(&[0, 0, 0, 50, 1, 2]).await;
+        let _ = stream.flush().await;
     })
     .await;
     let err = Connection::connect(&addr, "t", 5_000)
