@@ -271,8 +271,13 @@ impl Broker {
         let meta_dir = data_dir.join(META_DIR);
         disk.create_dir_all(&meta_dir)
             .map_err(|e| BrokerError::io(&meta_dir, e))?;
+        // The meta dir's entry lives in the data dir, the data dir's in its parent.
         disk.sync_dir(&data_dir)
             .map_err(|e| BrokerError::io(&data_dir, e))?;
+        if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            disk.sync_dir(parent)
+                .map_err(|e| BrokerError::io(parent, e))?;
+        }
 
         let mut broker = Broker {
             config,

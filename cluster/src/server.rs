@@ -291,3 +291,119 @@ pub async fn serve(
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))
 }
+
+/// A global allocator that keeps hostile length fields from aborting the process.
+///
+/// kafka-protocol 0.18 decodes an array by calling `Vec::with_capacity(len)` with the length read
+/// from the wire before reading any element, so a 20-byte frame claiming 2^31 elements asks the
+/// allocator for tens of GiB. The system allocator fails such a request and Rust aborts the
+/// process (allocation failure is not a panic): one frame would kill the broker.
+///
+/// [`GuardedAllocator`] serves allocations of [`HUGE_ALLOCATION_BYTES`] or more with an anonymous
+/// `mmap(MAP_NORESERVE)`: address space only, no commit charge (Linux does not count
+/// `MAP_NORESERVE` mappings under the default heuristic overcommit policy), so the oversized
+/// `Vec` is created, the decoder runs out of input right away, and the mapping is released. Every
+/// other allocation goes to the system allocator. Strata never needs a single allocation of that
+/// size for real data (frames are capped by `socket.request.max.bytes`, 100 MiB by default).
+///
+/// Binaries that serve Kafka clients install it:
+/// `#[global_allocator] static ALLOC: strata_cluster::server::GuardedAllocator = strata_cluster::server::GuardedAllocator;`
+/// Under `vm.overcommit_memory = 2` (strict accounting) the guard cannot help.
+pub struct GuardedAllocator;
+
+/// Allocations at least this large are served by `mmap(MAP_NORESERVE)`.
+pub const HUGE_ALLOCATION_BYTES: usize = 1 << 30;
+
+#[cfg(target_os = "linux")]
+mod guarded {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::ptr;
+
+    use super::{GuardedAllocator, HUGE_ALLOCATION_BYTES};
+
+    const PAGE_BYTES: usize = 4096;
+
+    fn is_huge(size: usize, align: usize) -> bool {
+        size >= HUGE_ALLOCATION_BYTES && align <= PAGE_BYTES
+    }
+
+    unsafe fn map(size: usize) -> *mut u8 {
+        // SAFETY: an anonymous private mapping with no address hint has no preconditions.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            ptr::null_mut()
+        } else {
+            p.cast()
+        }
+    }
+
+    // SAFETY: huge blocks come from `map` (page aligned, zeroed, `size` bytes) and are released
+    // with `munmap` of the same size; the choice depends only on (size, align), which Rust passes
+    // identically to alloc, dealloc and realloc of one block. Everything else is `System`.
+    unsafe impl GlobalAlloc for GuardedAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if is_huge(layout.size(), layout.align()) {
+                unsafe { map(layout.size()) }
+            } else {
+                unsafe { System.alloc(layout) }
+            }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            if is_huge(layout.size(), layout.align()) {
+                // Anonymous mappings are zero-filled.
+                unsafe { map(layout.size()) }
+            } else {
+                unsafe { System.alloc_zeroed(layout) }
+            }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            if is_huge(layout.size(), layout.align()) {
+                unsafe {
+                    libc::munmap(ptr.cast(), layout.size());
+                }
+            } else {
+                unsafe { System.dealloc(ptr, layout) }
+            }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let old_huge = is_huge(layout.size(), layout.align());
+            let new_huge = is_huge(new_size, layout.align());
+            if !old_huge && !new_huge {
+                return unsafe { System.realloc(ptr, layout, new_size) };
+            }
+            // SAFETY: the caller guarantees `new_size`, rounded up to `align`, fits in isize.
+            let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+            let new_ptr = unsafe { self.alloc(new_layout) };
+            if !new_ptr.is_null() {
+                unsafe {
+                    ptr::copy_nonoverlapping(ptr, new_ptr, layout.size().min(new_size));
+                    self.dealloc(ptr, layout);
+                }
+            }
+            new_ptr
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+// SAFETY: plain delegation to the system allocator.
+unsafe impl std::alloc::GlobalAlloc for GuardedAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}

@@ -1,6 +1,6 @@
 //! InitProducerId (v0-4): a fresh producer id (never reused, even across restarts) with epoch 0.
 //! Transactional ids are refused (no transaction coordinator): see
-//! [`crate::errors::TRANSACTIONS_UNSUPPORTED`].
+//! [`crate::errors::TRANSACTIONS_UNSUPPORTED`]. An empty transactional id counts as none.
 
 use std::sync::Arc;
 
@@ -16,7 +16,13 @@ pub fn handle(
     _version: i16,
 ) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default().with_throttle_time_ms(0);
-    if request.transactional_id.is_some() {
+    // kafka-protocol's default request carries an empty (not null) transactional id: treat it
+    // as "idempotent only" rather than failing clients built on those defaults.
+    let transactional = request
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| !id.0.is_empty());
+    if transactional {
         return response
             .with_error_code(TRANSACTIONS_UNSUPPORTED.code())
             .with_producer_id(ProducerId(-1))

@@ -122,7 +122,10 @@ fn append_partition(
 pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Outcome {
     let acks = request.acks;
     let acks_valid = matches!(acks, -1..=1);
-    let transactional = request.transactional_id.is_some();
+    let transactional = request
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| !id.0.is_empty());
     let mut responses = Vec::with_capacity(request.topic_data.len());
     let mut pending = Vec::new();
     let mut any_error = false;
