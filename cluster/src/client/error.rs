@@ -118,6 +118,79 @@ impl ClientError {
         }
     }
 
+    /// A copy of this error (an I/O error is copied as its kind and message), for answering
+    /// every record of a failed batch.
+    pub fn duplicate(&self) -> ClientError {
+        match self {
+            ClientError::Io { addr, source } => ClientError::Io {
+                addr: addr.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            ClientError::Timeout {
+                addr,
+                api,
+                timeout_ms,
+            } => ClientError::Timeout {
+                addr: addr.clone(),
+                api: api.clone(),
+                timeout_ms: *timeout_ms,
+            },
+            ClientError::Disconnected { addr } => ClientError::Disconnected { addr: addr.clone() },
+            ClientError::Protocol { addr, reason } => ClientError::Protocol {
+                addr: addr.clone(),
+                reason: reason.clone(),
+            },
+            ClientError::UnsupportedApi {
+                addr,
+                api,
+                broker_versions,
+            } => ClientError::UnsupportedApi {
+                addr: addr.clone(),
+                api: api.clone(),
+                broker_versions: broker_versions.clone(),
+            },
+            ClientError::Kafka {
+                context,
+                error,
+                message,
+            } => ClientError::Kafka {
+                context: context.clone(),
+                error: *error,
+                message: message.clone(),
+            },
+            ClientError::OffsetOutOfRange {
+                topic,
+                partition,
+                offset,
+            } => ClientError::OffsetOutOfRange {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+            },
+            ClientError::UnknownTopic { topic } => ClientError::UnknownTopic {
+                topic: topic.clone(),
+            },
+            ClientError::UnknownPartition { topic, partition } => ClientError::UnknownPartition {
+                topic: topic.clone(),
+                partition: *partition,
+            },
+            ClientError::LeaderNotAvailable { topic, partition } => {
+                ClientError::LeaderNotAvailable {
+                    topic: topic.clone(),
+                    partition: *partition,
+                }
+            }
+            ClientError::InvalidArgument(s) => ClientError::InvalidArgument(s.clone()),
+            ClientError::NoBrokers {
+                servers,
+                last_error,
+            } => ClientError::NoBrokers {
+                servers: servers.clone(),
+                last_error: last_error.clone(),
+            },
+        }
+    }
+
     /// The Kafka error, if this is one.
     pub fn kafka_error(&self) -> Option<ResponseError> {
         match self {

@@ -1,6 +1,6 @@
 //! The producer: record-batch encoding, partitioning, idempotence and retries.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -96,14 +96,37 @@ struct ProducerIdentity {
 struct PartitionSequence {
     generation: u64,
     sequence_next: i32,
+    /// Set while a batch is being sent. Still set when the lock is next taken means the sending
+    /// future was cancelled with the batch's fate unknown: the sequence can no longer be trusted.
+    in_flight: bool,
 }
 
-/// One partition's sequence state behind its own async lock.
-type PartitionSlot = Arc<tokio::sync::Mutex<PartitionSequence>>;
+/// A record waiting in a partition's queue for the next batch, with where to send its offset.
+struct Pending {
+    record: Record,
+    reply: tokio::sync::oneshot::Sender<Result<i64, ClientError>>,
+}
 
-/// A producer on top of a [`Client`]. Share it between tasks through an `Arc`; sends to one
-/// partition are serialized (one batch in flight per partition), sends to different partitions
-/// run concurrently.
+/// One partition: records waiting to be sent, and the sequence state whose async lock keeps one
+/// batch in flight per partition.
+#[derive(Default)]
+struct PartitionSlot {
+    queue: std::sync::Mutex<VecDeque<Pending>>,
+    sequence: tokio::sync::Mutex<PartitionSequence>,
+}
+
+/// Records in one batch built from queued `send`s at most.
+const QUEUED_BATCH_RECORDS_MAX: usize = 10_000;
+/// Approximate bytes in one batch built from queued `send`s at most (below Kafka's default
+/// message.max.bytes of 1 MiB).
+const QUEUED_BATCH_BYTES_MAX: usize = 512 * 1024;
+
+/// A producer on top of a [`Client`]. Share it between tasks through an `Arc`.
+///
+/// One batch is in flight per partition. [`Producer::send`] queues its record; whoever gets the
+/// partition next sends everything queued so far as one batch, so concurrent sends to a
+/// partition are batched together without a linger timer. Different partitions run
+/// concurrently.
 pub struct Producer {
     client: Client,
     config: ProducerConfig,
@@ -111,7 +134,7 @@ pub struct Producer {
     /// Held while taking a new producer id, so concurrent sends take only one.
     identity_init: tokio::sync::Mutex<()>,
     generation_last: std::sync::Mutex<u64>,
-    partitions: std::sync::Mutex<HashMap<(String, i32), PartitionSlot>>,
+    partitions: std::sync::Mutex<HashMap<(String, i32), Arc<PartitionSlot>>>,
     round_robin: std::sync::Mutex<HashMap<String, u32>>,
 }
 
@@ -171,6 +194,9 @@ impl Producer {
     /// Sends one record to `partition`, or to the partition the default partitioner picks
     /// (murmur2 of the key; round robin for a null key). Returns (partition, offset); the offset
     /// is -1 with acks=0.
+    ///
+    /// Records sent concurrently to one partition go out together in one batch, in the order
+    /// their `send` calls queued them.
     pub async fn send(
         &self,
         topic: &str,
@@ -181,8 +207,54 @@ impl Producer {
             Some(p) => p,
             None => self.choose_partition(topic, record.key.as_deref()).await?,
         };
-        let offset = self.send_batch(topic, partition, vec![record]).await?;
-        Ok((partition, offset))
+        if partition < 0 {
+            return Err(ClientError::InvalidArgument(format!(
+                "partition {partition} is negative"
+            )));
+        }
+        let slot = self.slot(topic, partition);
+        let (reply, mut result) = tokio::sync::oneshot::channel();
+        lock(&slot.queue).push_back(Pending { record, reply });
+        let mut sequence = slot.sequence.lock().await;
+        loop {
+            match result.try_recv() {
+                Ok(outcome) => return outcome.map(|offset| (partition, offset)),
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    // The task that took our record was cancelled before it answered.
+                    return Err(ClientError::Disconnected {
+                        addr: format!("producer batch for {topic}-{partition} was cancelled"),
+                    });
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+            }
+            // Our record is still queued (whoever took it would have answered before releasing
+            // the lock): send the queue's head as one batch.
+            let (records, replies) = take_queued_batch(&slot.queue);
+            assert!(
+                !records.is_empty(),
+                "a queued record is unanswered but the queue is empty"
+            );
+            let outcome = self
+                .send_locked(topic, partition, &mut sequence, &records)
+                .await;
+            for (i, reply) in replies.into_iter().enumerate() {
+                let answer = match &outcome {
+                    Ok(base) if *base >= 0 => Ok(base + i as i64),
+                    Ok(base) => Ok(*base),
+                    Err(e) => Err(e.duplicate()),
+                };
+                // A receiver that is gone was cancelled; nothing to tell it.
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn slot(&self, topic: &str, partition: i32) -> Arc<PartitionSlot> {
+        let mut partitions = lock(&self.partitions);
+        partitions
+            .entry((topic.to_string(), partition))
+            .or_default()
+            .clone()
     }
 
     /// The partition the default partitioner picks for `key` in `topic`.
@@ -227,23 +299,37 @@ impl Producer {
                 "cannot send an empty batch".to_string(),
             ));
         }
-        let count = i32::try_from(records.len())
-            .map_err(|_| ClientError::InvalidArgument("batch has too many records".into()))?;
         if partition < 0 {
             return Err(ClientError::InvalidArgument(format!(
                 "partition {partition} is negative"
             )));
         }
-        let slot = {
-            let mut partitions = lock(&self.partitions);
-            partitions
-                .entry((topic.to_string(), partition))
-                .or_default()
-                .clone()
-        };
-        let mut sequence_state = slot.lock().await;
+        let slot = self.slot(topic, partition);
+        let mut sequence = slot.sequence.lock().await;
+        self.send_locked(topic, partition, &mut sequence, &records)
+            .await
+    }
+
+    /// Sends `records` as one batch, holding the partition's sequence lock, with retries.
+    async fn send_locked(
+        &self,
+        topic: &str,
+        partition: i32,
+        sequence_state: &mut PartitionSequence,
+        records: &[Record],
+    ) -> Result<i64, ClientError> {
+        let count = i32::try_from(records.len())
+            .map_err(|_| ClientError::InvalidArgument("batch has too many records".into()))?;
+        assert!(count > 0, "batches are never empty");
         let identity = if self.config.idempotent {
-            Some(self.identity().await?)
+            let mut identity = self.identity().await?;
+            if sequence_state.in_flight && sequence_state.generation == identity.generation {
+                // A previous send of this partition was cancelled mid-flight: its batch may or
+                // may not be in the log, so its sequence cannot be reused or skipped safely.
+                self.reset_identity(identity.generation);
+                identity = self.identity().await?;
+            }
+            Some(identity)
         } else {
             None
         };
@@ -262,12 +348,13 @@ impl Producer {
             None => (-1, -1, -1),
         };
         let bytes = encode_batch(
-            &records,
+            records,
             producer_id,
             epoch,
             base_sequence,
             self.config.compression,
         )?;
+        sequence_state.in_flight = true;
         let mut attempt = 0;
         loop {
             let result = self
@@ -282,6 +369,7 @@ impl Producer {
                 .await;
             let error = match result {
                 Ok(ack) => {
+                    sequence_state.in_flight = false;
                     if identity.is_some() {
                         sequence_state.sequence_next = increment_sequence(base_sequence, count);
                     }
@@ -294,6 +382,7 @@ impl Producer {
             {
                 // The broker already has this batch (written by an earlier attempt) but no
                 // longer knows its offset: Kafka's producer treats it as a success.
+                sequence_state.in_flight = false;
                 sequence_state.sequence_next = increment_sequence(base_sequence, count);
                 return Ok(-1);
             }
@@ -303,6 +392,7 @@ impl Producer {
                 tokio::time::sleep(Duration::from_millis(self.config.retry_backoff_ms)).await;
                 continue;
             }
+            sequence_state.in_flight = false;
             if let Some(identity) = identity {
                 let sequence_broken = matches!(
                     error.kafka_error(),
@@ -352,6 +442,49 @@ impl Producer {
             *identity = None;
         }
     }
+}
+
+/// Takes records from the head of `queue` for one batch: at least one, at most
+/// [`QUEUED_BATCH_RECORDS_MAX`] and about [`QUEUED_BATCH_BYTES_MAX`] bytes.
+#[allow(clippy::type_complexity)]
+fn take_queued_batch(
+    queue: &std::sync::Mutex<VecDeque<Pending>>,
+) -> (
+    Vec<Record>,
+    Vec<tokio::sync::oneshot::Sender<Result<i64, ClientError>>>,
+) {
+    let mut queue = lock(queue);
+    let mut records = Vec::new();
+    let mut replies = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(front) = queue.front() {
+        let size = record_size_estimate(&front.record);
+        if !records.is_empty()
+            && (records.len() >= QUEUED_BATCH_RECORDS_MAX || bytes + size > QUEUED_BATCH_BYTES_MAX)
+        {
+            break;
+        }
+        let Some(pending) = queue.pop_front() else {
+            break;
+        };
+        bytes += size;
+        records.push(pending.record);
+        replies.push(pending.reply);
+    }
+    (records, replies)
+}
+
+/// Rough encoded size of a record (uncompressed).
+fn record_size_estimate(record: &Record) -> usize {
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + 10)
+        .sum();
+    record.key.as_ref().map_or(0, |k| k.len())
+        + record.value.as_ref().map_or(0, |v| v.len())
+        + headers
+        + 24
 }
 
 /// Kafka's sequence increment: wraps from i32::MAX to 0.
