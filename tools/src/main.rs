@@ -12,6 +12,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use strata_cluster::client::{Client, ClientConfig};
 
+/// Huge allocations (e.g. kafka-protocol preallocating an array from a corrupt wire length) get
+/// address space only, so a bad frame cannot abort the process.
+#[global_allocator]
+static ALLOC: strata_cluster::server::GuardedAllocator = strata_cluster::server::GuardedAllocator;
+
 /// Strata: a Kafka-compatible event-streaming broker.
 #[derive(Debug, Parser)]
 #[command(name = "strata", version, about)]

@@ -1,4 +1,9 @@
 //! One TCP connection to one broker.
+//!
+//! Responses are decoded by `kafka-protocol`, which preallocates arrays from their wire length:
+//! a corrupt length can ask for a huge allocation. Binaries should install
+//! `strata_cluster::server::GuardedAllocator` as their global allocator (the `strata` binary
+//! does).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -348,11 +353,18 @@ impl Connection {
             .ok()
             .filter(|&l| (4..=RESPONSE_BYTES_MAX).contains(&l))
             .ok_or_else(|| self.protocol(format!("response length {length} out of bounds")))?;
-        let mut body = vec![0u8; length];
-        wire.stream
-            .read_exact(&mut body)
+        // Grow with the bytes that actually arrive, not with the announced length.
+        let mut body = Vec::with_capacity(length.min(64 * 1024));
+        let read = (&mut wire.stream)
+            .take(length as u64)
+            .read_to_end(&mut body)
             .await
             .map_err(|e| self.io_error(e))?;
+        if read != length {
+            return Err(ClientError::Disconnected {
+                addr: self.addr.clone(),
+            });
+        }
         Ok(Bytes::from(body))
     }
 
