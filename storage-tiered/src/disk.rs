@@ -1,0 +1,839 @@
+//! The disk seam: every byte Strata reads or writes on a disk goes through [`Disk`] and
+//! [`DiskFile`].
+//!
+//! Two implementations:
+//!
+//! - [`RealDisk`]: `std::fs`, appends through `O_APPEND`, `fdatasync` for [`DiskFile::sync`] and an
+//!   `fsync` of the directory for [`Disk::sync_dir`].
+//! - [`MemDisk`]: everything in memory, with a crash model for tests and simulation.
+//!
+//! # The `MemDisk` fault model
+//!
+//! Modelled on the storage fault model of TigerBeetle and on what the durability literature says a
+//! correct log must survive:
+//!
+//! - **File contents.** Each file (an *inode*) has its current bytes and its *durable* bytes.
+//!   [`DiskFile::sync`] makes the current bytes durable. [`MemDisk::crash`] brings every file back to
+//!   its durable bytes: appends and truncations that were not synced are lost.
+//! - **Torn writes.** `crash(Some(seed))` additionally lets each file keep a seeded prefix of its
+//!   unsynced tail, cut at a 512-byte sector boundary (or the whole tail), and the last kept
+//!   sector may hold garbage (random bytes or zeros) instead of what was written. A file whose
+//!   unsynced change includes a truncation below its durable length is restored to its durable
+//!   bytes without tearing.
+//! - **Directory entries.** Creating, renaming and removing a file changes the *current* namespace
+//!   only; [`Disk::sync_dir`] of the parent directory makes those entries durable. On a crash the
+//!   namespace goes back to its durable state: files created without a directory sync vanish (even
+//!   if their data was synced), renames and removals without a directory sync are undone.
+//! - **Directories themselves** (`create_dir_all`, `remove_dir_all`) are modelled as durable at
+//!   once: Strata's directories hold no data of their own, and the simplification keeps callers
+//!   from having to sync every ancestor.
+//! - **Full disk.** [`MemDisk::set_space_bytes_max`] caps the total bytes of all files; an append
+//!   past the cap writes what fits and then fails with `ENOSPC` (raw OS error 28, kind
+//!   `StorageFull`), like a real partial `write(2)`.
+//! - **Stale handles.** File handles opened before a crash fail every call afterwards (the process
+//!   that held them is gone).
+//!
+//! `MemDisk` is deterministic: ordered maps only, and randomness only from the seed given to
+//! `crash` (splitmix64).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The raw OS error number of "no space left on device" on Linux.
+pub const ENOSPC: i32 = 28;
+
+/// Sector size of the torn-write model of [`MemDisk`].
+pub const SECTOR_BYTES: u64 = 512;
+
+/// A file system as Strata uses it. Paths are absolute or relative as the caller gives them.
+pub trait Disk: Send + Sync + 'static {
+    /// Creates `path` and all its missing ancestors.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Opens a file for reads and appends; creates it (as an unsynced directory entry) if `create`.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>>;
+    /// Names (not paths) of the entries of `dir`, sorted.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Whether a file or directory exists at `path`.
+    fn exists(&self, path: &Path) -> bool;
+    /// Renames a file, replacing `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes a directory and everything below it.
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Makes creations, renames and removals in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// An open file: positional reads, appends at the end, truncation and sync.
+pub trait DiskFile: Send + Sync {
+    /// Appends all of `data` at the end of the file.
+    fn append(&self, data: &[u8]) -> io::Result<()>;
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at the end).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// The current length of the file in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Truncates or zero-extends the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes every byte appended so far durable (fdatasync).
+    fn sync(&self) -> io::Result<()>;
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`, failing with `UnexpectedEof` at the end of file.
+pub fn read_exact_at(file: &dyn DiskFile, mut offset: u64, mut buf: &mut [u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.read_at(offset, buf) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("end of file at byte {offset}"),
+                ))
+            }
+            Ok(n) => {
+                offset += n as u64;
+                buf = &mut buf[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether `error` means the device is full (`ENOSPC`).
+pub fn is_storage_full(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(ENOSPC) || error.kind() == io::ErrorKind::StorageFull
+}
+
+// ---------------------------------------------------------------------------------------------
+// RealDisk
+// ---------------------------------------------------------------------------------------------
+
+/// The real file system through `std::fs`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealDisk;
+
+impl RealDisk {
+    /// A handle on the real file system.
+    pub fn new() -> RealDisk {
+        RealDisk
+    }
+}
+
+struct RealFile {
+    file: File,
+    /// Serializes appends so that one `append` call lands as one contiguous run of bytes.
+    append_lock: Mutex<()>,
+}
+
+impl DiskFile for RealFile {
+    fn append(&self, data: &[u8]) -> io::Result<()> {
+        let _guard = self
+            .append_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The file is opened with O_APPEND: every write lands at the current end.
+        (&self.file).write_all(data)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let _guard = self
+            .append_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.file.set_len(len)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+impl Disk for RealDisk {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(path)
+    }
+
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(create)
+            .open(path)?;
+        Ok(Arc::new(RealFile {
+            file,
+            append_lock: Mutex::new(()),
+        }))
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir_all(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MemDisk
+// ---------------------------------------------------------------------------------------------
+
+/// An in-memory [`Disk`] with the crash model described in the [module docs](self).
+///
+/// Clones share the same state.
+#[derive(Clone, Default)]
+pub struct MemDisk {
+    inner: Arc<Mutex<MemInner>>,
+}
+
+impl std::fmt::Debug for MemDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("MemDisk")
+            .field("files", &inner.files.len())
+            .field("dirs", &inner.dirs.len())
+            .field("generation", &inner.generation)
+            .finish()
+    }
+}
+
+type InodeId = u64;
+
+#[derive(Default)]
+struct MemInner {
+    /// Directories (durable at once, see the module docs).
+    dirs: BTreeSet<PathBuf>,
+    /// Current namespace: file path -> inode.
+    files: BTreeMap<PathBuf, InodeId>,
+    /// Durable namespace: file path -> inode.
+    durable_files: BTreeMap<PathBuf, InodeId>,
+    inodes: BTreeMap<InodeId, Inode>,
+    next_inode: InodeId,
+    /// Bumped by every crash; handles of an older generation are stale.
+    generation: u64,
+    space_bytes_max: Option<u64>,
+    /// Sum of the current lengths of all inodes.
+    used_bytes: u64,
+}
+
+#[derive(Default)]
+struct Inode {
+    /// Current bytes.
+    data: Vec<u8>,
+    /// Length of the prefix of `data` equal to the durable bytes.
+    stable_len: usize,
+    /// Durable bytes past `stable_len` (removed from `data` by an unsynced truncation).
+    durable_suffix: Vec<u8>,
+    /// Open handles of the current generation.
+    handles: usize,
+}
+
+impl Inode {
+    fn durable_len(&self) -> usize {
+        self.stable_len + self.durable_suffix.len()
+    }
+}
+
+/// splitmix64: a tiny deterministic generator for the torn-write model.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+
+    /// The next pseudo-random number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..=max`.
+    pub fn below_inclusive(&mut self, max: u64) -> u64 {
+        if max == u64::MAX {
+            self.next_u64()
+        } else {
+            self.next_u64() % (max + 1)
+        }
+    }
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: no such file or directory", path.display()),
+    )
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+impl MemInner {
+    fn parent_exists(&self, path: &Path) -> bool {
+        match path.parent() {
+            None => true,
+            Some(p) if p.as_os_str().is_empty() => true,
+            Some(p) => self.dirs.contains(p),
+        }
+    }
+
+    /// Drops inodes that no namespace and no handle refers to.
+    fn collect_garbage(&mut self) {
+        let referenced: BTreeSet<InodeId> = self
+            .files
+            .values()
+            .chain(self.durable_files.values())
+            .copied()
+            .collect();
+        let dead: Vec<InodeId> = self
+            .inodes
+            .iter()
+            .filter(|(id, inode)| inode.handles == 0 && !referenced.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            if let Some(inode) = self.inodes.remove(&id) {
+                self.used_bytes -= inode.data.len() as u64;
+            }
+        }
+    }
+}
+
+impl MemDisk {
+    /// An empty in-memory disk (only the root directory `/` exists).
+    pub fn new() -> MemDisk {
+        let disk = MemDisk::default();
+        disk.lock().dirs.insert(PathBuf::from("/"));
+        disk
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Caps the total bytes of all files; `None` removes the cap. Appends past it fail with
+    /// `ENOSPC` after writing what fits.
+    pub fn set_space_bytes_max(&self, space_bytes_max: Option<u64>) {
+        self.lock().space_bytes_max = space_bytes_max;
+    }
+
+    /// Total current bytes of all files.
+    pub fn used_bytes(&self) -> u64 {
+        self.lock().used_bytes
+    }
+
+    /// Simulates a power loss: everything that was not made durable is lost (see the module
+    /// docs). With `tear = Some(seed)`, unsynced tails may survive in part, torn at sector
+    /// granularity, with garbage in the last kept sector. Handles opened before the crash become
+    /// stale.
+    pub fn crash(&self, tear: Option<u64>) {
+        let mut inner = self.lock();
+        let mut rng = tear.map(SplitMix64::new);
+        inner.generation += 1;
+        inner.files = inner.durable_files.clone();
+        for inode in inner.inodes.values_mut() {
+            inode.handles = 0;
+        }
+        inner.collect_garbage();
+        let mut used_bytes = 0;
+        for inode in inner.inodes.values_mut() {
+            let durable_len = inode.durable_len();
+            if inode.durable_suffix.is_empty() {
+                // data = durable bytes ++ unsynced tail.
+                debug_assert_eq!(inode.stable_len, durable_len);
+                let keep = match rng.as_mut() {
+                    Some(rng) if inode.data.len() > durable_len => {
+                        let tail = (inode.data.len() - durable_len) as u64;
+                        let candidate = durable_len as u64 + rng.below_inclusive(tail);
+                        let kept = if candidate == inode.data.len() as u64 {
+                            candidate
+                        } else {
+                            (candidate / SECTOR_BYTES * SECTOR_BYTES).max(durable_len as u64)
+                        };
+                        let kept = kept as usize;
+                        // Garbage in the unsynced part of the last kept sector.
+                        let sector_start =
+                            (kept.saturating_sub(1) as u64 / SECTOR_BYTES * SECTOR_BYTES) as usize;
+                        let garbage_from = sector_start.max(durable_len);
+                        if kept > garbage_from {
+                            match rng.next_u64() % 3 {
+                                0 => {}
+                                1 => inode.data[garbage_from..kept].fill(0),
+                                _ => {
+                                    for byte in &mut inode.data[garbage_from..kept] {
+                                        *byte = rng.next_u64() as u8;
+                                    }
+                                }
+                            }
+                        }
+                        kept
+                    }
+                    _ => durable_len,
+                };
+                inode.data.truncate(keep);
+            } else {
+                let stable_len = inode.stable_len;
+                let suffix = std::mem::take(&mut inode.durable_suffix);
+                inode.data.truncate(stable_len);
+                inode.data.extend_from_slice(&suffix);
+            }
+            // Whatever survived is now what the disk holds.
+            inode.stable_len = inode.data.len();
+            used_bytes += inode.data.len() as u64;
+        }
+        inner.used_bytes = used_bytes;
+    }
+
+    /// The current bytes of the file at `path` (for tests).
+    pub fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let inner = self.lock();
+        let id = inner.files.get(path).ok_or_else(|| not_found(path))?;
+        Ok(inner.inodes[id].data.clone())
+    }
+
+    /// Overwrites bytes of the file at `path` in place, as a bit flip or media corruption would
+    /// (for tests). Bytes inside the synced prefix of the file change durably; bytes past it
+    /// change only the unsynced current bytes. Fails if the range is past the end of the file.
+    pub fn corrupt(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let mut inner = self.lock();
+        let id = *inner.files.get(path).ok_or_else(|| not_found(path))?;
+        let inode = inner.inodes.get_mut(&id).ok_or_else(|| not_found(path))?;
+        let start = usize::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        let end = start
+            .checked_add(bytes.len())
+            .filter(|end| *end <= inode.data.len())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "range past end"))?;
+        inode.data[start..end].copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+struct MemFile {
+    disk: MemDisk,
+    inode: InodeId,
+    generation: u64,
+    path: PathBuf,
+}
+
+impl MemFile {
+    fn with_inode<R>(
+        &self,
+        f: impl FnOnce(&mut MemInner, InodeId) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let mut inner = self.disk.lock();
+        if inner.generation != self.generation || !inner.inodes.contains_key(&self.inode) {
+            return Err(io::Error::other(format!(
+                "{}: stale file handle (opened before a crash)",
+                self.path.display()
+            )));
+        }
+        f(&mut inner, self.inode)
+    }
+}
+
+impl Drop for MemFile {
+    fn drop(&mut self) {
+        let mut inner = self.disk.lock();
+        if inner.generation == self.generation {
+            if let Some(inode) = inner.inodes.get_mut(&self.inode) {
+                inode.handles -= 1;
+            }
+            inner.collect_garbage();
+        }
+    }
+}
+
+impl DiskFile for MemFile {
+    fn append(&self, data: &[u8]) -> io::Result<()> {
+        self.with_inode(|inner, id| {
+            let room = match inner.space_bytes_max {
+                Some(max) => max.saturating_sub(inner.used_bytes),
+                None => u64::MAX,
+            };
+            let fits = (data.len() as u64).min(room) as usize;
+            let inode = inner.inodes.get_mut(&id).expect("checked by with_inode");
+            inode.data.extend_from_slice(&data[..fits]);
+            inner.used_bytes += fits as u64;
+            if fits < data.len() {
+                return Err(io::Error::from_raw_os_error(ENOSPC));
+            }
+            Ok(())
+        })
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.with_inode(|inner, id| {
+            let data = &inner.inodes[&id].data;
+            let Ok(start) = usize::try_from(offset) else {
+                return Ok(0);
+            };
+            if start >= data.len() {
+                return Ok(0);
+            }
+            let n = buf.len().min(data.len() - start);
+            buf[..n].copy_from_slice(&data[start..start + n]);
+            Ok(n)
+        })
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.with_inode(|inner, id| Ok(inner.inodes[&id].data.len() as u64))
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.with_inode(|inner, id| {
+            let len = usize::try_from(len)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+            let old_len = inner.inodes[&id].data.len();
+            if len > old_len {
+                let grow = (len - old_len) as u64;
+                if let Some(max) = inner.space_bytes_max {
+                    if inner.used_bytes + grow > max {
+                        return Err(io::Error::from_raw_os_error(ENOSPC));
+                    }
+                }
+                inner.used_bytes += grow;
+            } else {
+                inner.used_bytes -= (old_len - len) as u64;
+            }
+            let inode = inner.inodes.get_mut(&id).expect("checked by with_inode");
+            if len < inode.stable_len {
+                // The durable bytes in [len, stable_len) are no longer in `data`: keep them for a
+                // crash that undoes this truncation.
+                let mut suffix = inode.data[len..inode.stable_len].to_vec();
+                suffix.append(&mut inode.durable_suffix);
+                inode.durable_suffix = suffix;
+                inode.stable_len = len;
+            }
+            inode.data.resize(len, 0);
+            Ok(())
+        })
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.with_inode(|inner, id| {
+            let inode = inner.inodes.get_mut(&id).expect("checked by with_inode");
+            inode.stable_len = inode.data.len();
+            inode.durable_suffix.clear();
+            Ok(())
+        })
+    }
+}
+
+impl Disk for MemDisk {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut inner = self.lock();
+        for ancestor in path.ancestors() {
+            if ancestor.as_os_str().is_empty() {
+                continue;
+            }
+            if inner.files.contains_key(ancestor) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is a file", ancestor.display()),
+                ));
+            }
+        }
+        for ancestor in path.ancestors() {
+            if !ancestor.as_os_str().is_empty() {
+                inner.dirs.insert(ancestor.to_path_buf());
+            }
+        }
+        Ok(())
+    }
+
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DiskFile>> {
+        let mut inner = self.lock();
+        if inner.dirs.contains(path) {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!("{} is a directory", path.display()),
+            ));
+        }
+        let id = match inner.files.get(path) {
+            Some(id) => *id,
+            None => {
+                if !create || !inner.parent_exists(path) {
+                    return Err(not_found(path));
+                }
+                let id = inner.next_inode;
+                inner.next_inode += 1;
+                inner.inodes.insert(id, Inode::default());
+                inner.files.insert(path.to_path_buf(), id);
+                id
+            }
+        };
+        inner
+            .inodes
+            .get_mut(&id)
+            .expect("a namespace entry always has an inode")
+            .handles += 1;
+        let generation = inner.generation;
+        drop(inner);
+        Ok(Arc::new(MemFile {
+            disk: self.clone(),
+            inode: id,
+            generation,
+            path: path.to_path_buf(),
+        }))
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let inner = self.lock();
+        if !inner.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        let mut names: Vec<String> = inner
+            .files
+            .keys()
+            .map(|p| p.as_path())
+            .chain(inner.dirs.iter().map(|p| p.as_path()))
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name())
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        let inner = self.lock();
+        inner.files.contains_key(path) || inner.dirs.contains(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut inner = self.lock();
+        if inner.dirs.contains(from) || inner.dirs.contains(to) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "MemDisk renames files only",
+            ));
+        }
+        if !inner.parent_exists(to) {
+            return Err(not_found(to));
+        }
+        let id = inner.files.remove(from).ok_or_else(|| not_found(from))?;
+        inner.files.insert(to.to_path_buf(), id);
+        inner.collect_garbage();
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut inner = self.lock();
+        inner.files.remove(path).ok_or_else(|| not_found(path))?;
+        inner.collect_garbage();
+        Ok(())
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut inner = self.lock();
+        if !inner.dirs.contains(path) {
+            return Err(not_found(path));
+        }
+        inner.dirs.retain(|d| !d.starts_with(path));
+        inner.files.retain(|f, _| !f.starts_with(path));
+        inner.durable_files.retain(|f, _| !f.starts_with(path));
+        inner.collect_garbage();
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut inner = self.lock();
+        if !inner.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        let in_dir = |p: &PathBuf| parent_of(p) == dir;
+        inner.durable_files.retain(|p, _| !in_dir(p));
+        let current: Vec<(PathBuf, InodeId)> = inner
+            .files
+            .iter()
+            .filter(|(p, _)| in_dir(p))
+            .map(|(p, id)| (p.clone(), *id))
+            .collect();
+        inner.durable_files.extend(current);
+        inner.collect_garbage();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contents(disk: &MemDisk, path: &str) -> Option<Vec<u8>> {
+        disk.read_file(Path::new(path)).ok()
+    }
+
+    #[test]
+    fn unsynced_data_and_entries_are_lost() {
+        let disk = MemDisk::new();
+        disk.create_dir_all(Path::new("/d")).unwrap();
+        let f = disk.open(Path::new("/d/a"), true).unwrap();
+        f.append(b"hello").unwrap();
+        f.sync().unwrap();
+        f.append(b" world").unwrap();
+        // Entry not dir-synced: the file vanishes despite its synced data.
+        disk.crash(None);
+        assert_eq!(contents(&disk, "/d/a"), None);
+        assert!(f.append(b"x").is_err(), "stale handle must fail");
+
+        let f = disk.open(Path::new("/d/a"), true).unwrap();
+        f.append(b"hello").unwrap();
+        f.sync().unwrap();
+        disk.sync_dir(Path::new("/d")).unwrap();
+        f.append(b" world").unwrap();
+        disk.crash(None);
+        assert_eq!(contents(&disk, "/d/a").unwrap(), b"hello");
+    }
+
+    #[test]
+    fn renames_and_removals_need_dir_sync() {
+        let disk = MemDisk::new();
+        disk.create_dir_all(Path::new("/d")).unwrap();
+        let f = disk.open(Path::new("/d/a"), true).unwrap();
+        f.append(b"1").unwrap();
+        f.sync().unwrap();
+        disk.sync_dir(Path::new("/d")).unwrap();
+        disk.rename(Path::new("/d/a"), Path::new("/d/b")).unwrap();
+        assert_eq!(disk.list(Path::new("/d")).unwrap(), vec!["b".to_string()]);
+        disk.crash(None);
+        assert_eq!(disk.list(Path::new("/d")).unwrap(), vec!["a".to_string()]);
+        disk.rename(Path::new("/d/a"), Path::new("/d/b")).unwrap();
+        disk.sync_dir(Path::new("/d")).unwrap();
+        disk.remove_file(Path::new("/d/b")).unwrap();
+        disk.crash(None);
+        assert_eq!(contents(&disk, "/d/b").unwrap(), b"1");
+        disk.remove_file(Path::new("/d/b")).unwrap();
+        disk.sync_dir(Path::new("/d")).unwrap();
+        disk.crash(None);
+        assert!(disk.list(Path::new("/d")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unsynced_truncation_is_undone() {
+        let disk = MemDisk::new();
+        let f = disk.open(Path::new("/a"), true).unwrap();
+        disk.sync_dir(Path::new("/")).unwrap();
+        f.append(b"0123456789").unwrap();
+        f.sync().unwrap();
+        f.set_len(4).unwrap();
+        f.append(b"xy").unwrap();
+        assert_eq!(contents(&disk, "/a").unwrap(), b"0123xy");
+        disk.crash(Some(7));
+        assert_eq!(contents(&disk, "/a").unwrap(), b"0123456789");
+    }
+
+    #[test]
+    fn torn_tail_keeps_a_sector_prefix() {
+        let mut saw_partial = false;
+        for seed in 0..64 {
+            let disk = MemDisk::new();
+            let f = disk.open(Path::new("/a"), true).unwrap();
+            disk.sync_dir(Path::new("/")).unwrap();
+            f.append(&[1u8; 100]).unwrap();
+            f.sync().unwrap();
+            f.append(&[2u8; 3000]).unwrap();
+            disk.crash(Some(seed));
+            let data = contents(&disk, "/a").unwrap();
+            assert!(data.len() >= 100 && data.len() <= 3100);
+            assert_eq!(&data[..100], &[1u8; 100], "durable bytes never change");
+            assert!(data.len() == 100 || data.len() == 3100 || data.len() % 512 == 0);
+            if data.len() > 100 && data.len() < 3100 {
+                saw_partial = true;
+            }
+        }
+        assert!(saw_partial);
+    }
+
+    #[test]
+    fn enospc_after_partial_write() {
+        let disk = MemDisk::new();
+        disk.set_space_bytes_max(Some(10));
+        let f = disk.open(Path::new("/a"), true).unwrap();
+        f.append(b"12345678").unwrap();
+        let err = f.append(b"abcd").unwrap_err();
+        assert!(is_storage_full(&err));
+        assert_eq!(f.len().unwrap(), 10);
+        f.set_len(8).unwrap();
+        disk.set_space_bytes_max(None);
+        f.append(b"abcd").unwrap();
+        assert_eq!(contents(&disk, "/a").unwrap(), b"12345678abcd");
+    }
+
+    #[test]
+    fn real_disk_roundtrip() {
+        let dir = std::env::temp_dir().join(format!("strata-disk-test-{}", std::process::id()));
+        let disk = RealDisk::new();
+        disk.create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        let f = disk.open(&path, true).unwrap();
+        f.append(b"abc").unwrap();
+        f.append(b"def").unwrap();
+        f.sync().unwrap();
+        disk.sync_dir(&dir).unwrap();
+        let mut buf = [0u8; 4];
+        read_exact_at(&*f, 2, &mut buf).unwrap();
+        assert_eq!(&buf, b"cdef");
+        assert_eq!(f.len().unwrap(), 6);
+        f.set_len(2).unwrap();
+        f.append(b"Z").unwrap();
+        let mut buf = [0u8; 3];
+        read_exact_at(&*f, 0, &mut buf).unwrap();
+        assert_eq!(&buf, b"abZ");
+        assert_eq!(disk.list(&dir).unwrap(), vec!["f".to_string()]);
+        disk.rename(&path, &dir.join("g")).unwrap();
+        assert!(disk.exists(&dir.join("g")));
+        disk.remove_file(&dir.join("g")).unwrap();
+        disk.remove_dir_all(&dir).unwrap();
+        assert!(!disk.exists(&dir));
+    }
+}

@@ -1,0 +1,943 @@
+//! [`PartitionLog`]: the local log of one partition.
+//!
+//! # Files in the partition directory
+//!
+//! - `<base_offset:020>.log`: segments, record batches back to back. The last one is *active*
+//!   (appended to); the others are *closed*.
+//! - `<base_offset:020>.index` / `.timeindex`: sparse offset and time indexes of closed segments
+//!   (see [`index`](crate::index)). They are kept in memory and written when a segment is rolled;
+//!   `open` rebuilds them from a scan of the batch headers (which it needs anyway to rebuild the
+//!   producer state) and writes the missing ones.
+//! - `recovery-point`: the offset below which everything was fsynced, written (via a temporary
+//!   file, sync, rename and directory sync) on roll, on open and on close.
+//! - `log-start-offset`: the first offset kept after retention, written the same way before
+//!   segments are deleted.
+//!
+//! # Durability
+//!
+//! `append` writes to the active segment without syncing. [`PartitionLog::sync_target`] hands
+//! out the files holding unsynced data (the active segment and rolled segments not yet synced)
+//! with the end offset they cover; the caller syncs them outside its lock and calls
+//! [`PartitionLog::mark_durable`]. A new segment file's directory entry is made durable by the
+//! roll that creates it (a directory sync before anything is written to it).
+//!
+//! # Recovery
+//!
+//! `open` scans every segment's batch headers (offset continuity, framing); segments that may
+//! hold offsets at or above the recovery point are also CRC-checked. At the first invalid bytes:
+//!
+//! - if they are at or above the recovery point and no valid batch follows them in the file,
+//!   they are a torn tail: the file is truncated there (and later segments, which cannot hold
+//!   acknowledged data, are deleted), with a warning;
+//! - otherwise it is corruption of possibly acknowledged data: `open` fails with
+//!   [`LogError::CorruptLog`] and drops nothing.
+//!
+//! Everything that survives recovery is fsynced, so after `open` the whole log is durable.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::batch::{
+    batches, set_base_offset, set_partition_leader_epoch, verify_crc, BatchHeader, Compression,
+    BATCH_HEADER_BYTES,
+};
+use crate::clock::Clock;
+use crate::disk::{read_exact_at, Disk, DiskFile};
+use crate::error::LogError;
+use crate::producer_state::{BatchMetadata, ProducerStateManager, SequenceCheck};
+use crate::segment::{
+    find_valid_batch, parse_segment_file_name, sibling_path, ScanEnd, Segment, INDEX_EXTENSION,
+    LOG_EXTENSION, RELATIVE_OFFSET_MAX, SEGMENT_BYTES_MAX, TIME_INDEX_EXTENSION,
+};
+
+/// Name of the recovery checkpoint file.
+pub const RECOVERY_POINT_FILE: &str = "recovery-point";
+/// Name of the log start offset checkpoint file.
+pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+const CHECKPOINT_VERSION: &str = "1";
+const CHECKPOINT_BYTES_MAX: u64 = 64;
+const TMP_SUFFIX: &str = ".tmp";
+
+/// Per-partition log settings (Kafka topic config names in the field docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll when the active segment would grow past this (default 1 GiB).
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll when the active segment is older than this (default 7 days).
+    pub segment_ms: i64,
+    /// `retention.ms`: delete closed segments whose largest timestamp is older; -1 = never
+    /// (default 7 days).
+    pub retention_ms: i64,
+    /// `retention.bytes`: delete closed segments while the log is larger; -1 = no limit
+    /// (default -1).
+    pub retention_bytes: i64,
+    /// `index.interval.bytes`: bytes between offset index entries (default 4096).
+    pub index_interval_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            index_interval_bytes: 4096,
+        }
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Offset of the first record.
+    pub base_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+    /// The append was a retry of batches already in the log: nothing was written and the
+    /// offsets are the original ones.
+    pub duplicate: bool,
+}
+
+/// Files to sync for everything appended so far to be durable; see
+/// [`PartitionLog::sync_target`].
+#[derive(Clone)]
+pub struct SyncTarget {
+    /// The files (possibly none).
+    pub files: Vec<Arc<dyn DiskFile>>,
+    /// Every offset below it is durable once the files are synced.
+    pub end_offset: i64,
+}
+
+impl std::fmt::Debug for SyncTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncTarget")
+            .field("files", &self.files.len())
+            .field("end_offset", &self.end_offset)
+            .finish()
+    }
+}
+
+/// The local log of one partition; see the [module docs](self).
+pub struct PartitionLog {
+    disk: Arc<dyn Disk>,
+    clock: Arc<dyn Clock>,
+    dir: PathBuf,
+    config: LogConfig,
+    /// By base offset; never empty; the last one is active.
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    durable_end_offset: i64,
+    producers: ProducerStateManager,
+    /// Set when a failed write could not be undone: the log refuses further appends.
+    failed: Option<String>,
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.dir)
+            .field("segments", &self.segments.len())
+            .field("log_start_offset", &self.log_start_offset)
+            .field("log_end_offset", &self.log_end_offset)
+            .field("durable_end_offset", &self.durable_end_offset)
+            .finish()
+    }
+}
+
+fn io_error(context: impl FnOnce() -> String) -> impl FnOnce(io::Error) -> LogError {
+    move |e| LogError::io(context(), e)
+}
+
+/// Reads a checkpoint file: `None` if it is missing or unreadable (with a warning).
+fn read_checkpoint(disk: &dyn Disk, path: &Path) -> Result<Option<i64>, LogError> {
+    if !disk.exists(path) {
+        return Ok(None);
+    }
+    let file = disk
+        .open(path, false)
+        .map_err(io_error(|| format!("opening {}", path.display())))?;
+    let len = file
+        .len()
+        .map_err(io_error(|| format!("reading {}", path.display())))?;
+    let parsed = if len > CHECKPOINT_BYTES_MAX {
+        None
+    } else {
+        let mut buf = vec![0u8; len as usize];
+        read_exact_at(&*file, 0, &mut buf)
+            .map_err(io_error(|| format!("reading {}", path.display())))?;
+        std::str::from_utf8(&buf).ok().and_then(|text| {
+            let mut lines = text.split('\n');
+            let version = lines.next()?;
+            let value = lines.next()?.parse::<i64>().ok()?;
+            let rest: Vec<&str> = lines.collect();
+            (version == CHECKPOINT_VERSION && rest == [""] && value >= 0).then_some(value)
+        })
+    };
+    if parsed.is_none() {
+        tracing::warn!(file = %path.display(), "ignoring an unreadable checkpoint file");
+    }
+    Ok(parsed)
+}
+
+/// Writes a checkpoint file atomically and durably: temporary file, sync, rename, dir sync.
+fn write_checkpoint(disk: &dyn Disk, dir: &Path, name: &str, value: i64) -> Result<(), LogError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let context = || format!("writing checkpoint {}", path.display());
+    let file = disk.open(&tmp, true).map_err(io_error(context))?;
+    file.set_len(0).map_err(io_error(context))?;
+    file.append(format!("{CHECKPOINT_VERSION}\n{value}\n").as_bytes())
+        .map_err(io_error(context))?;
+    file.sync().map_err(io_error(context))?;
+    drop(file);
+    disk.rename(&tmp, &path).map_err(io_error(context))?;
+    disk.sync_dir(dir).map_err(io_error(context))?;
+    Ok(())
+}
+
+/// Removes a file, treating "not found" as done.
+fn remove_if_exists(disk: &dyn Disk, path: &Path) -> Result<(), LogError> {
+    match disk.remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LogError::io(format!("removing {}", path.display()), e)),
+    }
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the log in `dir`, running crash recovery (see the
+    /// [module docs](self)).
+    pub fn open(
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        dir: PathBuf,
+        config: LogConfig,
+    ) -> Result<PartitionLog, LogError> {
+        if !disk.exists(&dir) {
+            disk.create_dir_all(&dir)
+                .map_err(io_error(|| format!("creating {}", dir.display())))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                disk.sync_dir(parent)
+                    .map_err(io_error(|| format!("syncing {}", parent.display())))?;
+            }
+        }
+        let names = disk
+            .list(&dir)
+            .map_err(io_error(|| format!("listing {}", dir.display())))?;
+        let mut bases = Vec::new();
+        for name in &names {
+            if name.ends_with(TMP_SUFFIX) {
+                // A checkpoint whose write did not finish.
+                remove_if_exists(&*disk, &dir.join(name))?;
+            } else if let Some(base) = parse_segment_file_name(name, LOG_EXTENSION) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        let recovery_point_checkpoint = read_checkpoint(&*disk, &dir.join(RECOVERY_POINT_FILE))?;
+        let log_start_checkpoint = read_checkpoint(&*disk, &dir.join(LOG_START_OFFSET_FILE))?;
+        // Nothing is known to be durable without a recovery point.
+        let recovery_point = recovery_point_checkpoint.unwrap_or(0);
+
+        let mut log = PartitionLog {
+            disk,
+            clock,
+            dir,
+            config,
+            segments: BTreeMap::new(),
+            log_start_offset: 0,
+            log_end_offset: 0,
+            durable_end_offset: 0,
+            producers: ProducerStateManager::new(),
+            failed: None,
+        };
+
+        // Segments wholly below the log start offset: retention deleted them but the crash came
+        // before their removal was durable.
+        if let Some(log_start) = log_start_checkpoint {
+            let mut removed = false;
+            while bases.len() > 1 && bases[1] <= log_start {
+                let base = bases.remove(0);
+                log.remove_segment_files(base)?;
+                removed = true;
+            }
+            if removed {
+                log.sync_dir()?;
+            }
+        }
+
+        if bases.is_empty() {
+            let base = log_start_checkpoint.unwrap_or(0);
+            if recovery_point > base {
+                return Err(LogError::CorruptLog {
+                    file: log.dir.clone(),
+                    position: 0,
+                    reason: format!(
+                        "no segment files, but the recovery point is offset {recovery_point}"
+                    ),
+                });
+            }
+            log.create_segment(base)?;
+        } else {
+            log.recover(&bases, recovery_point)?;
+        }
+
+        let first_base = *log.segments.keys().next().expect("at least one segment");
+        log.log_end_offset = log.active().next_offset;
+        log.log_start_offset = log_start_checkpoint
+            .unwrap_or(first_base)
+            .max(first_base)
+            .min(log.log_end_offset);
+        if log.log_end_offset < recovery_point {
+            let active = log.active();
+            return Err(LogError::CorruptLog {
+                file: active.path.clone(),
+                position: active.size,
+                reason: format!(
+                    "the log ends at offset {}, below the recovery point {recovery_point}: \
+                     durable data is missing",
+                    log.log_end_offset
+                ),
+            });
+        }
+        log.producers.remove_below(log.log_start_offset);
+
+        // Make everything that survived durable, and say so in the recovery point.
+        for segment in log.segments.values() {
+            if segment.next_offset > recovery_point && !segment.is_empty() {
+                segment
+                    .file
+                    .sync()
+                    .map_err(io_error(|| format!("syncing {}", segment.path.display())))?;
+            }
+        }
+        log.durable_end_offset = log.log_end_offset;
+        write_checkpoint(
+            &*log.disk,
+            &log.dir,
+            RECOVERY_POINT_FILE,
+            log.durable_end_offset,
+        )?;
+        Ok(log)
+    }
+
+    /// Scans the segments with bases `bases` (sorted, non-empty), truncating a torn tail.
+    fn recover(&mut self, bases: &[i64], recovery_point: i64) -> Result<(), LogError> {
+        let now_ms = self.clock.now_ms();
+        let interval = self.config.index_interval_bytes;
+        let mut delete_from: Option<usize> = None;
+        let mut expected = bases[0];
+        for (i, &base) in bases.iter().enumerate() {
+            let path = sibling_path(&self.dir, base, LOG_EXTENSION);
+            if base != expected {
+                if expected < recovery_point {
+                    return Err(LogError::CorruptLog {
+                        file: path,
+                        position: 0,
+                        reason: format!(
+                            "segment starts at offset {base}, but the previous segment ends at \
+                             offset {expected} (below the recovery point {recovery_point})"
+                        ),
+                    });
+                }
+                delete_from = Some(i);
+                break;
+            }
+            let file = self
+                .disk
+                .open(&path, false)
+                .map_err(io_error(|| format!("opening {}", path.display())))?;
+            let mut segment = Segment::new(base, path, file, now_ms);
+            let verify_crc = bases.get(i + 1).is_none_or(|next| *next > recovery_point);
+            let producers = &mut self.producers;
+            let end = segment.scan(verify_crc, interval, &mut |header: &BatchHeader| {
+                if header.has_producer_id() {
+                    producers.record(
+                        header.producer_id,
+                        header.producer_epoch,
+                        BatchMetadata {
+                            first_seq: header.base_sequence,
+                            last_seq: header.last_sequence(),
+                            first_offset: header.base_offset,
+                            last_offset: header.last_offset(),
+                        },
+                    );
+                }
+            })?;
+            expected = segment.next_offset;
+            let torn = match end {
+                ScanEnd::Clean => false,
+                ScanEnd::Problem {
+                    position,
+                    offset,
+                    reason,
+                } => {
+                    if offset < recovery_point {
+                        return Err(LogError::CorruptLog {
+                            file: segment.path.clone(),
+                            position,
+                            reason: format!(
+                                "{reason} (offset {offset} is below the recovery point \
+                                 {recovery_point})"
+                            ),
+                        });
+                    }
+                    let context = || format!("recovering {}", segment.path.display());
+                    let file_len = segment.file.len().map_err(io_error(context))?;
+                    if let Some(valid) = find_valid_batch(&*segment.file, position, file_len)
+                        .map_err(io_error(context))?
+                    {
+                        return Err(LogError::CorruptLog {
+                            file: segment.path.clone(),
+                            position,
+                            reason: format!(
+                                "{reason}, followed by a valid batch at byte position {valid}"
+                            ),
+                        });
+                    }
+                    tracing::warn!(
+                        file = %segment.path.display(),
+                        position,
+                        offset,
+                        discarded_bytes = file_len - position,
+                        reason = %reason,
+                        "truncating the torn tail of the log (unsynced data lost in a crash)"
+                    );
+                    segment.file.set_len(position).map_err(io_error(context))?;
+                    segment.file.sync().map_err(io_error(context))?;
+                    true
+                }
+            };
+            self.segments.insert(base, segment);
+            if torn {
+                if i + 1 < bases.len() {
+                    delete_from = Some(i + 1);
+                }
+                break;
+            }
+        }
+        if let Some(from) = delete_from {
+            for &base in &bases[from..] {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    base_offset = base,
+                    log_end_offset = expected,
+                    "deleting a segment past the end of the recovered log"
+                );
+                self.remove_segment_files(base)?;
+            }
+            self.sync_dir()?;
+        }
+        // Index files: closed segments get theirs if missing; the active one has none.
+        let active_base = *self
+            .segments
+            .keys()
+            .next_back()
+            .expect("at least one segment");
+        for (&base, segment) in &mut self.segments {
+            if base == active_base {
+                remove_if_exists(&*self.disk, &sibling_path(&self.dir, base, INDEX_EXTENSION))?;
+                remove_if_exists(
+                    &*self.disk,
+                    &sibling_path(&self.dir, base, TIME_INDEX_EXTENSION),
+                )?;
+            } else if !self
+                .disk
+                .exists(&sibling_path(&self.dir, base, INDEX_EXTENSION))
+                || !self
+                    .disk
+                    .exists(&sibling_path(&self.dir, base, TIME_INDEX_EXTENSION))
+            {
+                segment.finish_time_index();
+                write_index_files(&*self.disk, &self.dir, segment)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    fn sync_dir(&self) -> Result<(), LogError> {
+        self.disk
+            .sync_dir(&self.dir)
+            .map_err(io_error(|| format!("syncing {}", self.dir.display())))
+    }
+
+    fn remove_segment_files(&self, base: i64) -> Result<(), LogError> {
+        for extension in [LOG_EXTENSION, INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
+            remove_if_exists(&*self.disk, &sibling_path(&self.dir, base, extension))?;
+        }
+        Ok(())
+    }
+
+    /// Creates an empty segment at `base` and makes its directory entry durable.
+    fn create_segment(&mut self, base: i64) -> Result<(), LogError> {
+        let path = sibling_path(&self.dir, base, LOG_EXTENSION);
+        let context = || format!("creating segment {}", path.display());
+        let file = self.disk.open(&path, true).map_err(io_error(context))?;
+        if file.len().map_err(io_error(context))? != 0 {
+            // Only a leftover from a crash right after an earlier roll can be here, and recovery
+            // would have found it: anything else is a stray file we must not append after.
+            return Err(LogError::CorruptLog {
+                file: path,
+                position: 0,
+                reason: "a new segment's file already holds data".into(),
+            });
+        }
+        self.sync_dir()?;
+        let segment = Segment::new(base, path, file, self.clock.now_ms());
+        self.segments.insert(base, segment);
+        Ok(())
+    }
+
+    /// Closes the active segment and starts a new one at the log end offset.
+    fn roll(&mut self) -> Result<(), LogError> {
+        let base = self.log_end_offset;
+        assert!(
+            !self.active().is_empty(),
+            "an empty segment is never rolled"
+        );
+        {
+            let disk = Arc::clone(&self.disk);
+            let dir = self.dir.clone();
+            let active = self.active_mut();
+            active.finish_time_index();
+            write_index_files(&*disk, &dir, active)?;
+        }
+        self.create_segment(base)?;
+        if let Err(e) = write_checkpoint(
+            &*self.disk,
+            &self.dir,
+            RECOVERY_POINT_FILE,
+            self.durable_end_offset,
+        ) {
+            // A stale recovery point only makes the next recovery scan more.
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the recovery point");
+        }
+        tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled a new segment");
+        Ok(())
+    }
+
+    fn roll_due_by_time(&self, now_ms: i64) -> bool {
+        let active = self.active();
+        !active.is_empty() && now_ms.saturating_sub(active.created_ms) >= self.config.segment_ms
+    }
+
+    /// Validates (magic 2, sizes, CRC-32C), checks producer sequences, assigns offsets (rewrites
+    /// baseOffset and partitionLeaderEpoch in place) and appends `records`: one or more v2 batches
+    /// back to back, as found in a ProduceRequest. Not durable until `flush`/`sync_target`.
+    pub fn append(
+        &mut self,
+        records: &mut [u8],
+        leader_epoch: i32,
+    ) -> Result<AppendOutcome, LogError> {
+        if let Some(reason) = &self.failed {
+            return Err(LogError::Io {
+                context: format!("appending to {}", self.dir.display()),
+                source: io::Error::other(reason.clone()),
+            });
+        }
+        if records.is_empty() {
+            return Err(LogError::CorruptInput(
+                "no record batch in the append".into(),
+            ));
+        }
+        if records.len() as u64 > SEGMENT_BYTES_MAX {
+            return Err(LogError::InvalidRecord(format!(
+                "an append of {} bytes exceeds the segment size limit of {SEGMENT_BYTES_MAX} bytes",
+                records.len()
+            )));
+        }
+
+        // Pass 1: validate every batch and check producer sequences; nothing changes yet.
+        let base_offset = self.log_end_offset;
+        let mut next_offset = base_offset;
+        let mut parsed: Vec<(usize, BatchHeader)> = Vec::new();
+        let mut producer_append = self.producers.begin();
+        let mut position = 0usize;
+        for item in batches(records) {
+            let (header, bytes) = item.map_err(LogError::from_batch)?;
+            verify_crc(bytes).map_err(LogError::from_batch)?;
+            header.check_records_count().map_err(LogError::from_batch)?;
+            if header.is_control() {
+                return Err(LogError::InvalidRecord(
+                    "control batches are written by the broker only".into(),
+                ));
+            }
+            if header.is_transactional() {
+                return Err(LogError::InvalidRecord(
+                    "transactional batches are not supported".into(),
+                ));
+            }
+            if let Compression::Unknown(codec) = header.compression() {
+                return Err(LogError::InvalidRecord(format!(
+                    "unknown compression codec {codec}"
+                )));
+            }
+            let first = next_offset;
+            let last = first + i64::from(header.last_offset_delta);
+            if last - base_offset > RELATIVE_OFFSET_MAX {
+                return Err(LogError::InvalidRecord(format!(
+                    "an append may span at most {RELATIVE_OFFSET_MAX} offsets"
+                )));
+            }
+            if header.has_producer_id() {
+                if header.base_sequence < 0 || header.producer_epoch < 0 {
+                    return Err(LogError::InvalidRecord(format!(
+                        "batch of producer {} without a sequence number or epoch",
+                        header.producer_id
+                    )));
+                }
+                let check = producer_append.check_and_stage(
+                    header.producer_id,
+                    header.producer_epoch,
+                    BatchMetadata {
+                        first_seq: header.base_sequence,
+                        last_seq: header.last_sequence(),
+                        first_offset: first,
+                        last_offset: last,
+                    },
+                )?;
+                if let SequenceCheck::Duplicate(original) = check {
+                    return Ok(AppendOutcome {
+                        base_offset: original.first_offset,
+                        last_offset: original.last_offset,
+                        duplicate: true,
+                    });
+                }
+            }
+            parsed.push((position, header));
+            position += bytes.len();
+            next_offset = last + 1;
+        }
+        assert_eq!(
+            position,
+            records.len(),
+            "batches() covers the buffer or fails"
+        );
+        let staged = producer_append.commit();
+
+        // Pass 2: roll if due, assign offsets, write.
+        let now_ms = self.clock.now_ms();
+        {
+            let active = self.active();
+            let segment_bytes_max = self.config.segment_bytes.min(SEGMENT_BYTES_MAX);
+            let roll = !active.is_empty()
+                && (active.size + records.len() as u64 > segment_bytes_max
+                    || (next_offset - 1) - active.base_offset > RELATIVE_OFFSET_MAX
+                    || self.roll_due_by_time(now_ms));
+            if roll {
+                self.roll()?;
+            }
+        }
+        let mut offset = base_offset;
+        for (start, header) in &mut parsed {
+            set_base_offset(&mut records[*start..], offset).map_err(LogError::from_batch)?;
+            set_partition_leader_epoch(&mut records[*start..], leader_epoch)
+                .map_err(LogError::from_batch)?;
+            header.base_offset = offset;
+            header.partition_leader_epoch = leader_epoch;
+            offset += header.offset_count();
+        }
+        debug_assert_eq!(offset, next_offset);
+        let interval = self.config.index_interval_bytes;
+        let active = self.active_mut();
+        let old_size = active.size;
+        if let Err(e) = active.file.append(records) {
+            let error = LogError::io(format!("appending to {}", active.path.display()), e);
+            // Undo a partial write, or nothing may be appended after it.
+            if let Err(undo) = active.file.set_len(old_size) {
+                let reason = format!(
+                    "a failed append to {} could not be undone: {undo}",
+                    active.path.display()
+                );
+                tracing::error!("{reason}");
+                self.failed = Some(reason);
+            }
+            return Err(error);
+        }
+        if active.is_empty() {
+            active.created_ms = now_ms;
+        }
+        for (start, header) in &parsed {
+            active.on_batch(header, old_size + *start as u64, interval);
+        }
+        self.producers.apply(staged);
+        self.log_end_offset = next_offset;
+        Ok(AppendOutcome {
+            base_offset,
+            last_offset: next_offset - 1,
+            duplicate: false,
+        })
+    }
+
+    /// Files that must be synced for everything appended so far to be durable, and the end offset
+    /// they cover; sync them outside any lock, then call `mark_durable(end_offset)`.
+    pub fn sync_target(&self) -> SyncTarget {
+        let files = self
+            .segments
+            .values()
+            .filter(|s| s.next_offset > self.durable_end_offset)
+            .map(|s| Arc::clone(&s.file))
+            .collect();
+        SyncTarget {
+            files,
+            end_offset: self.log_end_offset,
+        }
+    }
+
+    /// Records that every offset below `end_offset` is durable (the files of a
+    /// [`SyncTarget`] with that end offset were synced).
+    pub fn mark_durable(&mut self, end_offset: i64) {
+        debug_assert!(end_offset <= self.log_end_offset);
+        self.durable_end_offset = self
+            .durable_end_offset
+            .max(end_offset.min(self.log_end_offset));
+    }
+
+    /// `sync_target`, sync, `mark_durable`.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        let target = self.sync_target();
+        for file in &target.files {
+            file.sync().map_err(io_error(|| {
+                format!("syncing a segment of {}", self.dir.display())
+            }))?;
+        }
+        self.mark_durable(target.end_offset);
+        Ok(())
+    }
+
+    /// Whole batches starting with the one containing `offset`, up to `max_bytes` (at least one
+    /// batch if any, even if larger), never including a batch that ends at or past `end_offset`.
+    /// Reads from one segment at a time.
+    pub fn read(&self, offset: i64, max_bytes: usize, end_offset: i64) -> Result<Bytes, LogError> {
+        if offset < self.log_start_offset || offset > self.log_end_offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset,
+            });
+        }
+        if offset >= end_offset || offset == self.log_end_offset {
+            return Ok(Bytes::new());
+        }
+        let Some(segment) = self
+            .segments
+            .range(..=offset)
+            .map(|(_, s)| s)
+            .chain(self.segments.range(offset + 1..).map(|(_, s)| s))
+            .find(|s| s.next_offset > offset)
+        else {
+            return Ok(Bytes::new());
+        };
+        let start = segment.find_position(offset)?;
+        let context = || format!("reading {}", segment.path.display());
+        let want = (max_bytes.max(BATCH_HEADER_BYTES) as u64).min(segment.size - start);
+        let mut buf = vec![0u8; want as usize];
+        read_exact_at(&*segment.file, start, &mut buf).map_err(io_error(context))?;
+        let mut end = 0usize;
+        while end + BATCH_HEADER_BYTES <= buf.len() {
+            let header = BatchHeader::parse(&buf[end..]).map_err(|e| LogError::CorruptLog {
+                file: segment.path.clone(),
+                position: start + end as u64,
+                reason: e.to_string(),
+            })?;
+            if header.last_offset() >= end_offset {
+                break;
+            }
+            let size = header.size_bytes() as usize;
+            if end + size > buf.len() {
+                if end == 0 {
+                    // The first batch is larger than max_bytes: return it whole.
+                    if start + size as u64 > segment.size {
+                        return Err(LogError::CorruptLog {
+                            file: segment.path.clone(),
+                            position: start,
+                            reason: "batch past the end of the segment".into(),
+                        });
+                    }
+                    let have = buf.len();
+                    buf.resize(size, 0);
+                    read_exact_at(&*segment.file, start + have as u64, &mut buf[have..])
+                        .map_err(io_error(context))?;
+                    end = size;
+                }
+                break;
+            }
+            end += size;
+        }
+        buf.truncate(end);
+        Ok(Bytes::from(buf))
+    }
+
+    /// The first offset of the log.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// The next offset to assign.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset
+    }
+
+    /// Every offset below it is fsynced.
+    pub fn durable_end_offset(&self) -> i64 {
+        self.durable_end_offset
+    }
+
+    /// First offset whose batch max timestamp >= ts, with that timestamp (ListOffsets by time):
+    /// the base offset of the first batch whose largest timestamp is at least `ts_ms`.
+    pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
+        for segment in self.segments.values() {
+            if segment.is_empty() || segment.max_timestamp < ts_ms {
+                continue;
+            }
+            if let Some(found) = segment.find_timestamp(ts_ms)? {
+                if found.0 >= self.log_start_offset {
+                    return Ok(Some(found));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Rolls the active segment if it is older than `segment.ms`; returns whether it did.
+    pub fn roll_if_due(&mut self) -> Result<bool, LogError> {
+        if self.roll_due_by_time(self.clock.now_ms()) {
+            self.roll()?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Deletes closed segments (never the active one), oldest first, while their largest
+    /// timestamp is older than `retention.ms` or the log is larger than `retention.bytes`.
+    /// Returns how many were deleted.
+    pub fn enforce_retention(&mut self) -> Result<usize, LogError> {
+        let now_ms = self.clock.now_ms();
+        let closed: Vec<(u64, i64)> = self
+            .segments
+            .values()
+            .take(self.segments.len() - 1)
+            .map(|s| (s.size, s.retention_timestamp()))
+            .collect();
+        let mut count = 0;
+        if self.config.retention_ms >= 0 {
+            while count < closed.len()
+                && now_ms.saturating_sub(closed[count].1) > self.config.retention_ms
+            {
+                count += 1;
+            }
+        }
+        if self.config.retention_bytes >= 0 {
+            let remaining: u64 =
+                self.size_bytes() - closed[..count].iter().map(|c| c.0).sum::<u64>();
+            let mut excess = i128::from(remaining) - i128::from(self.config.retention_bytes);
+            while count < closed.len() && excess - i128::from(closed[count].0) >= 0 {
+                excess -= i128::from(closed[count].0);
+                count += 1;
+            }
+        }
+        if count == 0 {
+            return Ok(0);
+        }
+        let doomed: Vec<i64> = self.segments.keys().take(count).copied().collect();
+        let new_start = *self
+            .segments
+            .keys()
+            .nth(count)
+            .expect("the active segment is never deleted");
+        // The checkpoint first: a crash before the removals are durable then deletes them on
+        // open instead of resurrecting them.
+        write_checkpoint(&*self.disk, &self.dir, LOG_START_OFFSET_FILE, new_start)?;
+        self.log_start_offset = new_start;
+        for base in doomed {
+            self.segments.remove(&base);
+            self.remove_segment_files(base)?;
+        }
+        self.sync_dir()?;
+        self.durable_end_offset = self.durable_end_offset.max(new_start);
+        self.producers.remove_below(new_start);
+        tracing::debug!(
+            dir = %self.dir.display(),
+            deleted = count,
+            log_start_offset = new_start,
+            "retention deleted segments"
+        );
+        Ok(count)
+    }
+
+    /// Replaces the configuration (applies to later appends, rolls and retention checks).
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Bytes in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The idempotent-producer state.
+    pub fn producer_state(&self) -> &ProducerStateManager {
+        &self.producers
+    }
+
+    /// Flushes and writes the recovery checkpoint.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.flush()?;
+        write_checkpoint(
+            &*self.disk,
+            &self.dir,
+            RECOVERY_POINT_FILE,
+            self.durable_end_offset,
+        )
+    }
+}
+
+/// Writes a closed segment's `.index` and `.timeindex` (derived data: not synced).
+fn write_index_files(disk: &dyn Disk, dir: &Path, segment: &Segment) -> Result<(), LogError> {
+    for (extension, bytes) in [
+        (INDEX_EXTENSION, segment.offset_index.encode()),
+        (TIME_INDEX_EXTENSION, segment.time_index.encode()),
+    ] {
+        let path = sibling_path(dir, segment.base_offset, extension);
+        let context = || format!("writing {}", path.display());
+        let file = disk.open(&path, true).map_err(io_error(context))?;
+        file.set_len(0).map_err(io_error(context))?;
+        file.append(&bytes).map_err(io_error(context))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! One segment of a partition log: the `<base_offset:020>.log` file of record batches back to
+//! back, with its in-memory sparse indexes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{BatchHeader, BATCH_HEADER_BYTES, CRC_COVERED_FROM};
+use crate::disk::{read_exact_at, DiskFile};
+use crate::error::LogError;
+use crate::index::{OffsetIndex, TimeIndex};
+
+/// Largest relative offset a segment holds (Kafka keeps them in the `i32` range).
+pub const RELATIVE_OFFSET_MAX: i64 = i32::MAX as i64;
+/// Largest size of a segment file: positions are `u32` in the offset index.
+pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+
+/// Extension of segment files.
+pub const LOG_EXTENSION: &str = "log";
+/// Extension of offset index files.
+pub const INDEX_EXTENSION: &str = "index";
+/// Extension of time index files.
+pub const TIME_INDEX_EXTENSION: &str = "timeindex";
+
+/// `<base_offset:020>.<extension>`.
+pub fn segment_file_name(base_offset: i64, extension: &str) -> String {
+    format!("{base_offset:020}.{extension}")
+}
+
+/// The base offset of a file named `<base_offset:020>.<extension>`.
+pub fn parse_segment_file_name(name: &str, extension: &str) -> Option<i64> {
+    let stem = name.strip_suffix(extension)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+/// How a scan of a segment file ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ScanEnd {
+    /// Every byte of the file is a valid batch.
+    Clean,
+    /// The bytes at `position` are not a valid continuation of the log; `offset` is the offset a
+    /// batch there would have had.
+    Problem {
+        position: u64,
+        offset: i64,
+        reason: String,
+    },
+}
+
+/// One segment.
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    pub path: PathBuf,
+    pub file: Arc<dyn DiskFile>,
+    /// Bytes of valid batches in the file.
+    pub size: u64,
+    /// The offset after the last batch (`base_offset` when empty).
+    pub next_offset: i64,
+    /// Base offset of the last batch, if any.
+    pub last_batch_offset: Option<i64>,
+    /// Largest batch max timestamp, `i64::MIN` when empty.
+    pub max_timestamp: i64,
+    pub offset_index: OffsetIndex,
+    pub time_index: TimeIndex,
+    bytes_since_index_entry: u64,
+    /// Clock time of the first append (or of opening the log, for a recovered segment).
+    pub created_ms: i64,
+}
+
+impl Segment {
+    pub fn new(base_offset: i64, path: PathBuf, file: Arc<dyn DiskFile>, now_ms: i64) -> Segment {
+        Segment {
+            base_offset,
+            path,
+            file,
+            size: 0,
+            next_offset: base_offset,
+            last_batch_offset: None,
+            max_timestamp: i64::MIN,
+            offset_index: OffsetIndex::new(),
+            time_index: TimeIndex::new(),
+            bytes_since_index_entry: 0,
+            created_ms: now_ms,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// The segment's largest timestamp for retention: its largest batch timestamp, or its
+    /// creation time if no batch carries one.
+    pub fn retention_timestamp(&self) -> i64 {
+        if self.max_timestamp >= 0 {
+            self.max_timestamp
+        } else {
+            self.created_ms
+        }
+    }
+
+    fn relative(&self, offset: i64) -> u32 {
+        let relative = offset - self.base_offset;
+        assert!(
+            (0..=RELATIVE_OFFSET_MAX).contains(&relative),
+            "offset {offset} outside segment {}",
+            self.base_offset
+        );
+        relative as u32
+    }
+
+    /// Registers a batch written at `position` (its base offset already assigned).
+    pub fn on_batch(&mut self, header: &BatchHeader, position: u64, index_interval_bytes: u64) {
+        assert_eq!(position, self.size, "batches are appended at the end");
+        assert_eq!(header.base_offset, self.next_offset, "offsets are dense");
+        assert!(position + header.size_bytes() <= SEGMENT_BYTES_MAX);
+        let relative = self.relative(header.base_offset);
+        // Check the last offset fits too.
+        self.relative(header.last_offset());
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        if self.bytes_since_index_entry > index_interval_bytes {
+            self.offset_index.append(relative, position as u32);
+            self.time_index.maybe_append(self.max_timestamp, relative);
+            self.bytes_since_index_entry = 0;
+        }
+        self.bytes_since_index_entry += header.size_bytes();
+        self.size = position + header.size_bytes();
+        self.next_offset = header.next_offset();
+        self.last_batch_offset = Some(header.base_offset);
+    }
+
+    /// Adds the final time index entry of a closed segment (its largest timestamp).
+    pub fn finish_time_index(&mut self) {
+        if let Some(last) = self.last_batch_offset {
+            let relative = self.relative(last);
+            self.time_index.maybe_append(self.max_timestamp, relative);
+        }
+    }
+
+    /// Reads the header of the batch at `position`.
+    pub fn read_header(&self, position: u64) -> Result<BatchHeader, LogError> {
+        if position + BATCH_HEADER_BYTES as u64 > self.size {
+            return Err(self.corrupt(position, "batch header past the end of the segment"));
+        }
+        let mut buf = [0u8; BATCH_HEADER_BYTES];
+        read_exact_at(&*self.file, position, &mut buf)
+            .map_err(|e| LogError::io(format!("reading {}", self.path.display()), e))?;
+        let header =
+            BatchHeader::parse(&buf).map_err(|e| self.corrupt(position, &e.to_string()))?;
+        if position + header.size_bytes() > self.size {
+            return Err(self.corrupt(position, "batch past the end of the segment"));
+        }
+        Ok(header)
+    }
+
+    fn corrupt(&self, position: u64, reason: &str) -> LogError {
+        LogError::CorruptLog {
+            file: self.path.clone(),
+            position,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Position of the batch holding `offset` (which must be in `[base_offset, next_offset)`).
+    pub fn find_position(&self, offset: i64) -> Result<u64, LogError> {
+        assert!(offset >= self.base_offset && offset < self.next_offset);
+        let mut position = u64::from(self.offset_index.lookup(self.relative(offset)));
+        while position < self.size {
+            let header = self.read_header(position)?;
+            if header.last_offset() >= offset {
+                return Ok(position);
+            }
+            position += header.size_bytes();
+        }
+        Err(self.corrupt(
+            position,
+            &format!("offset {offset} not found in the segment"),
+        ))
+    }
+
+    /// The first batch whose max timestamp is `>= ts`: `(base offset, max timestamp)`.
+    pub fn find_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let relative = self.time_index.lookup(ts);
+        let mut position = u64::from(self.offset_index.lookup(relative));
+        while position < self.size {
+            let header = self.read_header(position)?;
+            if header.max_timestamp >= ts {
+                return Ok(Some((header.base_offset, header.max_timestamp)));
+            }
+            position += header.size_bytes();
+        }
+        Ok(None)
+    }
+
+    /// Scans the file from the start, registering every valid batch (and calling `on_batch`),
+    /// until the end or the first invalid bytes. With `verify_crc`, batch CRCs are checked too
+    /// (reading every byte); without, only headers are read.
+    pub fn scan(
+        &mut self,
+        verify_crc: bool,
+        index_interval_bytes: u64,
+        on_batch: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<ScanEnd, LogError> {
+        let path = self.path.clone();
+        let context = || format!("scanning {}", path.display());
+        let file_len = self.file.len().map_err(|e| LogError::io(context(), e))?;
+        let mut position = 0u64;
+        let mut buf = [0u8; BATCH_HEADER_BYTES];
+        while position < file_len {
+            let offset = self.next_offset;
+            let problem = |reason: String| ScanEnd::Problem {
+                position,
+                offset,
+                reason,
+            };
+            if file_len - position < BATCH_HEADER_BYTES as u64 {
+                return Ok(problem(format!(
+                    "truncated batch header ({} bytes left)",
+                    file_len - position
+                )));
+            }
+            read_exact_at(&*self.file, position, &mut buf)
+                .map_err(|e| LogError::io(context(), e))?;
+            let header = match BatchHeader::parse(&buf) {
+                Ok(header) => header,
+                Err(e) => return Ok(problem(e.to_string())),
+            };
+            if header.base_offset != offset {
+                return Ok(problem(format!(
+                    "batch base offset {} where offset {offset} was expected",
+                    header.base_offset
+                )));
+            }
+            let size = header.size_bytes();
+            if size > file_len - position {
+                return Ok(problem(format!(
+                    "truncated batch: {size} bytes, {} left in the file",
+                    file_len - position
+                )));
+            }
+            if position + size > SEGMENT_BYTES_MAX
+                || header.last_offset() - self.base_offset > RELATIVE_OFFSET_MAX
+            {
+                return Ok(problem(
+                    "batch past the segment's size or offset limits".into(),
+                ));
+            }
+            if verify_crc {
+                let crc = crc_of_range(
+                    &*self.file,
+                    position + CRC_COVERED_FROM as u64,
+                    position + size,
+                )
+                .map_err(|e| LogError::io(context(), e))?;
+                if crc != header.crc {
+                    return Ok(problem(format!(
+                        "batch CRC mismatch: stored {:#010x}, computed {crc:#010x}",
+                        header.crc
+                    )));
+                }
+            }
+            self.on_batch(&header, position, index_interval_bytes);
+            on_batch(&header);
+            position += size;
+        }
+        Ok(ScanEnd::Clean)
+    }
+}
+
+/// CRC-32C of the file bytes in `[from, to)`, read in chunks.
+fn crc_of_range(file: &dyn DiskFile, from: u64, to: u64) -> std::io::Result<u32> {
+    const CHUNK_BYTES: u64 = 64 * 1024;
+    let mut crc = 0u32;
+    let mut buf = vec![0u8; CHUNK_BYTES.min(to.saturating_sub(from)) as usize];
+    let mut position = from;
+    while position < to {
+        let n = CHUNK_BYTES.min(to - position) as usize;
+        read_exact_at(file, position, &mut buf[..n])?;
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        position += n as u64;
+    }
+    Ok(crc)
+}
+
+/// Looks for a complete batch with a valid CRC starting at or after `from` in the first
+/// `file_len` bytes of `file`: its position, if any. Used by recovery to tell a torn tail
+/// (nothing valid after the damage) from mid-log corruption.
+pub(crate) fn find_valid_batch(
+    file: &dyn DiskFile,
+    from: u64,
+    file_len: u64,
+) -> std::io::Result<Option<u64>> {
+    const WINDOW_BYTES: u64 = 1024 * 1024;
+    let mut window_start = from;
+    while window_start < file_len {
+        let window_end = (window_start + WINDOW_BYTES + BATCH_HEADER_BYTES as u64).min(file_len);
+        let mut buf = vec![0u8; (window_end - window_start) as usize];
+        read_exact_at(file, window_start, &mut buf)?;
+        let candidates = (WINDOW_BYTES as usize).min(buf.len());
+        for i in 0..candidates {
+            if i + BATCH_HEADER_BYTES > buf.len() {
+                break;
+            }
+            if buf[i + 16] != 2 {
+                continue;
+            }
+            let Ok(header) = BatchHeader::parse(&buf[i..]) else {
+                continue;
+            };
+            let position = window_start + i as u64;
+            if header.size_bytes() > file_len - position {
+                continue;
+            }
+            let crc = crc_of_range(
+                file,
+                position + CRC_COVERED_FROM as u64,
+                position + header.size_bytes(),
+            )?;
+            if crc == header.crc {
+                return Ok(Some(position));
+            }
+        }
+        window_start += WINDOW_BYTES;
+    }
+    Ok(None)
+}
+
+/// Path of a segment's sibling file.
+pub(crate) fn sibling_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
+    dir.join(segment_file_name(base_offset, extension))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names() {
+        assert_eq!(segment_file_name(42, "log"), "00000000000000000042.log");
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.log", "log"),
+            Some(42)
+        );
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.index", "log"),
+            None
+        );
+        assert_eq!(
+            parse_segment_file_name("0000000000000000042.log", "log"),
+            None
+        );
+        assert_eq!(
+            parse_segment_file_name("-0000000000000000042.log", "log"),
+            None
+        );
+        assert_eq!(
+            parse_segment_file_name("99999999999999999999.log", "log"),
+            None
+        );
+    }
+}
