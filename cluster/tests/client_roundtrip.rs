@@ -524,3 +524,85 @@ async fn connect_errors_are_clear() {
         .expect_err("empty list");
     assert!(matches!(err, ClientError::InvalidArgument(_)), "{err}");
 }
+
+#[tokio::test]
+async fn client_reconnects_after_broker_restart_on_same_port() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let disk = Arc::new(MemDisk::new());
+    let start = |listener: TcpListener, disk: Arc<MemDisk>| async move {
+        let config = BrokerConfig {
+            data_dir: "/data".into(),
+            listen: addr,
+            ..BrokerConfig::default()
+        };
+        let disk: Arc<dyn Disk> = disk;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let broker = Broker::open(config, disk, clock)
+            .await
+            .expect("broker opens");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(strata_cluster::server::serve(
+            broker,
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        (stop, task)
+    };
+    let (stop, task) = start(listener, Arc::clone(&disk)).await;
+    let client = Client::connect(
+        &addr.to_string(),
+        ClientConfig {
+            request_timeout_ms: 5_000,
+            client_id: "restart-test".to_string(),
+        },
+    )
+    .await
+    .expect("connect");
+    client
+        .create_topics("restart", 1, 1, &[])
+        .await
+        .expect("create");
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).expect("producer");
+    assert_eq!(
+        producer
+            .send("restart", Some(0), record(None, Some("before")))
+            .await
+            .expect("send"),
+        (0, 0)
+    );
+
+    let _ = stop.send(());
+    task.await.expect("join").expect("clean stop");
+    let listener = TcpListener::bind(addr).await.expect("rebind the same port");
+    let (stop, task) = start(listener, Arc::clone(&disk)).await;
+
+    // The client's pooled connections are dead; requests must reconnect transparently.
+    assert_eq!(
+        producer
+            .send("restart", Some(0), record(None, Some("after")))
+            .await
+            .expect("send"),
+        (0, 1)
+    );
+    let fetched = client
+        .fetch("restart", 0, 0, 0, 1 << 20)
+        .await
+        .expect("fetch");
+    let values: Vec<_> = fetched.records.iter().map(|r| r.value.clone()).collect();
+    assert_eq!(
+        values,
+        vec![
+            Some(Bytes::from_static(b"before")),
+            Some(Bytes::from_static(b"after"))
+        ]
+    );
+    assert_eq!(
+        client.list_topics().await.expect("list"),
+        vec!["restart".to_string()]
+    );
+    let _ = stop.send(());
+    task.await.expect("join").expect("clean stop");
+}

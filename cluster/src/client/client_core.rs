@@ -162,8 +162,8 @@ struct State {
     /// node id -> `host:port`
     brokers: HashMap<i32, String>,
     controller_id: i32,
-    /// `host:port` -> connection
-    connections: HashMap<String, Arc<Connection>>,
+    /// `host:port` -> idle connections
+    idle: HashMap<String, Vec<Connection>>,
     topics: HashMap<String, TopicMetadata>,
 }
 
@@ -171,6 +171,45 @@ struct Inner {
     bootstrap: Vec<String>,
     config: ClientConfig,
     state: Mutex<State>,
+}
+
+/// Idle connections kept per broker at most; more are closed when returned.
+const IDLE_CONNECTIONS_PER_BROKER_MAX: usize = 16;
+
+/// A connection checked out of the client's pool; returns itself when dropped unless broken.
+pub struct PooledConnection {
+    conn: Option<Connection>,
+    addr: String,
+    pool: std::sync::Weak<Inner>,
+    /// Whether the connection came from the pool (rather than being opened for this use).
+    reused: bool,
+}
+
+impl std::ops::Deref for PooledConnection {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match &self.conn {
+            Some(conn) => conn,
+            None => unreachable!("the connection is taken only in drop"),
+        }
+    }
+}
+
+impl Drop for PooledConnection {
+    fn drop(&mut self) {
+        let (Some(conn), Some(inner)) = (self.conn.take(), self.pool.upgrade()) else {
+            return;
+        };
+        if conn.is_broken() {
+            return;
+        }
+        let mut state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = state.idle.entry(self.addr.clone()).or_default();
+        if idle.len() < IDLE_CONNECTIONS_PER_BROKER_MAX {
+            idle.push(conn);
+        }
+    }
 }
 
 /// Strata's Kafka client. Cheap to clone; clones share connections and metadata.
@@ -235,35 +274,40 @@ impl Client {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A working connection to `addr`, reusing the cached one unless it is broken.
-    pub async fn connection_to(&self, addr: &str) -> Result<Arc<Connection>, ClientError> {
-        if let Some(conn) = self.state().connections.get(addr) {
-            if !conn.is_broken() {
-                return Ok(conn.clone());
+    /// A connection to `addr` for one request (or a few in a row): an idle pooled one, or a new
+    /// one. It goes back to the pool when dropped unless it broke (I/O error, timeout or a
+    /// cancelled call). Each concurrent request thus has its own connection, so a long-polling
+    /// fetch never holds up a produce.
+    pub async fn connection_to(&self, addr: &str) -> Result<PooledConnection, ClientError> {
+        loop {
+            let idle = self.state().idle.get_mut(addr).and_then(Vec::pop);
+            match idle {
+                Some(conn) if conn.is_broken() => continue,
+                Some(conn) => return Ok(self.pooled(addr, conn, true)),
+                None => break,
             }
         }
-        let conn = Arc::new(
-            Connection::connect(
-                addr,
-                &self.inner.config.client_id,
-                self.inner.config.request_timeout_ms,
-            )
-            .await?,
-        );
-        let mut state = self.state();
-        let entry = state
-            .connections
-            .entry(addr.to_string())
-            .or_insert_with(|| conn.clone());
-        if entry.is_broken() {
-            *entry = conn.clone();
-        }
-        Ok(entry.clone())
+        let conn = Connection::connect(
+            addr,
+            &self.inner.config.client_id,
+            self.inner.config.request_timeout_ms,
+        )
+        .await?;
+        Ok(self.pooled(addr, conn, false))
     }
 
-    /// Forgets the cached connection to `addr` (after an I/O error or timeout on it).
+    fn pooled(&self, addr: &str, conn: Connection, reused: bool) -> PooledConnection {
+        PooledConnection {
+            conn: Some(conn),
+            addr: addr.to_string(),
+            pool: Arc::downgrade(&self.inner),
+            reused,
+        }
+    }
+
+    /// Closes the idle connections to `addr` (after an I/O error or timeout on one of them).
     fn drop_connection(&self, addr: &str) {
-        self.state().connections.remove(addr);
+        self.state().idle.remove(addr);
     }
 
     /// Candidate addresses for a request any broker can answer: known brokers first, then the
@@ -290,25 +334,33 @@ impl Client {
     /// connection-level errors.
     async fn on_any_broker<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
-        F: Fn(Arc<Connection>) -> Fut,
+        F: Fn(PooledConnection) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
         let addrs = self.any_addrs();
         let mut last_error = None;
         for addr in &addrs {
-            let conn = match self.connection_to(addr).await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    last_error = Some(e);
-                    continue;
+            // A pooled connection may have been closed by the broker while idle: on failure
+            // try once more on a fresh connection before moving on.
+            for _ in 0..2 {
+                let conn = match self.connection_to(addr).await {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        last_error = Some(e);
+                        break;
+                    }
+                };
+                let reused = conn.reused;
+                match call(conn).await {
+                    Err(e @ (ClientError::Io { .. } | ClientError::Disconnected { .. })) => {
+                        self.drop_connection(addr);
+                        last_error = Some(e);
+                        if !reused {
+                            break;
+                        }
+                    }
+                    other => return other,
                 }
-            };
-            match call(conn).await {
-                Err(e @ (ClientError::Io { .. } | ClientError::Disconnected { .. })) => {
-                    self.drop_connection(addr);
-                    last_error = Some(e);
-                }
-                other => return other,
             }
         }
         Err(ClientError::NoBrokers {
@@ -453,7 +505,7 @@ impl Client {
         topic: &str,
         partition: i32,
         allow_auto_topic_creation: bool,
-    ) -> Result<Arc<Connection>, ClientError> {
+    ) -> Result<PooledConnection, ClientError> {
         let metadata = self
             .topic_metadata(topic, allow_auto_topic_creation)
             .await?;
@@ -492,7 +544,7 @@ impl Client {
         call: F,
     ) -> Result<T, ClientError>
     where
-        F: Fn(Arc<Connection>) -> Fut,
+        F: Fn(PooledConnection) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
         let mut attempt = 1;
@@ -531,7 +583,7 @@ impl Client {
     /// A connection for admin requests: the controller if known, else any broker.
     async fn on_admin_broker<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
     where
-        F: Fn(Arc<Connection>) -> Fut,
+        F: Fn(PooledConnection) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
         let controller_addr = {
@@ -965,7 +1017,7 @@ impl Client {
         call: F,
     ) -> Result<T, ClientError>
     where
-        F: Fn(Arc<Connection>) -> Fut,
+        F: Fn(PooledConnection) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
         self.on_leader(topic, partition, false, call).await

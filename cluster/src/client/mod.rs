@@ -18,8 +18,8 @@ mod partitioner;
 mod producer;
 
 pub use client_core::{
-    BrokerMetadata, Client, ClientConfig, OffsetSpec, PartitionMetadata, TopicConfigEntry,
-    TopicDescription, TopicMetadata,
+    BrokerMetadata, Client, ClientConfig, OffsetSpec, PartitionMetadata, PooledConnection,
+    TopicConfigEntry, TopicDescription, TopicMetadata,
 };
 pub use connection::{Connection, RESPONSE_BYTES_MAX};
 pub use error::ClientError;
