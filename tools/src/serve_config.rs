@@ -100,7 +100,7 @@ fn toml_scalar_i64(name: &str, value: &toml::Value) -> anyhow::Result<i64> {
             .trim()
             .parse()
             .map_err(|_| anyhow!("[log] {name} = {s:?} is not an integer")),
-        other => bail!("[log] {name} = {other} is not an integer"),
+        other => bail!("[log] {name} = {other:?} is not an integer"),
     }
 }
 
