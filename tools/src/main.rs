@@ -66,6 +66,20 @@ impl ConnectArgs {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_skips_causes_already_in_the_message() {
+        let inner = std::io::Error::other("disk on fire");
+        let outer = anyhow::Error::new(inner).context("cannot open /data: disk on fire");
+        assert_eq!(error_chain_text(&outer), "cannot open /data: disk on fire");
+        let plain = anyhow::anyhow!("root cause").context("while opening");
+        assert_eq!(error_chain_text(&plain), "while opening: root cause");
+    }
+}
+
 /// Parses `key=value` (used by `--config` and `--header`).
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -82,6 +96,25 @@ fn init_tracing(default_level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// The error and its causes joined by ": ", skipping a cause whose text the previous message
+/// already includes (many errors print their source in their own message).
+fn error_chain_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut previous = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if !previous.is_empty() && previous.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+        previous = message;
+    }
+    text
 }
 
 fn main() -> ExitCode {
@@ -111,7 +144,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("strata: {e:#}");
+            eprintln!("strata: {}", error_chain_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -79,8 +79,7 @@ pub async fn run(command: TopicCommand) -> anyhow::Result<()> {
                     replication_factor.unwrap_or(-1),
                     &configs,
                 )
-                .await
-                .with_context(|| format!("cannot create topic {name}"))?;
+                .await?;
             println!("Created topic {name}.");
         }
         TopicCommand::List { connect } => {
@@ -102,10 +101,7 @@ pub async fn run(command: TopicCommand) -> anyhow::Result<()> {
         }
         TopicCommand::Delete { name, connect } => {
             let client = connect.connect().await?;
-            client
-                .delete_topics(&[name.as_str()])
-                .await
-                .with_context(|| format!("cannot delete topic {name}"))?;
+            client.delete_topics(&[name.as_str()]).await?;
             println!("Deleted topic {name}.");
         }
         TopicCommand::Alter {
@@ -123,10 +119,7 @@ pub async fn run(command: TopicCommand) -> anyhow::Result<()> {
                 .map(|(k, v)| (k, Some(v)))
                 .chain(delete_configs.into_iter().map(|k| (k, None)))
                 .collect();
-            client
-                .alter_topic_configs(&name, &changes)
-                .await
-                .with_context(|| format!("cannot alter configs of topic {name}"))?;
+            client.alter_topic_configs(&name, &changes).await?;
             println!("Altered configs of topic {name}.");
         }
     }

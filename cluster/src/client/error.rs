@@ -4,9 +4,8 @@ use kafka_protocol::ResponseError;
 
 /// Everything that can go wrong in a client call.
 ///
-/// Kafka error codes from responses are carried as [`ResponseError`], whose `Display` is Kafka's
-/// readable description; [`ClientError::kafka_name`] gives the variant name (e.g.
-/// `NotLeaderOrFollower`).
+/// Kafka error codes from responses are carried as [`ResponseError`], whose `Display` is the
+/// error's name (e.g. `NotLeaderOrFollower`), as is [`ClientError::kafka_name`].
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Connecting, reading or writing a socket failed.
@@ -53,7 +52,7 @@ pub enum ClientError {
         broker_versions: String,
     },
     /// The broker answered with a Kafka error code.
-    #[error("{context}: {error} [{name}, code {code}]{}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default(), name = kafka_error_name(*.error), code = .error.code())]
+    #[error("{context}: {error} (Kafka error code {code}){}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default(), code = .error.code())]
     Kafka {
         /// What was being done (e.g. `produce to orders-3`).
         context: String,
