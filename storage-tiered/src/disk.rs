@@ -786,7 +786,7 @@ mod tests {
             let data = contents(&disk, "/a").unwrap();
             assert!(data.len() >= 100 && data.len() <= 3100);
             assert_eq!(&data[..100], &[1u8; 100], "durable bytes never change");
-            assert!(data.len() == 100 || data.len() == 3100 || data.len() % 512 == 0);
+            assert!(data.len() == 100 || data.len() == 3100 || data.len().is_multiple_of(512));
             if data.len() > 100 && data.len() < 3100 {
                 saw_partial = true;
             }

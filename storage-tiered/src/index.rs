@@ -5,9 +5,10 @@
 //!   one for the first batch after every `index.interval.bytes` of appended data. The relative
 //!   offset is that of the batch's first record.
 //! - Time index: entries `(max timestamp so far i64, relative offset u32)`, 12 bytes each,
-//!   appended at the same points when the largest timestamp so far grew. Timestamps are strictly
-//!   increasing, so the batches before an entry's offset all have smaller timestamps... up to the
-//!   entry's own batch (see [`TimeIndex::lookup`]).
+//!   appended at the same points when the largest timestamp so far grew, plus a last entry for
+//!   the segment's largest timestamp when it is rolled. An entry `(t, o)` says that every batch
+//!   up to and including the one at `o` has a max timestamp `<= t`; timestamps strictly
+//!   increase from entry to entry (see [`TimeIndex::lookup`]).
 
 /// Size of an offset index entry.
 pub const OFFSET_INDEX_ENTRY_BYTES: usize = 8;
@@ -70,7 +71,7 @@ impl OffsetIndex {
 
     /// Parses the file form; `None` if it is not a valid index.
     pub fn decode(bytes: &[u8]) -> Option<OffsetIndex> {
-        if bytes.len() % OFFSET_INDEX_ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(OFFSET_INDEX_ENTRY_BYTES) {
             return None;
         }
         let mut index = OffsetIndex::new();
@@ -151,7 +152,7 @@ impl TimeIndex {
 
     /// Parses the file form; `None` if it is not a valid index.
     pub fn decode(bytes: &[u8]) -> Option<TimeIndex> {
-        if bytes.len() % TIME_INDEX_ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(TIME_INDEX_ENTRY_BYTES) {
             return None;
         }
         let mut index = TimeIndex::new();

@@ -739,14 +739,17 @@ impl PartitionLog {
         if offset >= end_offset || offset == self.log_end_offset {
             return Ok(Bytes::new());
         }
-        let Some(segment) = self
-            .segments
-            .range(..=offset)
-            .map(|(_, s)| s)
-            .chain(self.segments.range(offset + 1..).map(|(_, s)| s))
-            .find(|s| s.next_offset > offset)
-        else {
-            return Ok(Bytes::new());
+        // Offsets are dense and segments contiguous: the segment holding `offset` is the last
+        // one starting at or before it.
+        let segment = match self.segments.range(..=offset).next_back() {
+            Some((_, segment)) if segment.next_offset > offset => segment,
+            _ => {
+                return Err(LogError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: self.log_start_offset,
+                    log_end_offset: self.log_end_offset,
+                })
+            }
         };
         let start = segment.find_position(offset)?;
         let context = || format!("reading {}", segment.path.display());

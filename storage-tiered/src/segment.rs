@@ -206,7 +206,8 @@ impl Segment {
         let context = || format!("scanning {}", path.display());
         let file_len = self.file.len().map_err(|e| LogError::io(context(), e))?;
         let mut position = 0u64;
-        let mut buf = [0u8; BATCH_HEADER_BYTES];
+        let file = Arc::clone(&self.file);
+        let mut reader = WindowReader::new(&*file, file_len);
         while position < file_len {
             let offset = self.next_offset;
             let problem = |reason: String| ScanEnd::Problem {
@@ -220,9 +221,10 @@ impl Segment {
                     file_len - position
                 )));
             }
-            read_exact_at(&*self.file, position, &mut buf)
+            let header_bytes = reader
+                .get(position, BATCH_HEADER_BYTES)
                 .map_err(|e| LogError::io(context(), e))?;
-            let header = match BatchHeader::parse(&buf) {
+            let header = match BatchHeader::parse(header_bytes) {
                 Ok(header) => header,
                 Err(e) => return Ok(problem(e.to_string())),
             };
@@ -247,12 +249,15 @@ impl Segment {
                 ));
             }
             if verify_crc {
-                let crc = crc_of_range(
-                    &*self.file,
-                    position + CRC_COVERED_FROM as u64,
-                    position + size,
-                )
-                .map_err(|e| LogError::io(context(), e))?;
+                let crc = if size <= WINDOW_BYTES as u64 {
+                    let batch = reader
+                        .get(position, size as usize)
+                        .map_err(|e| LogError::io(context(), e))?;
+                    crc32c::crc32c(&batch[CRC_COVERED_FROM..])
+                } else {
+                    crc_of_range(&*file, position + CRC_COVERED_FROM as u64, position + size)
+                        .map_err(|e| LogError::io(context(), e))?
+                };
                 if crc != header.crc {
                     return Ok(problem(format!(
                         "batch CRC mismatch: stored {:#010x}, computed {crc:#010x}",
@@ -265,6 +270,43 @@ impl Segment {
             position += size;
         }
         Ok(ScanEnd::Clean)
+    }
+}
+
+/// Size of the read-ahead window of scans.
+const WINDOW_BYTES: usize = 64 * 1024;
+
+/// Reads a file through a window of [`WINDOW_BYTES`], so that scanning small batches does not
+/// cost a read per batch.
+struct WindowReader<'a> {
+    file: &'a dyn DiskFile,
+    file_len: u64,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a> WindowReader<'a> {
+    fn new(file: &'a dyn DiskFile, file_len: u64) -> WindowReader<'a> {
+        WindowReader {
+            file,
+            file_len,
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The bytes `[position, position + len)`, which must lie within the file.
+    fn get(&mut self, position: u64, len: usize) -> std::io::Result<&[u8]> {
+        let end = position + len as u64;
+        assert!(end <= self.file_len, "read past the scanned length");
+        if position < self.start || end > self.start + self.buf.len() as u64 {
+            let n = (WINDOW_BYTES.max(len) as u64).min(self.file_len - position) as usize;
+            self.buf.resize(n, 0);
+            read_exact_at(self.file, position, &mut self.buf)?;
+            self.start = position;
+        }
+        let from = (position - self.start) as usize;
+        Ok(&self.buf[from..from + len])
     }
 }
 
