@@ -492,9 +492,17 @@ impl Client {
         topic: &str,
         allow_auto_topic_creation: bool,
     ) -> Result<i32, ClientError> {
-        let metadata = self
-            .topic_metadata(topic, allow_auto_topic_creation)
-            .await?;
+        let mut attempt = 1;
+        let metadata = loop {
+            match self.topic_metadata(topic, allow_auto_topic_creation).await {
+                // A topic just auto-created may briefly report LEADER_NOT_AVAILABLE.
+                Err(e) if e.is_retriable() && attempt < METADATA_ATTEMPTS_MAX => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(METADATA_RETRY_BACKOFF_MS)).await;
+                }
+                other => break other?,
+            }
+        };
         i32::try_from(metadata.partitions.len())
             .map_err(|_| ClientError::InvalidArgument(format!("{topic} has too many partitions")))
     }
