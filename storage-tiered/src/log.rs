@@ -231,12 +231,24 @@ impl PartitionLog {
             .list(&dir)
             .map_err(io_error(|| format!("listing {}", dir.display())))?;
         let mut bases = Vec::new();
+        let mut index_bases = Vec::new();
         for name in &names {
             if name.ends_with(TMP_SUFFIX) {
                 // A checkpoint whose write did not finish.
                 remove_if_exists(&*disk, &dir.join(name))?;
             } else if let Some(base) = parse_segment_file_name(name, LOG_EXTENSION) {
                 bases.push(base);
+            } else if let Some(base) = parse_segment_file_name(name, INDEX_EXTENSION)
+                .or_else(|| parse_segment_file_name(name, TIME_INDEX_EXTENSION))
+            {
+                index_bases.push((base, name));
+            }
+        }
+        let segment_bases: std::collections::BTreeSet<i64> = bases.iter().copied().collect();
+        for (base, name) in index_bases {
+            if !segment_bases.contains(&base) {
+                // Left by a segment deletion that did not finish.
+                remove_if_exists(&*disk, &dir.join(name))?;
             }
         }
         bases.sort_unstable();
@@ -482,7 +494,9 @@ impl PartitionLog {
     }
 
     fn remove_segment_files(&self, base: i64) -> Result<(), LogError> {
-        for extension in [LOG_EXTENSION, INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
+        // Indexes first: a crash in between leaves a segment without indexes (rebuilt on open),
+        // never indexes without a segment.
+        for extension in [INDEX_EXTENSION, TIME_INDEX_EXTENSION, LOG_EXTENSION] {
             remove_if_exists(&*self.disk, &sibling_path(&self.dir, base, extension))?;
         }
         Ok(())

@@ -22,6 +22,10 @@ use crate::error::LogError;
 /// How many batches per producer are remembered for duplicate detection (Kafka's 5).
 pub const PRODUCER_BATCHES_CACHED: usize = 5;
 
+/// Most producers remembered per partition. Past it, the producers with the oldest last offsets
+/// are forgotten (they become unknown producers, as after Kafka's producer id expiration).
+pub const PRODUCERS_MAX: usize = 100_000;
+
 /// Where one batch of a producer landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchMetadata {
@@ -183,6 +187,27 @@ impl ProducerStateManager {
                 batches: VecDeque::new(),
             })
             .record(epoch, batch);
+        self.enforce_limit();
+    }
+
+    /// Forgets the producers with the oldest last offsets while there are more than
+    /// [`PRODUCERS_MAX`] (down to 90% of it, so that eviction is rare).
+    fn enforce_limit(&mut self) {
+        if self.producers.len() <= PRODUCERS_MAX {
+            return;
+        }
+        let keep = PRODUCERS_MAX - PRODUCERS_MAX / 10;
+        let mut by_age: Vec<(i64, i64)> = self
+            .producers
+            .iter()
+            .map(|(id, e)| (e.last_offset().unwrap_or(i64::MIN), *id))
+            .collect();
+        by_age.sort_unstable();
+        let evict = by_age.len() - keep;
+        for (_, id) in &by_age[..evict] {
+            self.producers.remove(id);
+        }
+        tracing::debug!(evicted = evict, "forgot the oldest idempotent producers");
     }
 
     /// Starts checking the batches of one append: checks see the batches staged before them,
@@ -197,6 +222,7 @@ impl ProducerStateManager {
     /// Applies staged entries.
     pub fn apply(&mut self, staged: BTreeMap<i64, ProducerEntry>) {
         self.producers.extend(staged);
+        self.enforce_limit();
     }
 
     /// Forgets producers whose last record is below `log_start_offset` (after retention), as
@@ -365,6 +391,18 @@ mod tests {
         assert_eq!(state.get(1).unwrap().last_seq(), Some(4));
         state.apply(staged);
         assert_eq!(state.get(1).unwrap().last_seq(), Some(14));
+    }
+
+    #[test]
+    fn the_number_of_producers_is_bounded() {
+        let mut state = ProducerStateManager::new();
+        for id in 0..=PRODUCERS_MAX as i64 {
+            state.record(id, 0, meta(0, 0, id));
+        }
+        assert_eq!(state.len(), PRODUCERS_MAX - PRODUCERS_MAX / 10);
+        // The oldest went, the newest stayed.
+        assert!(state.get(0).is_none());
+        assert!(state.get(PRODUCERS_MAX as i64).is_some());
     }
 
     #[test]

@@ -713,3 +713,82 @@ fn works_on_the_real_disk() {
     drop(log);
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+#[test]
+fn large_batches_recover_and_corruption_in_them_is_found() {
+    let disk = MemDisk::new();
+    let clock = ManualClock::new(T0);
+    let mut log = open(&disk, &clock, LogConfig::default()).unwrap();
+    let mut written = Vec::new();
+    for i in 0..3 {
+        written.push(append(&mut log, simple_batch(2, 100_000 + i, T0)).1);
+    }
+    log.close().unwrap();
+    let log = open(&disk, &clock, LogConfig::default()).unwrap();
+    for (i, bytes) in written.iter().enumerate() {
+        assert_eq!(&read_one(&log, 2 * i as i64), bytes);
+    }
+    drop(log);
+    let path = dir().join("00000000000000000000.log");
+    let middle = written[0].len() as u64 + 150_000;
+    let byte = disk.read_file(&path).unwrap()[middle as usize];
+    disk.corrupt(&path, middle, &[!byte]).unwrap();
+    match open(&disk, &clock, LogConfig::default()) {
+        Err(LogError::CorruptLog { position, .. }) => assert_eq!(position, written[0].len() as u64),
+        other => panic!("expected CorruptLog, got {other:?}"),
+    }
+}
+
+#[test]
+fn large_torn_batch_is_truncated() {
+    let mut truncated = 0;
+    for seed in 0..8 {
+        let disk = MemDisk::new();
+        let clock = ManualClock::new(T0);
+        let mut log = open(&disk, &clock, LogConfig::default()).unwrap();
+        let (_, first) = append(&mut log, simple_batch(2, 100_000, T0));
+        log.flush().unwrap();
+        append(&mut log, simple_batch(2, 100_000, T0));
+        drop(log);
+        let path = dir().join("00000000000000000000.log");
+        disk.crash(Some(seed));
+        let torn_len = disk.read_file(&path).unwrap().len();
+        assert!(torn_len >= first.len());
+        let mut log = open(&disk, &clock, LogConfig::default()).unwrap();
+        let end = log.log_end_offset();
+        assert!(end == 2 || end == 4);
+        if end == 2 {
+            assert_eq!(disk.read_file(&path).unwrap(), first);
+            if torn_len > first.len() {
+                truncated += 1;
+            }
+        }
+        assert_eq!(append(&mut log, simple_batch(1, 1, T0)).0.base_offset, end);
+    }
+    assert!(truncated > 0, "some seed tore the second batch");
+}
+
+#[test]
+fn open_cleans_up_leftovers() {
+    let disk = MemDisk::new();
+    let clock = ManualClock::new(T0);
+    let log = open(&disk, &clock, LogConfig::default()).unwrap();
+    drop(log);
+    for name in [
+        "00000000000000000100.index",
+        "00000000000000000100.timeindex",
+        "recovery-point.tmp",
+    ] {
+        disk.open(&dir().join(name), true)
+            .unwrap()
+            .append(b"junk")
+            .unwrap();
+    }
+    disk.open(&dir().join("00000000000000000000.index"), true)
+        .unwrap()
+        .append(b"stale")
+        .unwrap();
+    let _log = open(&disk, &clock, LogConfig::default()).unwrap();
+    let names = disk.list(Path::new(DIR)).unwrap();
+    assert_eq!(names, vec!["00000000000000000000.log", "recovery-point"]);
+}
