@@ -671,6 +671,13 @@ async fn full_disk_answers_kafka_storage_error() {
     assert_eq!(code, ResponseError::KafkaStorageError.code());
     // The broker still answers other requests.
     assert_broker_serves(&broker).await;
+    // Once space is back, the partition takes writes again, from the same offset.
+    disk.set_space_bytes_max(None);
+    let (code, base) = produce(&mut conn, "full", 0, batch(&[b"after"], None), -1).await;
+    assert_eq!((code, base), (0, 0));
+    let (_, high_watermark, values) = fetch(&mut conn, "full", 0, 0, 0).await;
+    assert_eq!(high_watermark, 1);
+    assert_eq!(values, vec![(0, b"after".to_vec())]);
     broker.stop().await;
 }
 

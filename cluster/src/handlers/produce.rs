@@ -206,8 +206,9 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
         };
         let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
         for p in pending {
-            let waited =
-                tokio::time::timeout_at(deadline, p.partition.wait_durable(p.end_offset)).await;
+            // (madsim's time module has `timeout` but no `timeout_at`.)
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let waited = tokio::time::timeout(left, p.partition.wait_durable(p.end_offset)).await;
             let failure = match waited {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some((e.response_error(), e.to_string())),
