@@ -30,6 +30,8 @@
 //! - **Full disk.** [`MemDisk::set_space_bytes_max`] caps the total bytes of all files; an append
 //!   past the cap writes what fits and then fails with `ENOSPC` (raw OS error 28, kind
 //!   `StorageFull`), like a real partial `write(2)`.
+//! - **Failing syncs.** [`MemDisk::set_fail_syncs`] makes syncs fail with `EIO` without making
+//!   anything durable.
 //! - **Stale handles.** File handles opened before a crash fail every call afterwards (the process
 //!   that held them is gone).
 //!
@@ -45,6 +47,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The raw OS error number of "no space left on device" on Linux.
 pub const ENOSPC: i32 = 28;
+
+/// The raw OS error number of an I/O error (`EIO`) on Linux.
+pub const EIO: i32 = 5;
 
 /// Sector size of the torn-write model of [`MemDisk`].
 pub const SECTOR_BYTES: u64 = 512;
@@ -251,6 +256,8 @@ struct MemInner {
     /// Bumped by every crash; handles of an older generation are stale.
     generation: u64,
     space_bytes_max: Option<u64>,
+    /// While set, file and directory syncs fail with `EIO`.
+    fail_syncs: bool,
     /// Sum of the current lengths of all inodes.
     used_bytes: u64,
 }
@@ -362,6 +369,13 @@ impl MemDisk {
     /// `ENOSPC` after writing what fits.
     pub fn set_space_bytes_max(&self, space_bytes_max: Option<u64>) {
         self.lock().space_bytes_max = space_bytes_max;
+    }
+
+    /// While `fail` is set, [`DiskFile::sync`] and [`Disk::sync_dir`] fail with `EIO` (raw OS
+    /// error 5) and make nothing durable: a dying disk, after which a correct program crashes
+    /// rather than retrying.
+    pub fn set_fail_syncs(&self, fail: bool) {
+        self.lock().fail_syncs = fail;
     }
 
     /// Total current bytes of all files.
@@ -560,6 +574,9 @@ impl DiskFile for MemFile {
 
     fn sync(&self) -> io::Result<()> {
         self.with_inode(|inner, id| {
+            if inner.fail_syncs {
+                return Err(io::Error::from_raw_os_error(EIO));
+            }
             let inode = inner.inodes.get_mut(&id).expect("checked by with_inode");
             inode.stable_len = inode.data.len();
             inode.durable_suffix.clear();
@@ -691,6 +708,9 @@ impl Disk for MemDisk {
         if !inner.dirs.contains(dir) {
             return Err(not_found(dir));
         }
+        if inner.fail_syncs {
+            return Err(io::Error::from_raw_os_error(EIO));
+        }
         let in_dir = |p: &PathBuf| parent_of(p) == dir;
         inner.durable_files.retain(|p, _| !in_dir(p));
         let current: Vec<(PathBuf, InodeId)> = inner
@@ -807,6 +827,20 @@ mod tests {
         disk.set_space_bytes_max(None);
         f.append(b"abcd").unwrap();
         assert_eq!(contents(&disk, "/a").unwrap(), b"12345678abcd");
+    }
+
+    #[test]
+    fn failing_syncs_make_nothing_durable() {
+        let disk = MemDisk::new();
+        let f = disk.open(Path::new("/a"), true).unwrap();
+        disk.sync_dir(Path::new("/")).unwrap();
+        f.append(b"abc").unwrap();
+        disk.set_fail_syncs(true);
+        assert_eq!(f.sync().unwrap_err().raw_os_error(), Some(EIO));
+        assert!(disk.sync_dir(Path::new("/")).is_err());
+        disk.crash(None);
+        assert_eq!(contents(&disk, "/a").unwrap(), b"");
+        disk.set_fail_syncs(false);
     }
 
     #[test]

@@ -607,7 +607,10 @@ impl PartitionLog {
                 )));
             }
             let first = next_offset;
-            let last = first + i64::from(header.last_offset_delta);
+            let last = first
+                .checked_add(i64::from(header.last_offset_delta))
+                .filter(|last| *last < i64::MAX)
+                .ok_or_else(|| LogError::InvalidRecord("offsets exhausted".into()))?;
             if last - base_offset > RELATIVE_OFFSET_MAX {
                 return Err(LogError::InvalidRecord(format!(
                     "an append may span at most {RELATIVE_OFFSET_MAX} offsets"
