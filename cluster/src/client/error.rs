@@ -93,6 +93,10 @@ pub enum ClientError {
         /// The partition.
         partition: i32,
     },
+    /// The task sending the batch that held this record was cancelled before it learned the
+    /// outcome: the record may or may not have been written.
+    #[error("send cancelled: {0}")]
+    Cancelled(String),
     /// A caller-supplied argument or configuration is invalid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -180,6 +184,7 @@ impl ClientError {
                 }
             }
             ClientError::InvalidArgument(s) => ClientError::InvalidArgument(s.clone()),
+            ClientError::Cancelled(s) => ClientError::Cancelled(s.clone()),
             ClientError::NoBrokers {
                 servers,
                 last_error,
@@ -226,7 +231,10 @@ impl ClientError {
     pub fn is_ambiguous(&self) -> bool {
         matches!(
             self,
-            ClientError::Io { .. } | ClientError::Timeout { .. } | ClientError::Disconnected { .. }
+            ClientError::Io { .. }
+                | ClientError::Timeout { .. }
+                | ClientError::Disconnected { .. }
+                | ClientError::Cancelled(_)
         ) || matches!(
             self,
             ClientError::Kafka {
@@ -266,4 +274,50 @@ impl ClientError {
 /// Kafka's variant name for an error (`NotLeaderOrFollower`, `Unknown(1234)`).
 pub fn kafka_error_name(error: ResponseError) -> String {
     format!("{error:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_codes_map_to_names_and_retriability() {
+        let not_leader = ClientError::from_code(6, "produce to t-0", None);
+        assert_eq!(
+            not_leader.kafka_name().as_deref(),
+            Some("NotLeaderOrFollower")
+        );
+        assert!(not_leader.is_retriable());
+        assert!(not_leader.invalidates_metadata());
+        assert!(!not_leader.is_ambiguous());
+        assert_eq!(
+            not_leader.to_string(),
+            "produce to t-0: NotLeaderOrFollower (Kafka error code 6)"
+        );
+
+        let exists = ClientError::from_code(36, "create topic t", Some("already there".into()));
+        assert_eq!(
+            exists.kafka_error(),
+            Some(ResponseError::TopicAlreadyExists)
+        );
+        assert!(!exists.is_retriable());
+        assert!(exists.to_string().ends_with(": already there"), "{exists}");
+
+        let unknown = ClientError::from_code(12345, "x", None);
+        assert_eq!(unknown.kafka_error(), Some(ResponseError::Unknown(12345)));
+        assert!(!unknown.is_retriable());
+
+        let timeout = ClientError::Timeout {
+            addr: "a:1".into(),
+            api: "Produce".into(),
+            timeout_ms: 5,
+        };
+        assert!(timeout.is_retriable() && timeout.is_ambiguous());
+        assert_eq!(timeout.duplicate().to_string(), timeout.to_string());
+        let io = ClientError::Io {
+            addr: "a:1".into(),
+            source: std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"),
+        };
+        assert_eq!(io.duplicate().to_string(), io.to_string());
+    }
 }

@@ -221,9 +221,9 @@ impl Producer {
                 Ok(outcome) => return outcome.map(|offset| (partition, offset)),
                 Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
                     // The task that took our record was cancelled before it answered.
-                    return Err(ClientError::Disconnected {
-                        addr: format!("producer batch for {topic}-{partition} was cancelled"),
-                    });
+                    return Err(ClientError::Cancelled(format!(
+                        "the batch for {topic}-{partition} holding this record was abandoned"
+                    )));
                 }
                 Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
             }
