@@ -107,3 +107,59 @@ impl LogError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::{Disk, RealDisk, ENOSPC};
+    use std::path::Path;
+
+    #[test]
+    fn enospc_becomes_storage_full() {
+        let full = io::Error::from_raw_os_error(ENOSPC);
+        assert!(matches!(
+            LogError::io("appending", full),
+            LogError::StorageFull
+        ));
+        let full = io::Error::new(io::ErrorKind::StorageFull, "full");
+        assert!(matches!(
+            LogError::io("appending", full),
+            LogError::StorageFull
+        ));
+        let other = io::Error::from_raw_os_error(5);
+        let error = LogError::io("syncing /x/00000000000000000000.log", other);
+        assert!(matches!(error, LogError::Io { .. }));
+        assert!(error
+            .to_string()
+            .contains("syncing /x/00000000000000000000.log"));
+    }
+
+    #[test]
+    fn a_real_full_device_is_storage_full() {
+        // /dev/full answers every write with ENOSPC.
+        let path = Path::new("/dev/full");
+        if !path.exists() {
+            return;
+        }
+        let file = RealDisk::new().open(path, false).unwrap();
+        let error = file.append(b"x").unwrap_err();
+        assert!(matches!(
+            LogError::io("appending", error),
+            LogError::StorageFull
+        ));
+    }
+
+    #[test]
+    fn corrupt_log_names_the_file_and_position() {
+        let error = LogError::CorruptLog {
+            file: "/data/t-0/00000000000000000042.log".into(),
+            position: 1234,
+            reason: "batch CRC mismatch".into(),
+        };
+        let message = error.to_string();
+        assert!(message.contains("/data/t-0/00000000000000000042.log"));
+        assert!(message.contains("byte position 1234"));
+        assert!(message.contains("batch CRC mismatch"));
+        assert!(message.contains("refusing"));
+    }
+}
