@@ -330,12 +330,18 @@ impl PartitionLog {
             }
         }
         log.durable_end_offset = log.log_end_offset;
-        write_checkpoint(
-            &*log.disk,
-            &log.dir,
-            RECOVERY_POINT_FILE,
-            log.durable_end_offset,
-        )?;
+        if recovery_point_checkpoint == Some(log.log_end_offset) {
+            // Nothing to record (a clean shutdown). Still make every directory entry durable: a
+            // crash may have come between creating a segment and syncing the directory.
+            log.sync_dir()?;
+        } else {
+            write_checkpoint(
+                &*log.disk,
+                &log.dir,
+                RECOVERY_POINT_FILE,
+                log.durable_end_offset,
+            )?;
+        }
         Ok(log)
     }
 
@@ -459,15 +465,11 @@ impl PartitionLog {
                     &*self.disk,
                     &sibling_path(&self.dir, base, TIME_INDEX_EXTENSION),
                 )?;
-            } else if !self
-                .disk
-                .exists(&sibling_path(&self.dir, base, INDEX_EXTENSION))
-                || !self
-                    .disk
-                    .exists(&sibling_path(&self.dir, base, TIME_INDEX_EXTENSION))
-            {
+            } else {
                 segment.finish_time_index();
-                write_index_files(&*self.disk, &self.dir, segment)?;
+                if !index_files_match(&*self.disk, &self.dir, segment)? {
+                    write_index_files(&*self.disk, &self.dir, segment)?;
+                }
             }
         }
         Ok(())
@@ -945,6 +947,30 @@ impl PartitionLog {
             self.durable_end_offset,
         )
     }
+}
+
+/// Whether a closed segment's index files exist with the contents rebuilt by the scan.
+fn index_files_match(disk: &dyn Disk, dir: &Path, segment: &Segment) -> Result<bool, LogError> {
+    for (extension, bytes) in [
+        (INDEX_EXTENSION, segment.offset_index.encode()),
+        (TIME_INDEX_EXTENSION, segment.time_index.encode()),
+    ] {
+        let path = sibling_path(dir, segment.base_offset, extension);
+        if !disk.exists(&path) {
+            return Ok(false);
+        }
+        let context = || format!("reading {}", path.display());
+        let file = disk.open(&path, false).map_err(io_error(context))?;
+        if file.len().map_err(io_error(context))? != bytes.len() as u64 {
+            return Ok(false);
+        }
+        let mut on_disk = vec![0u8; bytes.len()];
+        read_exact_at(&*file, 0, &mut on_disk).map_err(io_error(context))?;
+        if on_disk != bytes {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Writes a closed segment's `.index` and `.timeindex` (derived data: not synced).

@@ -792,3 +792,34 @@ fn open_cleans_up_leftovers() {
     let names = disk.list(Path::new(DIR)).unwrap();
     assert_eq!(names, vec!["00000000000000000000.log", "recovery-point"]);
 }
+
+#[test]
+fn damaged_index_files_are_rewritten_on_open() {
+    let disk = MemDisk::new();
+    let clock = ManualClock::new(T0);
+    let mut log = open(&disk, &clock, small_config()).unwrap();
+    for i in 0..12 {
+        append(&mut log, simple_batch(1, 100, T0 + i));
+    }
+    assert!(log.segment_count() > 1);
+    log.close().unwrap();
+    let index = dir().join("00000000000000000000.index");
+    let timeindex = dir().join("00000000000000000000.timeindex");
+    let good_index = disk.read_file(&index).unwrap();
+    let good_timeindex = disk.read_file(&timeindex).unwrap();
+    assert!(!good_index.is_empty() && !good_timeindex.is_empty());
+    disk.open(&index, false).unwrap().set_len(3).unwrap();
+    disk.remove_file(&timeindex).unwrap();
+    let log = open(&disk, &clock, small_config()).unwrap();
+    assert_eq!(disk.read_file(&index).unwrap(), good_index);
+    assert_eq!(disk.read_file(&timeindex).unwrap(), good_timeindex);
+    assert_eq!(read_one(&log, 5).len(), simple_batch(1, 100, T0).len());
+}
+
+#[test]
+fn partition_log_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PartitionLog>();
+    assert_send_sync::<MemDisk>();
+    assert_send_sync::<strata_storage::SyncTarget>();
+}
