@@ -66,20 +66,6 @@ impl ConnectArgs {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_chain_skips_causes_already_in_the_message() {
-        let inner = std::io::Error::other("disk on fire");
-        let outer = anyhow::Error::new(inner).context("cannot open /data: disk on fire");
-        assert_eq!(error_chain_text(&outer), "cannot open /data: disk on fire");
-        let plain = anyhow::anyhow!("root cause").context("while opening");
-        assert_eq!(error_chain_text(&plain), "while opening: root cause");
-    }
-}
-
 /// Parses `key=value` (used by `--config` and `--header`).
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -147,5 +133,19 @@ fn main() -> ExitCode {
             eprintln!("strata: {}", error_chain_text(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_skips_causes_already_in_the_message() {
+        let inner = std::io::Error::other("disk on fire");
+        let outer = anyhow::Error::new(inner).context("cannot open /data: disk on fire");
+        assert_eq!(error_chain_text(&outer), "cannot open /data: disk on fire");
+        let plain = anyhow::anyhow!("root cause").context("while opening");
+        assert_eq!(error_chain_text(&plain), "while opening: root cause");
     }
 }

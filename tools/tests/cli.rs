@@ -10,7 +10,7 @@ use std::time::Duration;
 const STRATA: &str = env!("CARGO_BIN_EXE_strata");
 
 struct Serve {
-    child: Child,
+    child: Option<Child>,
     bootstrap: String,
     log: mpsc::Receiver<String>,
 }
@@ -40,16 +40,21 @@ impl Serve {
         });
         let marker = "strata listening on ";
         loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("strata serve prints its listening line");
+            let line = match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) => line,
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("strata serve did not print its listening line: {e}");
+                }
+            };
             if let Some(at) = line.find(marker) {
                 let bootstrap: String = line[at + marker.len()..]
                     .chars()
                     .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
                     .collect();
                 return Serve {
-                    child,
+                    child: Some(child),
                     bootstrap,
                     log: rx,
                 };
@@ -90,14 +95,25 @@ impl Serve {
 
     /// SIGTERM; returns the exit code.
     fn terminate(mut self) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
-        let status = self.child.wait().expect("wait");
-        drop(self.log);
+        let status = child.wait().expect("wait");
+        while self.log.try_recv().is_ok() {}
         status.code()
+    }
+}
+
+impl Drop for Serve {
+    /// A test that fails midway does not leave a broker behind.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
