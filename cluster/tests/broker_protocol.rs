@@ -490,6 +490,9 @@ async fn list_offsets_earliest_latest_and_by_time() {
     // Timestamps are 1_700_000_000_000 + index within the batch.
     let (code, offset) = list_offset(&mut conn, "times", 1_700_000_000_000).await;
     assert_eq!((code, offset), (0, 0));
+    // Inside a batch: the record, not the batch's first offset.
+    let (code, offset) = list_offset(&mut conn, "times", 1_700_000_000_001).await;
+    assert_eq!((code, offset), (0, 1));
     let (code, offset) = list_offset(&mut conn, "times", 4_000_000_000_000).await;
     assert_eq!((code, offset), (0, -1));
     let (code, _) = list_offset(&mut conn, "missing", -1).await;

@@ -1,12 +1,16 @@
 //! ListOffsets (v1-7): -2 earliest, -1 latest (the high watermark), -3 max timestamp (not
-//! tracked: answers offset -1), otherwise the first offset with a timestamp >= the one asked.
+//! tracked: answers offset -1), otherwise the first record with a timestamp >= the one asked
+//! (the log locates the batch by its max timestamp; the record is found by decoding that batch).
 
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
@@ -17,6 +21,17 @@ pub const LATEST_TIMESTAMP: i64 = -1;
 pub const EARLIEST_TIMESTAMP: i64 = -2;
 /// ListOffsets timestamp asking for the offset of the max timestamp (v7+).
 pub const MAX_TIMESTAMP: i64 = -3;
+
+/// The first record at or after `offset` in `batches` whose timestamp is >= `timestamp`, as
+/// `(timestamp, offset)`: the log finds the batch, Kafka answers with the record inside it.
+/// `None` if the batches do not decode (the batch-level answer is used then).
+fn exact_record(mut batches: Bytes, offset: i64, timestamp: i64) -> Option<(i64, i64)> {
+    let sets = RecordBatchDecoder::decode_all(&mut batches).ok()?;
+    sets.into_iter()
+        .flat_map(|set| set.records)
+        .find(|record| record.offset >= offset && record.timestamp >= timestamp)
+        .map(|record| (record.timestamp, record.offset))
+}
 
 /// Handles a ListOffsets request.
 pub fn handle(
@@ -47,7 +62,8 @@ pub fn handle(
                             MAX_TIMESTAMP => (-1, -1),
                             ts => match log.offset_for_timestamp(ts)? {
                                 Some((offset, found_ts)) if offset < high_watermark => {
-                                    (found_ts, offset)
+                                    let batch = log.read(offset, 1, high_watermark)?;
+                                    exact_record(batch, offset, ts).unwrap_or((found_ts, offset))
                                 }
                                 _ => (-1, -1),
                             },
