@@ -225,9 +225,15 @@ impl Disk for RealDisk {
 /// An in-memory [`Disk`] with the crash model described in the [module docs](self).
 ///
 /// Clones share the same state.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemDisk {
     inner: Arc<Mutex<MemInner>>,
+}
+
+impl Default for MemDisk {
+    fn default() -> Self {
+        MemDisk::new()
+    }
 }
 
 impl std::fmt::Debug for MemDisk {
@@ -354,9 +360,11 @@ impl MemInner {
 impl MemDisk {
     /// An empty in-memory disk (only the root directory `/` exists).
     pub fn new() -> MemDisk {
-        let disk = MemDisk::default();
-        disk.lock().dirs.insert(PathBuf::from("/"));
-        disk
+        let mut inner = MemInner::default();
+        inner.dirs.insert(PathBuf::from("/"));
+        MemDisk {
+            inner: Arc::new(Mutex::new(inner)),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, MemInner> {

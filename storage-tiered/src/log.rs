@@ -330,6 +330,15 @@ impl PartitionLog {
             }
         }
         log.durable_end_offset = log.log_end_offset;
+        tracing::debug!(
+            dir = %log.dir.display(),
+            segments = log.segments.len(),
+            log_start_offset = log.log_start_offset,
+            log_end_offset = log.log_end_offset,
+            recovery_point,
+            producers = log.producers.len(),
+            "opened partition log"
+        );
         if recovery_point_checkpoint == Some(log.log_end_offset) {
             // Nothing to record (a clean shutdown). Still make every directory entry durable: a
             // crash may have come between creating a segment and syncing the directory.
