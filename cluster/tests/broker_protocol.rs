@@ -30,7 +30,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 use std::sync::Arc;
-use strata_cluster::BrokerConfig;
+use strata_cluster::{BrokerConfig, FlushPolicy};
 use strata_storage::MemDisk;
 
 fn name(s: &str) -> TopicName {
@@ -915,5 +915,84 @@ async fn delete_topics_by_name_and_id() {
         produce(&mut conn, "gone", 1, batch(&[b"y"], None), -1).await,
         (0, 0)
     );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn every_flush_policy_acknowledges_and_publishes() {
+    for flush in [
+        FlushPolicy::Ack,
+        FlushPolicy::IntervalMs(20),
+        FlushPolicy::Never,
+    ] {
+        let config = BrokerConfig {
+            flush,
+            ..BrokerConfig::default()
+        };
+        let broker = TestBroker::start_with(config, Arc::new(MemDisk::new())).await;
+        let mut conn = broker.connect().await;
+        create_topic(&mut conn, "flush", 1).await;
+        for i in 0..5i64 {
+            assert_eq!(
+                produce(&mut conn, "flush", 0, batch(&[b"v"], None), -1).await,
+                (0, i),
+                "{flush:?}"
+            );
+        }
+        let (_, high_watermark, values) = fetch(&mut conn, "flush", 0, 0, 0).await;
+        assert_eq!((high_watermark, values.len()), (5, 5), "{flush:?}");
+        broker.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn retention_task_applies_altered_configs() {
+    let config = BrokerConfig {
+        retention_check_interval_ms: 50,
+        ..BrokerConfig::default()
+    };
+    let broker = TestBroker::start_with(config, Arc::new(MemDisk::new())).await;
+    let mut conn = broker.connect().await;
+    let results = create_topics(
+        &mut conn,
+        vec![creatable("shrink", 1, 1, &[("segment.bytes", "1024")])],
+        false,
+    )
+    .await;
+    assert_eq!(results[0].1, 0);
+    for _ in 0..20 {
+        let (code, _) = produce(&mut conn, "shrink", 0, batch(&[&[9u8; 300]], None), -1).await;
+        assert_eq!(code, 0);
+    }
+    assert_eq!(list_offset(&mut conn, "shrink", -2).await, (0, 0));
+    // Keep at most ~one segment: older segments go at the next retention check.
+    let request =
+        IncrementalAlterConfigsRequest::default().with_resources(vec![IncResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("shrink"))
+            .with_configs(vec![IncConfig::default()
+                .with_name(StrBytes::from_static_str("retention.bytes"))
+                .with_config_operation(0)
+                .with_value(Some(StrBytes::from_static_str("1")))])]);
+    let response: IncrementalAlterConfigsResponse = conn
+        .call(ApiKey::IncrementalAlterConfigs, 1, &request)
+        .await;
+    assert_eq!(response.responses[0].error_code, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut earliest = 0;
+    while Instant::now() < deadline {
+        earliest = list_offset(&mut conn, "shrink", -2).await.1;
+        if earliest > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(earliest > 0, "retention deleted old segments");
+    assert_eq!(list_offset(&mut conn, "shrink", -1).await, (0, 20));
+    let (code, _, _) = fetch(&mut conn, "shrink", 0, 0, 0).await;
+    assert_eq!(code, ResponseError::OffsetOutOfRange.code());
+    let (code, _, values) = fetch(&mut conn, "shrink", 0, earliest, 0).await;
+    assert_eq!(code, 0);
+    assert_eq!(values.first().map(|v| v.0), Some(earliest));
     broker.stop().await;
 }
