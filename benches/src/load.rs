@@ -1,0 +1,914 @@
+//! The load tool: concurrent producers and consumers on Strata's client.
+//!
+//! - `produce`: `producers` tasks, each with its own connection, send batches of `batch_records`
+//!   records round robin over the topic's partitions (one request in flight per task).
+//! - `consume`: `consumers` tasks read the partitions (partition `p` goes to consumer
+//!   `p % consumers`) from the log start to the end offsets seen when the run starts.
+//! - `e2e`: both at once; the consumers start at the end of the log, and each record carries its
+//!   creation time in microseconds in the first 8 bytes of its value (its Kafka timestamp is the
+//!   same instant in ms), so the consumer measures the latency from creation to consumption.
+//!
+//! Every run is bounded: by `num_records`, by `duration`, or (consume) by the end offsets.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use bytes::{BufMut, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use strata_cluster::client::{
+    Client, ClientConfig, ClientError, Compression, OffsetSpec, Producer, ProducerConfig, Record,
+    ResponseError,
+};
+
+use crate::report::{latency_histogram, record_latency_us, LoadReport, PhaseReport};
+
+/// Consecutive failed requests after which a task gives up and the run fails.
+const CONSECUTIVE_ERRORS_MAX: u32 = 10;
+/// Pause after a failed request before the next one.
+const ERROR_BACKOFF_MS: u64 = 100;
+/// How long e2e consumers may take to catch up once the producers are done.
+const E2E_DRAIN_GRACE: Duration = Duration::from_secs(10);
+/// A fetch of a consumer reading one partition waits up to this long for data (the broker
+/// answers as soon as data is there).
+const FETCH_WAIT_MS_ONE_PARTITION: i32 = 500;
+/// A consumer reading several partitions in turn waits only this long on each, so an idle
+/// partition does not hold back the others.
+const FETCH_WAIT_MS_SEVERAL_PARTITIONS: i32 = 5;
+/// Bytes of the e2e creation timestamp at the start of each value.
+const E2E_TIMESTAMP_BYTES: usize = 8;
+/// Distinct value start positions in the payload pool (values differ, so compression is not
+/// trivially perfect).
+const PAYLOAD_VARIANTS: usize = 251;
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Produce only.
+    Produce,
+    /// Consume what is in the topic.
+    Consume,
+    /// Produce and consume at once, measuring end-to-end latency.
+    E2e,
+}
+
+impl Mode {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Produce => "produce",
+            Mode::Consume => "consume",
+            Mode::E2e => "e2e",
+        }
+    }
+
+    fn produces(self) -> bool {
+        matches!(self, Mode::Produce | Mode::E2e)
+    }
+
+    fn consumes(self) -> bool {
+        matches!(self, Mode::Consume | Mode::E2e)
+    }
+}
+
+/// Settings of one run (the flags of `strata bench`).
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// What to do.
+    pub mode: Mode,
+    /// `host:port[,host:port...]`.
+    pub bootstrap: String,
+    /// Topic; produce and e2e create it if missing.
+    pub topic: String,
+    /// Partitions of the topic when it is created.
+    pub partitions: i32,
+    /// Value bytes per record.
+    pub record_size_bytes: usize,
+    /// Stop after this many records (produced, or consumed in consume mode).
+    pub num_records: Option<u64>,
+    /// Stop producing (consuming, in consume mode) after this long.
+    pub duration: Option<Duration>,
+    /// Target records/s over all producers; `None` = as fast as possible.
+    pub throughput_records_per_s: Option<f64>,
+    /// -1 (all), 0 or 1.
+    pub acks: i16,
+    /// Idempotent producer (needs acks = -1).
+    pub idempotent: bool,
+    /// Codec of the produced batches.
+    pub compression: Compression,
+    /// Records per produced batch.
+    pub batch_records: usize,
+    /// Concurrent producer tasks, each with its own connection.
+    pub producers: usize,
+    /// Concurrent consumer tasks, each with its own connection.
+    pub consumers: usize,
+    /// `max_bytes` of each fetch.
+    pub fetch_bytes_max: i32,
+    /// Timeout of each request.
+    pub request_timeout_ms: u64,
+    /// Print a progress line to stderr every second.
+    pub progress: bool,
+}
+
+impl LoadConfig {
+    /// A configuration with the load tool's defaults for `mode` on `topic`.
+    pub fn new(mode: Mode, bootstrap: &str, topic: &str) -> LoadConfig {
+        LoadConfig {
+            mode,
+            bootstrap: bootstrap.to_string(),
+            topic: topic.to_string(),
+            partitions: 1,
+            record_size_bytes: 100,
+            num_records: None,
+            duration: None,
+            throughput_records_per_s: None,
+            acks: 1,
+            idempotent: false,
+            compression: Compression::None,
+            batch_records: 1000,
+            producers: 1,
+            consumers: 1,
+            fetch_bytes_max: 1024 * 1024,
+            request_timeout_ms: 30_000,
+            progress: false,
+        }
+    }
+
+    /// Checks the settings for consistency.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.topic.is_empty() {
+            bail!("the topic name must not be empty");
+        }
+        if self.partitions < 1 {
+            bail!("--partitions must be at least 1");
+        }
+        if self.mode.produces() {
+            if self.num_records.is_none() && self.duration.is_none() {
+                bail!("give --num-records or --duration-secs: every run is bounded");
+            }
+            if self.batch_records == 0 {
+                bail!("--batch-size must be at least 1");
+            }
+            if self.producers == 0 {
+                bail!("--producers must be at least 1");
+            }
+        }
+        if self.mode.consumes() && self.consumers == 0 {
+            bail!("--consumers must be at least 1");
+        }
+        if self.mode == Mode::E2e && self.record_size_bytes < E2E_TIMESTAMP_BYTES {
+            bail!("e2e needs --record-size of at least {E2E_TIMESTAMP_BYTES} (the creation time travels in the value)");
+        }
+        if let Some(rate) = self.throughput_records_per_s {
+            if !(rate.is_finite() && rate > 0.0) {
+                bail!("--throughput must be positive (or -1 for unlimited)");
+            }
+        }
+        if self.num_records == Some(0) {
+            bail!("--num-records must be at least 1");
+        }
+        if self.duration == Some(Duration::ZERO) {
+            bail!("--duration-secs must be positive");
+        }
+        if !(-1..=1).contains(&self.acks) {
+            bail!("acks must be -1 (all), 0 or 1");
+        }
+        if self.idempotent && self.acks != -1 {
+            bail!("an idempotent producer needs acks=all");
+        }
+        if self.fetch_bytes_max < 1 {
+            bail!("the fetch size must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// The name of a codec in reports.
+fn compression_name(compression: Compression) -> &'static str {
+    match compression {
+        Compression::None => "none",
+        Compression::Gzip => "gzip",
+        Compression::Snappy => "snappy",
+        Compression::Lz4 => "lz4",
+        Compression::Zstd => "zstd",
+    }
+}
+
+/// Microseconds since the Unix epoch.
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Counters shared by all tasks of a run.
+#[derive(Default)]
+struct Counters {
+    produced_records: AtomicU64,
+    produced_bytes: AtomicU64,
+    produce_errors: AtomicU64,
+    consumed_records: AtomicU64,
+    consumed_bytes: AtomicU64,
+    consume_errors: AtomicU64,
+}
+
+/// Hands out the records still to produce (when the run is bounded by a count).
+struct Budget {
+    claimed: AtomicU64,
+    total: Option<u64>,
+}
+
+impl Budget {
+    /// Claims up to `wanted` records; 0 when the count is reached.
+    fn claim(&self, wanted: u64) -> u64 {
+        let Some(total) = self.total else {
+            return wanted;
+        };
+        let before = self.claimed.fetch_add(wanted, Ordering::Relaxed);
+        if before >= total {
+            0
+        } else {
+            wanted.min(total - before)
+        }
+    }
+}
+
+/// The values of produced records: slices of one pool of random uppercase letters (as Kafka's
+/// producer-perf-test makes them), so building a record copies nothing.
+struct Payload {
+    pool: Bytes,
+    size_bytes: usize,
+}
+
+impl Payload {
+    fn new(size_bytes: usize, seed: u64) -> Payload {
+        let mut state = seed | 1;
+        let pool: Vec<u8> = (0..size_bytes + PAYLOAD_VARIANTS)
+            .map(|_| {
+                // xorshift64
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                b'A' + (state % 26) as u8
+            })
+            .collect();
+        Payload {
+            pool: Bytes::from(pool),
+            size_bytes,
+        }
+    }
+
+    /// The value of the `i`th record.
+    fn value(&self, i: u64) -> Bytes {
+        let start = (i % PAYLOAD_VARIANTS as u64) as usize;
+        self.pool.slice(start..start + self.size_bytes)
+    }
+
+    /// The value of the `i`th record, starting with `created_us` (big endian).
+    fn value_with_timestamp(&self, i: u64, created_us: u64) -> Bytes {
+        assert!(self.size_bytes >= E2E_TIMESTAMP_BYTES, "validated by LoadConfig");
+        let tail = self.value(i).slice(E2E_TIMESTAMP_BYTES..);
+        let mut value = BytesMut::with_capacity(self.size_bytes);
+        value.put_u64(created_us);
+        value.extend_from_slice(&tail);
+        value.freeze()
+    }
+}
+
+/// State shared by the tasks of one run.
+struct Shared {
+    config: LoadConfig,
+    partitions: Vec<i32>,
+    start: Instant,
+    /// When producers (consumers, in consume mode) stop; `None` = only the count bounds the run.
+    deadline: Option<Instant>,
+    budget: Budget,
+    counters: Counters,
+    /// Set when every task must stop now.
+    stop: AtomicBool,
+    /// Per partition, the offset at which consumers are done (known from the start in consume
+    /// mode, once the producers finish in e2e mode).
+    end_offsets: Mutex<Option<HashMap<i32, i64>>>,
+}
+
+impl Shared {
+    fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn end_offsets(&self) -> Option<HashMap<i32, i64>> {
+        self.end_offsets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set_end_offsets(&self, ends: HashMap<i32, i64>) {
+        *self
+            .end_offsets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(ends);
+    }
+}
+
+async fn connect(config: &LoadConfig, role: &str) -> anyhow::Result<Client> {
+    let client_config = ClientConfig {
+        request_timeout_ms: config.request_timeout_ms,
+        client_id: format!("strata-bench-{role}"),
+    };
+    Client::connect(&config.bootstrap, client_config)
+        .await
+        .with_context(|| format!("cannot connect to {}", config.bootstrap))
+}
+
+/// Creates the topic if it is missing (produce, e2e) and returns its partitions.
+async fn prepare_topic(client: &Client, config: &LoadConfig) -> anyhow::Result<Vec<i32>> {
+    if config.mode.produces() {
+        match client
+            .create_topics(&config.topic, config.partitions, -1, &[])
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.kafka_error() == Some(ResponseError::TopicAlreadyExists) => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot create topic {}", config.topic))
+            }
+        }
+    }
+    let count = client
+        .partition_count(&config.topic, false)
+        .await
+        .with_context(|| format!("cannot read the partitions of {}", config.topic))?;
+    if count < 1 {
+        bail!("topic {} has no partitions", config.topic);
+    }
+    Ok((0..count).collect())
+}
+
+async fn list_all(
+    client: &Client,
+    topic: &str,
+    partitions: &[i32],
+    spec: OffsetSpec,
+) -> anyhow::Result<HashMap<i32, i64>> {
+    let mut offsets = HashMap::new();
+    for &p in partitions {
+        let offset = client
+            .list_offsets(topic, p, spec)
+            .await
+            .with_context(|| format!("cannot list offsets of {topic}-{p}"))?;
+        offsets.insert(p, offset);
+    }
+    Ok(offsets)
+}
+
+/// One producer task: batches round robin over the partitions until the budget or the deadline
+/// is exhausted. Returns the ack latency histogram (µs, one sample per record).
+async fn produce_task(shared: Arc<Shared>, index: usize) -> anyhow::Result<Histogram<u64>> {
+    let config = &shared.config;
+    let client = connect(config, "producer").await?;
+    let producer = Producer::new(
+        client,
+        ProducerConfig {
+            acks: config.acks,
+            idempotent: config.idempotent,
+            compression: config.compression,
+            request_timeout_ms: config.request_timeout_ms,
+            ..ProducerConfig::default()
+        },
+    )
+    .context("invalid producer settings")?;
+    let payload = Payload::new(config.record_size_bytes, 0x9E37_79B9_7F4A_7C15 ^ index as u64);
+    let rate_per_task = config
+        .throughput_records_per_s
+        .map(|rate| rate / config.producers as f64);
+    let mut histogram = latency_histogram();
+    let mut sent_records: u64 = 0;
+    let mut record_index: u64 = 0;
+    let mut next_partition = index % shared.partitions.len();
+    let mut consecutive_errors = 0u32;
+    let task_start = Instant::now();
+    loop {
+        if shared.stop.load(Ordering::Relaxed) || shared.past_deadline() {
+            break;
+        }
+        let count = shared.budget.claim(config.batch_records as u64);
+        if count == 0 {
+            break;
+        }
+        if let Some(rate) = rate_per_task {
+            let due = task_start + Duration::from_secs_f64(sent_records as f64 / rate);
+            if due > Instant::now() {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+                if shared.past_deadline() {
+                    break;
+                }
+            }
+        }
+        let partition = shared.partitions[next_partition];
+        next_partition = (next_partition + 1) % shared.partitions.len();
+        let created_us = now_us();
+        let records: Vec<Record> = (0..count)
+            .map(|i| {
+                let value = if config.mode == Mode::E2e {
+                    payload.value_with_timestamp(record_index + i, created_us)
+                } else {
+                    payload.value(record_index + i)
+                };
+                Record {
+                    key: None,
+                    value: Some(value),
+                    headers: Vec::new(),
+                    timestamp_ms: Some((created_us / 1000) as i64),
+                }
+            })
+            .collect();
+        record_index += count;
+        sent_records += count;
+        let sent_at = Instant::now();
+        match producer.send_batch(&config.topic, partition, records).await {
+            Ok(_) => {
+                consecutive_errors = 0;
+                let latency_us = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                record_latency_us(&mut histogram, latency_us, count);
+                shared
+                    .counters
+                    .produced_records
+                    .fetch_add(count, Ordering::Relaxed);
+                shared
+                    .counters
+                    .produced_bytes
+                    .fetch_add(count * config.record_size_bytes as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                shared.counters.produce_errors.fetch_add(1, Ordering::Relaxed);
+                consecutive_errors += 1;
+                if consecutive_errors >= CONSECUTIVE_ERRORS_MAX {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "producer {index}: {consecutive_errors} requests in a row failed, last to {}-{partition}",
+                            config.topic
+                        )
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await;
+            }
+        }
+    }
+    Ok(histogram)
+}
+
+/// Where a consumer is in one partition.
+struct Cursor {
+    partition: i32,
+    offset: i64,
+}
+
+/// Histograms of one consumer task (µs).
+struct ConsumeHistograms {
+    fetch: Histogram<u64>,
+    end_to_end: Histogram<u64>,
+}
+
+/// The e2e latency of a record, from the creation time in its value.
+fn end_to_end_us(value: Option<&Bytes>, timestamp_ms: i64, now_us: u64) -> u64 {
+    let created_us = match value {
+        Some(v) if v.len() >= E2E_TIMESTAMP_BYTES => {
+            let mut raw = [0u8; E2E_TIMESTAMP_BYTES];
+            raw.copy_from_slice(&v[..E2E_TIMESTAMP_BYTES]);
+            u64::from_be_bytes(raw)
+        }
+        // Not one of ours (or truncated): fall back to the record timestamp.
+        _ => u64::try_from(timestamp_ms).unwrap_or(0).saturating_mul(1000),
+    };
+    now_us.saturating_sub(created_us)
+}
+
+/// One consumer task: reads its partitions from their start offsets until the end offsets are
+/// reached, the count or the deadline is reached, or the run is stopped.
+async fn consume_task(
+    shared: Arc<Shared>,
+    index: usize,
+    mut cursors: Vec<Cursor>,
+) -> anyhow::Result<ConsumeHistograms> {
+    let config = &shared.config;
+    let client = connect(config, "consumer").await?;
+    let wait_ms = if cursors.len() == 1 {
+        FETCH_WAIT_MS_ONE_PARTITION
+    } else {
+        FETCH_WAIT_MS_SEVERAL_PARTITIONS
+    };
+    let mut histograms = ConsumeHistograms {
+        fetch: latency_histogram(),
+        end_to_end: latency_histogram(),
+    };
+    let mut next = 0usize;
+    let mut consecutive_errors = 0u32;
+    loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if config.mode == Mode::Consume {
+            if shared.past_deadline() {
+                break;
+            }
+            if let Some(limit) = config.num_records {
+                if shared.counters.consumed_records.load(Ordering::Relaxed) >= limit {
+                    break;
+                }
+            }
+        }
+        // Skip partitions already read to their end offsets.
+        let ends = shared.end_offsets();
+        let pending: Vec<usize> = (0..cursors.len())
+            .filter(|&i| match &ends {
+                Some(ends) => cursors[i].offset < ends.get(&cursors[i].partition).copied().unwrap_or(0),
+                None => true,
+            })
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        let slot = pending[next % pending.len()];
+        next = next.wrapping_add(1);
+        let cursor = &mut cursors[slot];
+        let fetched_at = Instant::now();
+        let result = client
+            .fetch(
+                &config.topic,
+                cursor.partition,
+                cursor.offset,
+                wait_ms,
+                config.fetch_bytes_max,
+            )
+            .await;
+        let arrived_us = now_us();
+        let fetch_us = u64::try_from(fetched_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+        match result {
+            Ok(result) => {
+                consecutive_errors = 0;
+                record_latency_us(&mut histograms.fetch, fetch_us, 1);
+                let Some(last) = result.records.last() else {
+                    continue;
+                };
+                let next_offset = last.offset + 1;
+                let mut bytes = 0u64;
+                for record in &result.records {
+                    bytes += record.value.as_ref().map_or(0, |v| v.len() as u64);
+                    if config.mode == Mode::E2e {
+                        let latency =
+                            end_to_end_us(record.value.as_ref(), record.timestamp_ms, arrived_us);
+                        record_latency_us(&mut histograms.end_to_end, latency, 1);
+                    }
+                }
+                assert!(
+                    next_offset > cursor.offset,
+                    "fetch returned records below the requested offset"
+                );
+                cursor.offset = next_offset;
+                shared
+                    .counters
+                    .consumed_records
+                    .fetch_add(result.records.len() as u64, Ordering::Relaxed);
+                shared
+                    .counters
+                    .consumed_bytes
+                    .fetch_add(bytes, Ordering::Relaxed);
+            }
+            Err(e) => {
+                shared.counters.consume_errors.fetch_add(1, Ordering::Relaxed);
+                consecutive_errors += 1;
+                if consecutive_errors >= CONSECUTIVE_ERRORS_MAX {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "consumer {index}: {consecutive_errors} fetches in a row failed, last of {}-{} at {}",
+                            config.topic, cursor.partition, cursor.offset
+                        )
+                    });
+                }
+                if let ClientError::OffsetOutOfRange { .. } = e {
+                    // Retention moved the log start past us: continue from the new start.
+                    if let Ok(start) = client
+                        .list_offsets(&config.topic, cursor.partition, OffsetSpec::Earliest)
+                        .await
+                    {
+                        cursor.offset = cursor.offset.max(start);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await;
+            }
+        }
+    }
+    Ok(histograms)
+}
+
+/// Prints a progress line to stderr every second until aborted.
+async fn progress_task(shared: Arc<Shared>) {
+    let mut last = (0u64, 0u64, 0u64, 0u64);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await; // the first tick is immediate
+    loop {
+        tick.tick().await;
+        let c = &shared.counters;
+        let now = (
+            c.produced_records.load(Ordering::Relaxed),
+            c.produced_bytes.load(Ordering::Relaxed),
+            c.consumed_records.load(Ordering::Relaxed),
+            c.consumed_bytes.load(Ordering::Relaxed),
+        );
+        let mut line = format!("[{:>4.0} s]", shared.start.elapsed().as_secs_f64());
+        if shared.config.mode.produces() {
+            line.push_str(&format!(
+                " produced {} records, {:.0} records/s, {:.2} MB/s;",
+                now.0,
+                (now.0 - last.0) as f64,
+                (now.1 - last.1) as f64 / crate::report::BYTES_PER_MB
+            ));
+        }
+        if shared.config.mode.consumes() {
+            line.push_str(&format!(
+                " consumed {} records, {:.0} records/s, {:.2} MB/s;",
+                now.2,
+                (now.2 - last.2) as f64,
+                (now.3 - last.3) as f64 / crate::report::BYTES_PER_MB
+            ));
+        }
+        line.pop();
+        eprintln!("{line}");
+        last = now;
+    }
+}
+
+fn merge(into: &mut Histogram<u64>, from: &Histogram<u64>) -> anyhow::Result<()> {
+    into.add(from)
+        .map_err(|e| anyhow::anyhow!("cannot merge latency histograms: {e:?}"))
+}
+
+/// Runs the load described by `config` and reports what it measured.
+pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
+    config.validate()?;
+    let admin = connect(&config, "admin").await?;
+    let partitions = prepare_topic(&admin, &config).await?;
+    // Consumers start at the log start (consume) or the current end (e2e).
+    let start_offsets = match config.mode {
+        Mode::Produce => HashMap::new(),
+        Mode::Consume => list_all(&admin, &config.topic, &partitions, OffsetSpec::Earliest).await?,
+        Mode::E2e => list_all(&admin, &config.topic, &partitions, OffsetSpec::Latest).await?,
+    };
+    let end_offsets = match config.mode {
+        Mode::Consume => Some(list_all(&admin, &config.topic, &partitions, OffsetSpec::Latest).await?),
+        _ => None,
+    };
+    let consumers = config.consumers.min(partitions.len());
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        deadline: config.duration.map(|d| start + d),
+        budget: Budget {
+            claimed: AtomicU64::new(0),
+            total: if config.mode.produces() {
+                config.num_records
+            } else {
+                None
+            },
+        },
+        partitions: partitions.clone(),
+        start,
+        counters: Counters::default(),
+        stop: AtomicBool::new(false),
+        end_offsets: Mutex::new(end_offsets),
+        config,
+    });
+    let progress = shared
+        .config
+        .progress
+        .then(|| tokio::spawn(progress_task(shared.clone())));
+
+    let mut consumer_handles = Vec::new();
+    if shared.config.mode.consumes() {
+        for index in 0..consumers {
+            let cursors: Vec<Cursor> = partitions
+                .iter()
+                .filter(|&&p| p as usize % consumers == index)
+                .map(|&p| Cursor {
+                    partition: p,
+                    offset: start_offsets.get(&p).copied().unwrap_or(0),
+                })
+                .collect();
+            consumer_handles.push(tokio::spawn(consume_task(shared.clone(), index, cursors)));
+        }
+    }
+    let mut producer_handles = Vec::new();
+    if shared.config.mode.produces() {
+        for index in 0..shared.config.producers {
+            producer_handles.push(tokio::spawn(produce_task(shared.clone(), index)));
+        }
+    }
+
+    let outcome = collect(&shared, &admin, producer_handles, consumer_handles).await;
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    let (produce_latency, produce_elapsed, consume) = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            shared.stop.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+    };
+    let config = &shared.config;
+    let c = &shared.counters;
+    let produce = config.mode.produces().then(|| {
+        PhaseReport::new(
+            c.produced_records.load(Ordering::Relaxed),
+            c.produced_bytes.load(Ordering::Relaxed),
+            c.produce_errors.load(Ordering::Relaxed),
+            produce_elapsed,
+            &produce_latency,
+        )
+    });
+    let (consume, end_to_end) = match consume {
+        Some((fetch, end_to_end, elapsed)) => (
+            Some(PhaseReport::new(
+                c.consumed_records.load(Ordering::Relaxed),
+                c.consumed_bytes.load(Ordering::Relaxed),
+                c.consume_errors.load(Ordering::Relaxed),
+                elapsed,
+                &fetch,
+            )),
+            (config.mode == Mode::E2e)
+                .then(|| crate::report::LatencySummary::from_histogram_us(&end_to_end)),
+        ),
+        None => (None, None),
+    };
+    Ok(LoadReport {
+        mode: config.mode.name().to_string(),
+        topic: config.topic.clone(),
+        partitions: i32::try_from(partitions.len()).unwrap_or(i32::MAX),
+        record_size_bytes: config.record_size_bytes,
+        acks: config.acks,
+        compression: compression_name(config.compression).to_string(),
+        batch_records: config.batch_records,
+        producers: if config.mode.produces() {
+            config.producers
+        } else {
+            0
+        },
+        consumers: if config.mode.consumes() { consumers } else { 0 },
+        produce,
+        consume,
+        end_to_end_latency_ms: end_to_end,
+    })
+}
+
+/// The consumers' merged histograms (fetch, end to end) and the consume phase's duration.
+type ConsumeOutcome = Option<(Histogram<u64>, Histogram<u64>, Duration)>;
+
+/// Waits for the producers, then (e2e) tells the consumers where the end is, then waits for
+/// the consumers. Returns the merged produce histogram, the produce phase's duration and the
+/// consume outcome.
+async fn collect(
+    shared: &Arc<Shared>,
+    admin: &Client,
+    producers: Vec<tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>>>,
+    consumers: Vec<tokio::task::JoinHandle<anyhow::Result<ConsumeHistograms>>>,
+) -> anyhow::Result<(Histogram<u64>, Duration, ConsumeOutcome)> {
+    let mut produce_latency = latency_histogram();
+    let produces = !producers.is_empty();
+    for handle in producers {
+        let histogram = handle.await.context("a producer task panicked")??;
+        merge(&mut produce_latency, &histogram)?;
+    }
+    let produce_elapsed = shared.start.elapsed();
+    if consumers.is_empty() {
+        return Ok((produce_latency, produce_elapsed, None));
+    }
+    if produces {
+        // e2e: the consumers are done once they reach what the producers wrote.
+        let config = &shared.config;
+        let ends = list_all(admin, &config.topic, &shared.partitions, OffsetSpec::Latest).await?;
+        shared.set_end_offsets(ends);
+        let stopper = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(E2E_DRAIN_GRACE).await;
+                shared.stop.store(true, Ordering::Relaxed);
+            })
+        };
+        let merged = join_consumers(consumers).await;
+        stopper.abort();
+        let (fetch, end_to_end) = merged?;
+        return Ok((
+            produce_latency,
+            produce_elapsed,
+            Some((fetch, end_to_end, shared.start.elapsed())),
+        ));
+    }
+    let (fetch, end_to_end) = join_consumers(consumers).await?;
+    Ok((
+        produce_latency,
+        produce_elapsed,
+        Some((fetch, end_to_end, shared.start.elapsed())),
+    ))
+}
+
+async fn join_consumers(
+    consumers: Vec<tokio::task::JoinHandle<anyhow::Result<ConsumeHistograms>>>,
+) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
+    let mut fetch = latency_histogram();
+    let mut end_to_end = latency_histogram();
+    for handle in consumers {
+        let histograms = handle.await.context("a consumer task panicked")??;
+        merge(&mut fetch, &histograms.fetch)?;
+        merge(&mut end_to_end, &histograms.end_to_end)?;
+    }
+    Ok((fetch, end_to_end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_hands_out_exactly_the_total() {
+        let budget = Budget {
+            claimed: AtomicU64::new(0),
+            total: Some(25),
+        };
+        assert_eq!(budget.claim(10), 10);
+        assert_eq!(budget.claim(10), 10);
+        assert_eq!(budget.claim(10), 5);
+        assert_eq!(budget.claim(10), 0);
+        let unbounded = Budget {
+            claimed: AtomicU64::new(0),
+            total: None,
+        };
+        assert_eq!(unbounded.claim(7), 7);
+    }
+
+    #[test]
+    fn payload_values_have_the_record_size_and_carry_the_timestamp() {
+        let payload = Payload::new(100, 42);
+        for i in 0..300 {
+            let v = payload.value(i);
+            assert_eq!(v.len(), 100);
+            assert!(v.iter().all(|b| b.is_ascii_uppercase()));
+        }
+        assert_ne!(payload.value(0), payload.value(1));
+        let v = payload.value_with_timestamp(3, 1_700_000_000_123_456);
+        assert_eq!(v.len(), 100);
+        assert_eq!(
+            end_to_end_us(Some(&v), 0, 1_700_000_000_125_456),
+            2000,
+            "latency from the value's microsecond timestamp"
+        );
+        // A foreign record falls back to its ms timestamp.
+        assert_eq!(
+            end_to_end_us(Some(&Bytes::from_static(b"x")), 1_000, 1_500_000),
+            500_000
+        );
+        // A clock that went backwards gives 0, not an underflow.
+        assert_eq!(end_to_end_us(None, 2_000, 1_000_000), 0);
+    }
+
+    #[test]
+    fn validation_rejects_unbounded_and_inconsistent_runs() {
+        let base = LoadConfig::new(Mode::Produce, "127.0.0.1:9092", "t");
+        assert!(base.validate().is_err(), "no count and no duration");
+        let bounded = LoadConfig {
+            num_records: Some(10),
+            ..base.clone()
+        };
+        bounded.validate().expect("bounded produce is valid");
+        let consume = LoadConfig::new(Mode::Consume, "127.0.0.1:9092", "t");
+        consume.validate().expect("consume is bounded by the end offsets");
+        for bad in [
+            LoadConfig {
+                acks: 1,
+                idempotent: true,
+                ..bounded.clone()
+            },
+            LoadConfig {
+                batch_records: 0,
+                ..bounded.clone()
+            },
+            LoadConfig {
+                throughput_records_per_s: Some(0.0),
+                ..bounded.clone()
+            },
+            LoadConfig {
+                mode: Mode::E2e,
+                record_size_bytes: 4,
+                ..bounded.clone()
+            },
+            LoadConfig {
+                num_records: Some(0),
+                ..bounded.clone()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+}
