@@ -541,6 +541,13 @@ async fn idempotent_producer_duplicates_and_gaps() {
     // A gap in the sequence.
     let (code, _) = produce(&mut conn, "idem", 0, batch(&[b"d"], Some((pid, 0, 10))), -1).await;
     assert_eq!(code, ResponseError::OutOfOrderSequenceNumber.code());
+    // A bumped epoch starts again at sequence 0; the old epoch is then fenced.
+    assert_eq!(
+        produce(&mut conn, "idem", 0, batch(&[b"e"], Some((pid, 1, 0))), -1).await,
+        (0, 3)
+    );
+    let (code, _) = produce(&mut conn, "idem", 0, batch(&[b"f"], Some((pid, 0, 3))), -1).await;
+    assert_eq!(code, ResponseError::InvalidProducerEpoch.code());
 
     // Transactional ids are refused with a clear, non-retriable error.
     let txn: InitProducerIdResponse = conn
