@@ -49,8 +49,13 @@ fn fresh_log(real: bool) -> (PartitionLog, Option<tempfile::TempDir>) {
         (log, Some(dir))
     } else {
         let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
-        let log = PartitionLog::open(disk, clock, PathBuf::from("/bench/t-0"), LogConfig::default())
-            .expect("open a MemDisk log");
+        let log = PartitionLog::open(
+            disk,
+            clock,
+            PathBuf::from("/bench/t-0"),
+            LogConfig::default(),
+        )
+        .expect("open a MemDisk log");
         (log, None)
     }
 }
@@ -120,7 +125,11 @@ fn append(c: &mut Criterion) {
 }
 
 /// A log filled with `batches` batches of `records_per_batch` 100-byte records.
-fn filled_log(real: bool, batches: usize, records_per_batch: usize) -> (PartitionLog, Option<tempfile::TempDir>) {
+fn filled_log(
+    real: bool,
+    batches: usize,
+    records_per_batch: usize,
+) -> (PartitionLog, Option<tempfile::TempDir>) {
     let (mut log, dir) = fresh_log(real);
     let template = build::simple_batch(records_per_batch, 100, 1_700_000_000_000);
     for _ in 0..batches {

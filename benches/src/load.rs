@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -269,7 +269,10 @@ impl Payload {
 
     /// The value of the `i`th record, starting with `created_us` (big endian).
     fn value_with_timestamp(&self, i: u64, created_us: u64) -> Bytes {
-        assert!(self.size_bytes >= E2E_TIMESTAMP_BYTES, "validated by LoadConfig");
+        assert!(
+            self.size_bytes >= E2E_TIMESTAMP_BYTES,
+            "validated by LoadConfig"
+        );
         let tail = self.value(i).slice(E2E_TIMESTAMP_BYTES..);
         let mut value = BytesMut::with_capacity(self.size_bytes);
         value.put_u64(created_us);
@@ -289,9 +292,11 @@ struct Shared {
     counters: Counters,
     /// Set when every task must stop now.
     stop: AtomicBool,
-    /// Per partition, the offset at which consumers are done (known from the start in consume
-    /// mode, once the producers finish in e2e mode).
-    end_offsets: Mutex<Option<HashMap<i32, i64>>>,
+    /// Consume mode: per partition, the end offset seen at the start, where consumers stop.
+    end_offsets: Option<HashMap<i32, i64>>,
+    /// e2e: set once every producer is done; consumers then stop when they have received as
+    /// many records as were produced.
+    producers_done: AtomicBool,
 }
 
 impl Shared {
@@ -299,18 +304,11 @@ impl Shared {
         self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
-    fn end_offsets(&self) -> Option<HashMap<i32, i64>> {
-        self.end_offsets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
-    fn set_end_offsets(&self, ends: HashMap<i32, i64>) {
-        *self
-            .end_offsets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(ends);
+    /// e2e: every produced record has been consumed.
+    fn drained(&self) -> bool {
+        self.producers_done.load(Ordering::Acquire)
+            && self.counters.consumed_records.load(Ordering::Relaxed)
+                >= self.counters.produced_records.load(Ordering::Relaxed)
     }
 }
 
@@ -381,7 +379,10 @@ async fn produce_task(shared: Arc<Shared>, index: usize) -> anyhow::Result<Histo
         },
     )
     .context("invalid producer settings")?;
-    let payload = Payload::new(config.record_size_bytes, 0x9E37_79B9_7F4A_7C15 ^ index as u64);
+    let payload = Payload::new(
+        config.record_size_bytes,
+        0x9E37_79B9_7F4A_7C15 ^ index as u64,
+    );
     let rate_per_task = config
         .throughput_records_per_s
         .map(|rate| rate / config.producers as f64);
@@ -444,7 +445,10 @@ async fn produce_task(shared: Arc<Shared>, index: usize) -> anyhow::Result<Histo
                     .fetch_add(count * config.record_size_bytes as u64, Ordering::Relaxed);
             }
             Err(e) => {
-                shared.counters.produce_errors.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .counters
+                    .produce_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 consecutive_errors += 1;
                 if consecutive_errors >= CONSECUTIVE_ERRORS_MAX {
                     return Err(e).with_context(|| {
@@ -482,7 +486,9 @@ fn end_to_end_us(value: Option<&Bytes>, timestamp_ms: i64, now_us: u64) -> u64 {
             u64::from_be_bytes(raw)
         }
         // Not one of ours (or truncated): fall back to the record timestamp.
-        _ => u64::try_from(timestamp_ms).unwrap_or(0).saturating_mul(1000),
+        _ => u64::try_from(timestamp_ms)
+            .unwrap_or(0)
+            .saturating_mul(1000),
     };
     now_us.saturating_sub(created_us)
 }
@@ -521,11 +527,15 @@ async fn consume_task(
                 }
             }
         }
+        if config.mode == Mode::E2e && shared.drained() {
+            break;
+        }
         // Skip partitions already read to their end offsets.
-        let ends = shared.end_offsets();
         let pending: Vec<usize> = (0..cursors.len())
-            .filter(|&i| match &ends {
-                Some(ends) => cursors[i].offset < ends.get(&cursors[i].partition).copied().unwrap_or(0),
+            .filter(|&i| match &shared.end_offsets {
+                Some(ends) => {
+                    cursors[i].offset < ends.get(&cursors[i].partition).copied().unwrap_or(0)
+                }
                 None => true,
             })
             .collect();
@@ -579,7 +589,10 @@ async fn consume_task(
                     .fetch_add(bytes, Ordering::Relaxed);
             }
             Err(e) => {
-                shared.counters.consume_errors.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .counters
+                    .consume_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 consecutive_errors += 1;
                 if consecutive_errors >= CONSECUTIVE_ERRORS_MAX {
                     return Err(e).with_context(|| {
@@ -659,7 +672,9 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         Mode::E2e => list_all(&admin, &config.topic, &partitions, OffsetSpec::Latest).await?,
     };
     let end_offsets = match config.mode {
-        Mode::Consume => Some(list_all(&admin, &config.topic, &partitions, OffsetSpec::Latest).await?),
+        Mode::Consume => {
+            Some(list_all(&admin, &config.topic, &partitions, OffsetSpec::Latest).await?)
+        }
         _ => None,
     };
     let consumers = config.consumers.min(partitions.len());
@@ -678,7 +693,8 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         start,
         counters: Counters::default(),
         stop: AtomicBool::new(false),
-        end_offsets: Mutex::new(end_offsets),
+        end_offsets,
+        producers_done: AtomicBool::new(false),
         config,
     });
     let progress = shared
@@ -707,7 +723,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         }
     }
 
-    let outcome = collect(&shared, &admin, producer_handles, consumer_handles).await;
+    let outcome = collect(&shared, producer_handles, consumer_handles).await;
     if let Some(progress) = progress {
         progress.abort();
     }
@@ -771,7 +787,6 @@ type ConsumeOutcome = Option<(Histogram<u64>, Histogram<u64>, Duration)>;
 /// consume outcome.
 async fn collect(
     shared: &Arc<Shared>,
-    admin: &Client,
     producers: Vec<tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>>>,
     consumers: Vec<tokio::task::JoinHandle<anyhow::Result<ConsumeHistograms>>>,
 ) -> anyhow::Result<(Histogram<u64>, Duration, ConsumeOutcome)> {
@@ -786,10 +801,8 @@ async fn collect(
         return Ok((produce_latency, produce_elapsed, None));
     }
     if produces {
-        // e2e: the consumers are done once they reach what the producers wrote.
-        let config = &shared.config;
-        let ends = list_all(admin, &config.topic, &shared.partitions, OffsetSpec::Latest).await?;
-        shared.set_end_offsets(ends);
+        // e2e: the consumers are done once they have received what the producers wrote.
+        shared.producers_done.store(true, Ordering::Release);
         let stopper = {
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -883,7 +896,9 @@ mod tests {
         };
         bounded.validate().expect("bounded produce is valid");
         let consume = LoadConfig::new(Mode::Consume, "127.0.0.1:9092", "t");
-        consume.validate().expect("consume is bounded by the end offsets");
+        consume
+            .validate()
+            .expect("consume is bounded by the end offsets");
         for bad in [
             LoadConfig {
                 acks: 1,

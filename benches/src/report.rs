@@ -19,8 +19,7 @@ pub const LATENCY_US_MAX: u64 = 3_600_000_000;
 pub fn latency_histogram() -> Histogram<u64> {
     // The bounds are constants that satisfy hdrhistogram's preconditions (low >= 1,
     // high >= 2 * low, sigfig <= 5), so this cannot fail.
-    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)
-        .expect("constant histogram bounds are valid")
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("constant histogram bounds are valid")
 }
 
 /// Records `count` samples of `latency_us` (clamped to the histogram's range).
