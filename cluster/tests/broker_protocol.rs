@@ -1003,3 +1003,30 @@ async fn retention_task_applies_altered_configs() {
     assert_eq!(values.first().map(|v| v.0), Some(earliest));
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn consumers_see_only_durable_offsets() {
+    // The flusher waits an hour: appended records stay above the high watermark.
+    let config = BrokerConfig {
+        flush: FlushPolicy::IntervalMs(3_600_000),
+        ..BrokerConfig::default()
+    };
+    let broker = TestBroker::start_with(config, Arc::new(MemDisk::new())).await;
+    let mut conn = broker.connect().await;
+    create_topic(&mut conn, "lag", 1).await;
+    assert_eq!(
+        produce(&mut conn, "lag", 0, batch(&[b"x"], None), 1).await,
+        (0, 0)
+    );
+    let (code, high_watermark, values) = fetch(&mut conn, "lag", 0, 0, 0).await;
+    assert_eq!((code, high_watermark), (0, 0));
+    assert!(values.is_empty(), "not durable, not visible");
+    assert_eq!(list_offset(&mut conn, "lag", -1).await, (0, 0));
+    // Between the high watermark and the log end: empty, not out of range (like Kafka).
+    let (code, _, values) = fetch(&mut conn, "lag", 0, 1, 0).await;
+    assert_eq!(code, 0);
+    assert!(values.is_empty());
+    let (code, _, _) = fetch(&mut conn, "lag", 0, 2, 0).await;
+    assert_eq!(code, ResponseError::OffsetOutOfRange.code());
+    broker.stop().await;
+}

@@ -1,6 +1,7 @@
 //! Fetch (v4-12): reads up to the high watermark (the durable end offset), long-polls for
 //! `min_bytes`, honours `max_bytes` and `partition_max_bytes` (KIP-74: the first batch of the
-//! first non-empty partition is always returned). Fetch sessions are not kept: every response has
+//! first non-empty partition is always returned). OFFSET_OUT_OF_RANGE only outside
+//! [log start, log end]. Fetch sessions are not kept: every response has
 //! session id 0, so clients send full fetch requests.
 
 use std::sync::Arc;
@@ -49,10 +50,12 @@ fn read_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRes
             let result = partition.with_log(|log| {
                 let high_watermark = log.durable_end_offset();
                 let log_start = log.log_start_offset();
-                if offset < log_start || offset > high_watermark {
+                // Like Kafka: out of range only outside [log start, log end]; between the high
+                // watermark and the log end (appended, not yet durable) the answer is empty.
+                if offset < log_start || offset > log.log_end_offset() {
                     return Ok(Err(ResponseError::OffsetOutOfRange));
                 }
-                let records = if offset == high_watermark || (limit == 0 && !must_return_first) {
+                let records = if offset >= high_watermark || (limit == 0 && !must_return_first) {
                     Bytes::new()
                 } else {
                     log.read(offset, limit.max(1), high_watermark)?
