@@ -1,1 +1,3 @@
 //! Histories and checkers (see docs).
+pub mod checker;
+pub mod history;
