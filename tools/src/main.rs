@@ -1,6 +1,7 @@
 //! `strata`: the Strata broker (`strata serve`) and a small Kafka client (`strata topic`,
 //! `strata produce`, `strata consume`).
 
+mod bench;
 mod consume;
 mod produce;
 mod serve;
@@ -36,6 +37,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one value per line.
     Consume(consume::ConsumeArgs),
+    /// Load tool: measure produce, consume and end-to-end throughput and latency.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// How the client commands reach a broker.
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
             Command::Topic(command) => topic::run(command).await,
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,
+            Command::Bench(command) => bench::run(command).await,
         }
     });
     match result {
