@@ -29,7 +29,8 @@ def admin(bootstrap: str) -> AdminClient:
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1, config: dict | None = None) -> None:
     """Creates a topic through CreateTopics and waits for the answer (raises on error)."""
-    futures = admin(bootstrap).create_topics(
+    client = admin(bootstrap)  # must outlive the futures: destroying it fails them
+    futures = client.create_topics(
         [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
         operation_timeout=10,
         request_timeout=15,
