@@ -1,17 +1,42 @@
 //! Deterministic simulation of Strata under madsim.
 //!
-//! Build and run with `RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target-sim cargo test -p strata-sim`:
-//! madsim then replaces time, tasks and `tokio::net` with a simulator driven by one seed, and the
-//! broker — the same code as in production — runs on simulated nodes with an in-memory [`MemDisk`]
-//! per node.
+//! Build and run with `RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target-sim cargo test -p strata-sim`
+//! (or `sim/run sweep`): madsim then replaces time, tasks and `tokio::net` with a simulator driven
+//! by one seed, and the broker — the same code as in production — runs on simulated nodes.
 //!
-//! Today this crate starts single brokers on simulated nodes; the full harness (fault injection,
-//! nemesis schedules, workloads and the checker) is its own issue.
+//! - [`disk`]: `FaultyDisk`, a node's disk with the storage fault model (crash, torn writes, bit
+//!   flips, lost writes, fsync EIO).
+//! - [`clock`]: `SimClock`, a node's clock with skew, drift, jumps and strobing.
+//! - [`node`]: brokers on simulated nodes; a node's disk crashes whenever the node restarts.
+//! - [`nemesis`]: the fault schedule drawn from the seed.
+//! - [`workload`]: producers and consumers recording a Jepsen-style history.
+//! - [`trace`]: the trace hash that proves a seed replays identically.
+//! - [`run`]: scenarios and the per-seed runner used by `sim/run` and the tests.
 //!
-//! [`MemDisk`]: strata_storage::MemDisk
+//! See `docs/simulation.md`. Without `--cfg madsim` this crate is empty.
 
 #[cfg(madsim)]
-mod node;
+pub mod clock;
+#[cfg(madsim)]
+pub mod disk;
+#[cfg(madsim)]
+pub mod nemesis;
+#[cfg(madsim)]
+pub mod node;
+#[cfg(madsim)]
+pub mod rng;
+#[cfg(madsim)]
+pub mod run;
+#[cfg(madsim)]
+pub mod trace;
+#[cfg(madsim)]
+pub mod workload;
 
 #[cfg(madsim)]
-pub use node::{broker_config, start_broker_node, BROKER_PORT};
+pub use clock::SimClock;
+#[cfg(madsim)]
+pub use disk::{DiskFaults, FaultyDisk};
+#[cfg(madsim)]
+pub use node::{broker_config, start_broker_node, SimCluster, BROKER_PORT};
+#[cfg(madsim)]
+pub use run::{run_seed, Scenario, SeedResult, Verdict, SCENARIOS};

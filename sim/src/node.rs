@@ -1,18 +1,23 @@
-//! A broker on a simulated node.
+//! Brokers on simulated nodes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use madsim::runtime::{Handle, NodeHandle};
+use madsim::task::NodeId;
 use strata_cluster::{server, Broker, BrokerConfig};
-use strata_storage::{MemDisk, SystemClock};
+use strata_storage::{Clock, Disk, MemDisk, SystemClock};
+
+use crate::clock::SimClock;
+use crate::disk::FaultyDisk;
 
 /// The Kafka port every simulated broker listens on.
 pub const BROKER_PORT: u16 = 9092;
 
 /// The broker config used in simulation: the defaults (fsync before acks=all answers), the data
-/// dir `/data` on the node's `MemDisk`, listening on `ip`.
+/// dir `/data` on the node's disk, listening on `ip`.
 pub fn broker_config(node_id: i32, ip: IpAddr) -> BrokerConfig {
     BrokerConfig {
         node_id,
@@ -28,17 +33,48 @@ pub fn broker_config(node_id: i32, ip: IpAddr) -> BrokerConfig {
 /// on whatever the disk kept (call `MemDisk::crash` between kill and restart to drop unsynced data).
 ///
 /// The node panics if the broker cannot open its data dir: in simulation that is a finding.
-pub fn start_broker_node(handle: &Handle, name: &str, node_id: i32, ip: IpAddr, disk: MemDisk) -> NodeHandle {
+pub fn start_broker_node(
+    handle: &Handle,
+    name: &str,
+    node_id: i32,
+    ip: IpAddr,
+    disk: MemDisk,
+) -> NodeHandle {
+    start_node(
+        handle,
+        name,
+        broker_config(node_id, ip),
+        Arc::new(disk),
+        Arc::new(SystemClock::new()),
+        Arc::new(|_boot| {}),
+    )
+}
+
+/// Creates node `name` running a broker with `config` on `disk`, reading time from `clock`.
+/// `on_boot(boot)` runs at the start of every boot (0 for the first, then 1, 2, ... after each
+/// `Handle::restart`), before the broker opens its data dir.
+pub fn start_node(
+    handle: &Handle,
+    name: &str,
+    config: BrokerConfig,
+    disk: Arc<dyn Disk>,
+    clock: Arc<dyn Clock>,
+    on_boot: Arc<dyn Fn(u64) + Send + Sync>,
+) -> NodeHandle {
+    let boots = Arc::new(AtomicU64::new(0));
+    let ip = config.listen.ip();
     handle
         .create_node()
         .name(name)
         .ip(ip)
         .init(move || {
-            let disk = disk.clone();
+            let (disk, clock, config) = (disk.clone(), clock.clone(), config.clone());
+            let boot = boots.fetch_add(1, Ordering::SeqCst);
+            on_boot(boot);
             async move {
-                let config = broker_config(node_id, ip);
+                let node_id = config.node_id;
                 let listen = config.listen;
-                let broker = match Broker::open(config, Arc::new(disk), Arc::new(SystemClock::new())).await {
+                let broker = match Broker::open(config, disk, clock).await {
                     Ok(broker) => broker,
                     Err(error) => panic!("broker {node_id} failed to open its data dir: {error}"),
                 };
@@ -52,4 +88,86 @@ pub fn start_broker_node(handle: &Handle, name: &str, node_id: i32, ip: IpAddr, 
             }
         })
         .build()
+}
+
+/// One simulated broker of a [`SimCluster`]: its node, disk and clock.
+#[derive(Debug, Clone)]
+pub struct SimBroker {
+    /// Kafka node id.
+    pub node_id: i32,
+    /// madsim node name (`broker-<node_id>`).
+    pub name: String,
+    /// The node's IP address.
+    pub ip: IpAddr,
+    /// madsim's id of the node (stable across restarts).
+    pub sim_id: NodeId,
+    /// The node's disk; survives restarts, crashed at every boot after the first.
+    pub disk: FaultyDisk,
+    /// The node's clock; survives restarts.
+    pub clock: SimClock,
+}
+
+impl SimBroker {
+    /// `ip:port` of the broker's Kafka listener.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.ip, BROKER_PORT)
+    }
+}
+
+/// The brokers of one simulation. Broker `i` (node id `i`) is at `10.0.0.<i + 1>`.
+#[derive(Debug, Clone)]
+pub struct SimCluster {
+    /// The brokers, by node id.
+    pub brokers: Vec<SimBroker>,
+}
+
+/// The IP address of broker `node_id`.
+pub fn broker_ip(node_id: i32) -> IpAddr {
+    let host = u8::try_from(node_id + 1).expect("at most 254 brokers");
+    IpAddr::from([10, 0, 0, host])
+}
+
+impl SimCluster {
+    /// Starts one broker per `(disk, clock)`. Every boot after the first begins with a power
+    /// loss of the node's disk ([`FaultyDisk::crash`]), so a kill followed by a restart loses
+    /// whatever was not fsynced, and may tear unsynced tails.
+    pub fn start(handle: &Handle, disks_and_clocks: Vec<(FaultyDisk, SimClock)>) -> SimCluster {
+        let mut brokers = Vec::new();
+        for (index, (disk, clock)) in disks_and_clocks.into_iter().enumerate() {
+            let node_id = i32::try_from(index).expect("few brokers");
+            let ip = broker_ip(node_id);
+            let name = format!("broker-{node_id}");
+            let crash_disk = disk.clone();
+            let node = start_node(
+                handle,
+                &name,
+                broker_config(node_id, ip),
+                Arc::new(disk.clone()),
+                Arc::new(clock.clone()),
+                Arc::new(move |boot| {
+                    if boot > 0 {
+                        crash_disk.crash();
+                    }
+                }),
+            );
+            brokers.push(SimBroker {
+                node_id,
+                name,
+                ip,
+                sim_id: node.id(),
+                disk,
+                clock,
+            });
+        }
+        SimCluster { brokers }
+    }
+
+    /// The bootstrap list of every broker (`ip:port,ip:port,...`).
+    pub fn bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .map(SimBroker::addr)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }

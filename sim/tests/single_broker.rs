@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use madsim::runtime::Handle;
-use strata_cluster::client::{Client, ClientConfig, ClientError, OffsetSpec, Producer, ProducerConfig, Record};
+use strata_cluster::client::{
+    Client, ClientConfig, ClientError, OffsetSpec, Producer, ProducerConfig, Record,
+};
 use strata_sim::{start_broker_node, BROKER_PORT};
 use strata_storage::MemDisk;
 
@@ -83,24 +85,42 @@ async fn broker_serves_produce_and_fetch_and_keeps_acked_records_across_a_crash(
         .spawn(async move {
             let client = connect().await;
             client
-                .create_topics(TOPIC, PARTITIONS, 1, &[("segment.bytes".into(), "4096".into())])
+                .create_topics(
+                    TOPIC,
+                    PARTITIONS,
+                    1,
+                    &[("segment.bytes".into(), "4096".into())],
+                )
                 .await
                 .expect("create topic");
-            let producer = Producer::new(client.clone(), ProducerConfig::default()).expect("producer");
+            let producer =
+                Producer::new(client.clone(), ProducerConfig::default()).expect("producer");
             let mut acked = Vec::new();
             for partition in 0..PARTITIONS {
                 for batch in 0..BATCHES_PER_PARTITION {
                     let records: Vec<Record> = (0..RECORDS_PER_BATCH)
                         .map(|i| {
                             let index = batch * RECORDS_PER_BATCH + i;
-                            let mut record = Record::from_key_value(format!("k{index}"), value_of(partition, index));
-                            record.headers.push(("h".to_string(), Some(Bytes::from_static(b"\x00\x01"))));
+                            let mut record = Record::from_key_value(
+                                format!("k{index}"),
+                                value_of(partition, index),
+                            );
+                            record
+                                .headers
+                                .push(("h".to_string(), Some(Bytes::from_static(b"\x00\x01"))));
                             record
                         })
                         .collect();
-                    let base = producer.send_batch(TOPIC, partition, records).await.expect("acks=all produce");
+                    let base = producer
+                        .send_batch(TOPIC, partition, records)
+                        .await
+                        .expect("acks=all produce");
                     for i in 0..RECORDS_PER_BATCH {
-                        acked.push((partition, base + i as i64, value_of(partition, batch * RECORDS_PER_BATCH + i)));
+                        acked.push((
+                            partition,
+                            base + i as i64,
+                            value_of(partition, batch * RECORDS_PER_BATCH + i),
+                        ));
                     }
                 }
             }
@@ -109,30 +129,50 @@ async fn broker_serves_produce_and_fetch_and_keeps_acked_records_across_a_crash(
                 let read = read_all(&client, partition).await;
                 let expected: Vec<_> = acked.iter().filter(|(p, _, _)| *p == partition).collect();
                 assert_eq!(read.len(), expected.len());
-                for ((offset, _key, value), (_, acked_offset, acked_value)) in read.iter().zip(expected) {
+                for ((offset, _key, value), (_, acked_offset, acked_value)) in
+                    read.iter().zip(expected)
+                {
                     assert_eq!(offset, acked_offset);
                     assert_eq!(value.as_ref(), Some(acked_value));
                 }
-                assert_eq!(client.list_offsets(TOPIC, partition, OffsetSpec::Earliest).await.expect("earliest"), 0);
                 assert_eq!(
-                    client.list_offsets(TOPIC, partition, OffsetSpec::Latest).await.expect("latest"),
+                    client
+                        .list_offsets(TOPIC, partition, OffsetSpec::Earliest)
+                        .await
+                        .expect("earliest"),
+                    0
+                );
+                assert_eq!(
+                    client
+                        .list_offsets(TOPIC, partition, OffsetSpec::Latest)
+                        .await
+                        .expect("latest"),
                     (BATCHES_PER_PARTITION * RECORDS_PER_BATCH) as i64
                 );
             }
             // Some unacknowledged acks=1 writes that the crash may drop.
             let fire_and_forget = Producer::new(
                 client.clone(),
-                ProducerConfig { acks: 1, idempotent: false, ..ProducerConfig::default() },
+                ProducerConfig {
+                    acks: 1,
+                    idempotent: false,
+                    ..ProducerConfig::default()
+                },
             )
             .expect("producer");
             for i in 0..5 {
-                let _ = fire_and_forget.send(TOPIC, Some(0), Record::from_value(format!("maybe-{i}"))).await;
+                let _ = fire_and_forget
+                    .send(TOPIC, Some(0), Record::from_value(format!("maybe-{i}")))
+                    .await;
             }
             acked
         })
         .await
         .expect("client task");
-    assert_eq!(acked.len(), PARTITIONS as usize * BATCHES_PER_PARTITION * RECORDS_PER_BATCH);
+    assert_eq!(
+        acked.len(),
+        PARTITIONS as usize * BATCHES_PER_PARTITION * RECORDS_PER_BATCH
+    );
 
     // Phase 2: power loss. Unsynced bytes are dropped, the unsynced tail torn; then restart.
     handle.kill(broker.id());
@@ -146,15 +186,27 @@ async fn broker_serves_produce_and_fetch_and_keeps_acked_records_across_a_crash(
             for partition in 0..PARTITIONS {
                 let read = read_all(&client, partition).await;
                 let expected: Vec<_> = acked.iter().filter(|(p, _, _)| *p == partition).collect();
-                assert!(read.len() >= expected.len(), "partition {partition} lost acknowledged records");
-                for ((offset, _key, value), (_, acked_offset, acked_value)) in read.iter().zip(expected) {
+                assert!(
+                    read.len() >= expected.len(),
+                    "partition {partition} lost acknowledged records"
+                );
+                for ((offset, _key, value), (_, acked_offset, acked_value)) in
+                    read.iter().zip(expected)
+                {
                     assert_eq!(offset, acked_offset);
                     assert_eq!(value.as_ref(), Some(acked_value));
                 }
             }
-            let producer = Producer::new(client.clone(), ProducerConfig::default()).expect("producer");
-            let end = client.list_offsets(TOPIC, 1, OffsetSpec::Latest).await.expect("latest");
-            let offset = producer.send_batch(TOPIC, 1, vec![Record::from_value("after-crash")]).await.expect("produce after restart");
+            let producer =
+                Producer::new(client.clone(), ProducerConfig::default()).expect("producer");
+            let end = client
+                .list_offsets(TOPIC, 1, OffsetSpec::Latest)
+                .await
+                .expect("latest");
+            let offset = producer
+                .send_batch(TOPIC, 1, vec![Record::from_value("after-crash")])
+                .await
+                .expect("produce after restart");
             assert_eq!(offset, end, "new records continue densely after recovery");
         })
         .await

@@ -1,0 +1,329 @@
+//! The nemesis: a fault schedule drawn from the seed.
+//!
+//! The run alternates quiet periods and fault windows. For each window the nemesis draws a
+//! subset (one to `concurrent_max` kinds) of the scenario's [`FaultKind`]s, starts them all,
+//! holds them for the window, then heals them. When the fault phase ends, everything is healed
+//! (brokers running, network unclogged, latency and loss back to normal, strobing off) for the
+//! final phase, in which every acknowledged record must be read back.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use madsim::net::NetSim;
+use madsim::runtime::Handle;
+use madsim::task::NodeId;
+
+use crate::clock::Strobe;
+use crate::node::SimCluster;
+use crate::rng::SimRng;
+use crate::trace::Trace;
+
+/// The kinds of faults the nemesis can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// Kill a broker node for the window (its tasks die, its connections reset); when it comes
+    /// back its disk has lost everything unsynced, unsynced tails possibly torn.
+    Kill,
+    /// Pause a broker node for the window (a long GC or VM stall): its connections stay up.
+    Pause,
+    /// Clog a broker node: both ways, or only its inbound or outbound traffic.
+    ClogBroker,
+    /// Clog the links between a subset of client nodes and a broker, one way or both.
+    ClogClients,
+    /// Raise the network's send latency to 50–500 ms.
+    Latency,
+    /// Drop 5–30% of packets (madsim retransmits over TCP with backoff).
+    Loss,
+    /// Step a broker's wall clock by up to 10 minutes either way (stays after the window).
+    ClockJump,
+    /// Make a broker's wall clock oscillate (±0.1–30 s every 50–1000 ms) for the window.
+    ClockStrobe,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 8] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::ClogBroker,
+        FaultKind::ClogClients,
+        FaultKind::Latency,
+        FaultKind::Loss,
+        FaultKind::ClockJump,
+        FaultKind::ClockStrobe,
+    ];
+
+    /// The name used in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+            FaultKind::ClogBroker => "clog-broker",
+            FaultKind::ClogClients => "clog-clients",
+            FaultKind::Latency => "latency",
+            FaultKind::Loss => "loss",
+            FaultKind::ClockJump => "clock-jump",
+            FaultKind::ClockStrobe => "clock-strobe",
+        }
+    }
+}
+
+/// The schedule's shape.
+#[derive(Debug, Clone)]
+pub struct NemesisConfig {
+    /// The kinds drawn from.
+    pub kinds: Vec<FaultKind>,
+    /// How many kinds at most in one window.
+    pub concurrent_max: usize,
+    /// Quiet period before each window, in ms.
+    pub quiet_ms: Range<u64>,
+    /// Length of a window, in ms.
+    pub window_ms: Range<u64>,
+}
+
+/// A fault in force, and how to heal it.
+#[derive(Debug)]
+enum Active {
+    Killed(NodeId, String),
+    Paused(NodeId, String),
+    Clogged(Vec<Clog>),
+    Latency,
+    Loss,
+    Strobe(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Clog {
+    Node(NodeId),
+    NodeIn(NodeId),
+    NodeOut(NodeId),
+    Link(NodeId, NodeId),
+}
+
+/// Runs a fault schedule against a cluster and its client nodes.
+pub struct Nemesis {
+    handle: Handle,
+    cluster: SimCluster,
+    clients: Vec<NodeId>,
+    config: NemesisConfig,
+    base_net: madsim::net::Config,
+    rng: SimRng,
+    trace: Trace,
+    start: Instant,
+    active: Vec<Active>,
+    /// Faults injected so far.
+    pub faults: u64,
+    /// What happened, one line per event (`<simulated s> <event>`).
+    pub log: Vec<String>,
+}
+
+impl Nemesis {
+    /// A nemesis for `cluster` and the `clients` nodes; `base_net` is the network config
+    /// restored when latency and loss heal.
+    pub fn new(
+        cluster: SimCluster,
+        clients: Vec<NodeId>,
+        config: NemesisConfig,
+        base_net: madsim::net::Config,
+        seed: u64,
+        trace: Trace,
+    ) -> Nemesis {
+        assert!(!cluster.brokers.is_empty(), "a nemesis needs brokers");
+        Nemesis {
+            handle: Handle::current(),
+            cluster,
+            clients,
+            config,
+            base_net,
+            rng: SimRng::new(seed),
+            trace,
+            start: Instant::now(),
+            active: Vec::new(),
+            faults: 0,
+            log: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, event: String) {
+        let at = self.start.elapsed().as_secs_f64();
+        self.trace.event("nemesis", &[event.as_bytes()]);
+        self.log.push(format!("{at:9.3}s {event}"));
+    }
+
+    /// Runs quiet periods and fault windows until `until`, then heals everything.
+    pub async fn run(&mut self, until: Instant) {
+        if self.config.kinds.is_empty() {
+            tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+            return;
+        }
+        loop {
+            let quiet = Duration::from_millis(self.rng.range(self.config.quiet_ms.clone()));
+            if Instant::now() + quiet >= until {
+                break;
+            }
+            tokio::time::sleep(quiet).await;
+            let window = Duration::from_millis(self.rng.range(self.config.window_ms.clone()));
+            let mut kinds = self.config.kinds.clone();
+            let count = 1 + self.rng.index(self.config.concurrent_max.min(kinds.len()));
+            let mut chosen = Vec::new();
+            for _ in 0..count {
+                chosen.push(kinds.remove(self.rng.index(kinds.len())));
+            }
+            chosen.sort();
+            for kind in chosen {
+                self.start_fault(kind);
+            }
+            let end = (Instant::now() + window).min(until);
+            tokio::time::sleep(end.saturating_duration_since(Instant::now())).await;
+            self.heal();
+            if Instant::now() >= until {
+                break;
+            }
+        }
+        self.heal();
+    }
+
+    fn broker_index(&mut self) -> usize {
+        self.rng.index(self.cluster.brokers.len())
+    }
+
+    fn start_fault(&mut self, kind: FaultKind) {
+        self.faults += 1;
+        let b = self.broker_index();
+        let broker = self.cluster.brokers[b].clone();
+        let net = NetSim::current();
+        match kind {
+            FaultKind::Kill => {
+                self.handle.kill(broker.sim_id);
+                self.active
+                    .push(Active::Killed(broker.sim_id, broker.name.clone()));
+                self.note(format!("kill {}", broker.name));
+            }
+            FaultKind::Pause => {
+                self.handle.pause(broker.sim_id);
+                self.active
+                    .push(Active::Paused(broker.sim_id, broker.name.clone()));
+                self.note(format!("pause {}", broker.name));
+            }
+            FaultKind::ClogBroker => {
+                let (clog, how) = match self.rng.range(0..3) {
+                    0 => (Clog::Node(broker.sim_id), "both ways"),
+                    1 => (Clog::NodeIn(broker.sim_id), "inbound"),
+                    _ => (Clog::NodeOut(broker.sim_id), "outbound"),
+                };
+                apply_clog(&net, clog, true);
+                self.active.push(Active::Clogged(vec![clog]));
+                self.note(format!("clog {} {how}", broker.name));
+            }
+            FaultKind::ClogClients => {
+                let mut clogs = Vec::new();
+                let mut names = Vec::new();
+                for (i, client) in self.clients.clone().into_iter().enumerate() {
+                    if !self.rng.chance(0.5) {
+                        continue;
+                    }
+                    let (links, how): (Vec<Clog>, &str) = match self.rng.range(0..3) {
+                        0 => (vec![Clog::Link(client, broker.sim_id)], "->"),
+                        1 => (vec![Clog::Link(broker.sim_id, client)], "<-"),
+                        _ => (
+                            vec![
+                                Clog::Link(client, broker.sim_id),
+                                Clog::Link(broker.sim_id, client),
+                            ],
+                            "<->",
+                        ),
+                    };
+                    for link in links {
+                        apply_clog(&net, link, true);
+                        clogs.push(link);
+                    }
+                    names.push(format!("client{i}{how}"));
+                }
+                self.note(format!("clog links {} {}", broker.name, names.join(" ")));
+                self.active.push(Active::Clogged(clogs));
+            }
+            FaultKind::Latency => {
+                let low = self.rng.range(50..200);
+                let high = low + self.rng.range(1..300);
+                net.update_config(|c| {
+                    c.send_latency = Duration::from_millis(low)..Duration::from_millis(high)
+                });
+                self.active.push(Active::Latency);
+                self.note(format!("latency {low}..{high} ms"));
+            }
+            FaultKind::Loss => {
+                let rate = 0.05 + 0.25 * self.rng.unit();
+                net.update_config(|c| c.packet_loss_rate = rate);
+                self.active.push(Active::Loss);
+                self.note(format!("loss {:.0}%", rate * 100.0));
+            }
+            FaultKind::ClockJump => {
+                let by_ms = self.rng.range_i64(-600_000..600_001);
+                broker.clock.jump(by_ms);
+                self.note(format!("clock {} jumps {by_ms} ms", broker.name));
+            }
+            FaultKind::ClockStrobe => {
+                let strobe = Strobe {
+                    amplitude_ms: self.rng.range_i64(100..30_001),
+                    period_ms: self.rng.range(50..1_001),
+                };
+                broker.clock.set_strobe(Some(strobe));
+                self.active.push(Active::Strobe(b));
+                self.note(format!(
+                    "clock {} strobes ±{} ms every {} ms",
+                    broker.name, strobe.amplitude_ms, strobe.period_ms
+                ));
+            }
+        }
+    }
+
+    /// Heals every fault in force.
+    pub fn heal(&mut self) {
+        let net = NetSim::current();
+        for active in std::mem::take(&mut self.active) {
+            match active {
+                Active::Killed(id, name) => {
+                    self.handle.restart(id);
+                    self.note(format!("restart {name}"));
+                }
+                Active::Paused(id, name) => {
+                    self.handle.resume(id);
+                    self.note(format!("resume {name}"));
+                }
+                Active::Clogged(clogs) => {
+                    for clog in clogs {
+                        apply_clog(&net, clog, false);
+                    }
+                    self.note("unclog".to_string());
+                }
+                Active::Latency => {
+                    let latency = self.base_net.send_latency.clone();
+                    net.update_config(|c| c.send_latency = latency);
+                    self.note("latency normal".to_string());
+                }
+                Active::Loss => {
+                    let rate = self.base_net.packet_loss_rate;
+                    net.update_config(|c| c.packet_loss_rate = rate);
+                    self.note("loss normal".to_string());
+                }
+                Active::Strobe(b) => {
+                    self.cluster.brokers[b].clock.set_strobe(None);
+                    self.note(format!("clock {} steady", self.cluster.brokers[b].name));
+                }
+            }
+        }
+    }
+}
+
+fn apply_clog(net: &NetSim, clog: Clog, on: bool) {
+    match (clog, on) {
+        (Clog::Node(id), true) => net.clog_node(id),
+        (Clog::Node(id), false) => net.unclog_node(id),
+        (Clog::NodeIn(id), true) => net.clog_node_in(id),
+        (Clog::NodeIn(id), false) => net.unclog_node_in(id),
+        (Clog::NodeOut(id), true) => net.clog_node_out(id),
+        (Clog::NodeOut(id), false) => net.unclog_node_out(id),
+        (Clog::Link(a, b), true) => net.clog_link(a, b),
+        (Clog::Link(a, b), false) => net.unclog_link(a, b),
+    }
+}

@@ -1,0 +1,420 @@
+//! Scenarios and the runner: one seed = one madsim runtime, one scenario, one checked history.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use jepsen_like::checker::{check, CheckReport};
+use jepsen_like::history::History;
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, Runtime};
+
+use crate::clock::SimClock;
+use crate::disk::{DiskFaults, FaultyDisk};
+use crate::nemesis::{FaultKind, Nemesis, NemesisConfig};
+use crate::node::SimCluster;
+use crate::rng::SimRng;
+use crate::trace::{derive_seed, Trace};
+use crate::workload::{
+    client_ip, create_topic, final_read, spawn_workers, Recorder, WorkloadConfig,
+};
+
+/// A named combination of workload, faults and durations.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The name given to `sim/run --scenario`.
+    pub name: &'static str,
+    /// Brokers in the cluster.
+    pub brokers: usize,
+    /// The client workload.
+    pub workload: WorkloadConfig,
+    /// Disk faults of every broker's disk.
+    pub disk_faults: DiskFaults,
+    /// Largest seeded clock skew of a broker, either way, in ms.
+    pub clock_skew_ms_max: i64,
+    /// The nemesis schedule's shape.
+    pub nemesis: NemesisConfig,
+    /// How long the workload runs under the nemesis, in simulated seconds.
+    pub fault_phase_s: u64,
+    /// Quiet time after healing, before the final read, in simulated seconds.
+    pub settle_s: u64,
+    /// How long the final read may take at most, in simulated seconds.
+    pub final_read_s: u64,
+    /// The network at rest.
+    pub net: madsim::net::Config,
+}
+
+/// Names of every scenario.
+pub const SCENARIOS: [&str; 4] = ["crash-restart", "partition", "clock", "mixed"];
+
+impl Scenario {
+    /// The scenario called `name`.
+    pub fn named(name: &str) -> Option<Scenario> {
+        let base = Scenario {
+            name: "mixed",
+            brokers: 1,
+            workload: WorkloadConfig::default(),
+            disk_faults: DiskFaults {
+                torn_tail: true,
+                ..DiskFaults::default()
+            },
+            clock_skew_ms_max: 2_000,
+            nemesis: NemesisConfig {
+                kinds: Vec::new(),
+                concurrent_max: 1,
+                quiet_ms: 1_000..5_000,
+                window_ms: 500..6_000,
+            },
+            fault_phase_s: 60,
+            settle_s: 5,
+            final_read_s: 120,
+            net: madsim::net::Config::default(),
+        };
+        let scenario = match name {
+            "crash-restart" => Scenario {
+                name: "crash-restart",
+                nemesis: NemesisConfig {
+                    kinds: vec![FaultKind::Kill, FaultKind::Pause],
+                    concurrent_max: 1,
+                    quiet_ms: 500..4_000,
+                    window_ms: 200..4_000,
+                },
+                ..base
+            },
+            "partition" => Scenario {
+                name: "partition",
+                nemesis: NemesisConfig {
+                    kinds: vec![
+                        FaultKind::ClogBroker,
+                        FaultKind::ClogClients,
+                        FaultKind::Latency,
+                        FaultKind::Loss,
+                    ],
+                    concurrent_max: 2,
+                    ..base.nemesis.clone()
+                },
+                ..base
+            },
+            "clock" => {
+                let mut workload = WorkloadConfig::default();
+                // Time-based segment rolls, so that clock jumps and strobing reach the log.
+                workload
+                    .topic_configs
+                    .push(("segment.ms".to_string(), "2000".to_string()));
+                Scenario {
+                    name: "clock",
+                    workload,
+                    clock_skew_ms_max: 60_000,
+                    nemesis: NemesisConfig {
+                        kinds: vec![
+                            FaultKind::ClockJump,
+                            FaultKind::ClockStrobe,
+                            FaultKind::Kill,
+                        ],
+                        concurrent_max: 2,
+                        ..base.nemesis.clone()
+                    },
+                    ..base
+                }
+            }
+            "mixed" => Scenario {
+                name: "mixed",
+                nemesis: NemesisConfig {
+                    kinds: FaultKind::ALL.to_vec(),
+                    concurrent_max: 3,
+                    ..base.nemesis.clone()
+                },
+                ..base
+            },
+            _ => return None,
+        };
+        Some(scenario)
+    }
+}
+
+/// What a seed produced, as seen from inside the simulation.
+#[derive(Debug, Clone)]
+pub struct SimOutcome {
+    /// Simulated seconds from start to end.
+    pub simulated_s: f64,
+    /// Client operations invoked.
+    pub operations: u64,
+    /// Faults the nemesis injected.
+    pub faults: u64,
+    /// The trace hash (see [`crate::trace`]).
+    pub trace_hash: u64,
+    /// Network messages delivered (madsim's count).
+    pub net_messages: u64,
+    /// Disk operations.
+    pub disk_ops: u64,
+    /// Whether the final read reached every partition's end.
+    pub final_read_complete: bool,
+    /// The history.
+    pub history: History,
+    /// The checker's report.
+    pub report: CheckReport,
+    /// The nemesis's log.
+    pub nemesis_log: Vec<String>,
+}
+
+/// The verdict of one seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The checker found nothing and the final read completed.
+    Ok,
+    /// The checker found anomalies, or the final read could not finish.
+    Invalid(String),
+    /// The simulation panicked (a broker that could not recover, a harness bug, a time limit).
+    Panic(String),
+}
+
+impl Verdict {
+    /// Whether this is [`Verdict::Ok`].
+    pub fn is_ok(&self) -> bool {
+        *self == Verdict::Ok
+    }
+
+    /// A short word for the table.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Invalid(_) => "INVALID",
+            Verdict::Panic(_) => "PANIC",
+        }
+    }
+}
+
+/// One seed's result as the runner reports it.
+#[derive(Debug, Clone)]
+pub struct SeedResult {
+    /// The seed.
+    pub seed: u64,
+    /// The scenario's name.
+    pub scenario: String,
+    /// Wall-clock seconds the seed took.
+    pub wall_s: f64,
+    /// Inside view; `None` if the simulation panicked.
+    pub outcome: Option<SimOutcome>,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+/// Simulated time the runtime may use before it is declared hung.
+const TIME_LIMIT_S: u64 = 3_600;
+
+/// The simulation of one seed; runs inside a madsim runtime (the seed is the runtime's).
+pub async fn simulate(scenario: Scenario) -> SimOutcome {
+    let handle = Handle::current();
+    let seed = handle.seed();
+    let start = Instant::now();
+    let trace = Trace::new();
+    NetSim::current().update_config(|c| *c = scenario.net.clone());
+    let mut rng = SimRng::new(derive_seed(seed, "clocks"));
+    let disks_and_clocks = (0..scenario.brokers)
+        .map(|i| {
+            let disk = FaultyDisk::new(
+                scenario.disk_faults.clone(),
+                derive_seed(seed, &format!("disk-{i}")),
+                trace.clone(),
+            );
+            (disk, SimClock::seeded(&mut rng, scenario.clock_skew_ms_max))
+        })
+        .collect();
+    let cluster = SimCluster::start(&handle, disks_and_clocks);
+    let bootstrap = cluster.bootstrap();
+    let workload = scenario.workload.clone();
+
+    // Set up the topic from a node of its own, before any fault.
+    let setup = handle
+        .create_node()
+        .name("setup")
+        .ip(client_ip(200))
+        .build();
+    let setup_deadline = Instant::now() + Duration::from_secs(60);
+    let (b, w) = (bootstrap.clone(), workload.clone());
+    if let Err(error) = setup
+        .spawn(async move { create_topic(&b, &w, setup_deadline).await })
+        .await
+        .expect("setup task")
+    {
+        panic!("could not create the topic: {error}");
+    }
+
+    let recorder = Recorder::new(trace.clone(), workload.producers as u64);
+    let stop_at = Instant::now() + Duration::from_secs(scenario.fault_phase_s);
+    let workers = spawn_workers(&handle, &bootstrap, &workload, &recorder, seed, stop_at);
+    let mut nemesis = Nemesis::new(
+        cluster.clone(),
+        workers.nodes.clone(),
+        scenario.nemesis.clone(),
+        scenario.net.clone(),
+        derive_seed(seed, "nemesis"),
+        trace.clone(),
+    );
+    nemesis.run(stop_at).await;
+    for worker in workers.joins {
+        worker.await.expect("worker task");
+    }
+    tokio::time::sleep(Duration::from_secs(scenario.settle_s)).await;
+
+    let reader = handle
+        .create_node()
+        .name("final-reader")
+        .ip(client_ip(201))
+        .build();
+    let deadline = Instant::now() + Duration::from_secs(scenario.final_read_s);
+    let (b, w, r) = (bootstrap.clone(), workload.clone(), recorder.clone());
+    let final_read_complete = reader
+        .spawn(async move { final_read(b, w, r, deadline).await })
+        .await
+        .expect("final read task");
+
+    let net_messages = NetSim::current().stat().msg_count;
+    trace.number("net-messages", net_messages);
+    let history = recorder.history();
+    let report = check(&history);
+    trace.event(
+        "verdict",
+        &[format!("{:?}", report.bad_anomaly_kinds).as_bytes()],
+    );
+    SimOutcome {
+        simulated_s: start.elapsed().as_secs_f64(),
+        operations: recorder.invocations(),
+        faults: nemesis.faults,
+        trace_hash: trace.hash(),
+        net_messages,
+        disk_ops: trace.disk_ops(),
+        final_read_complete,
+        history,
+        report,
+        nemesis_log: nemesis.log,
+    }
+}
+
+fn verdict_of(outcome: &SimOutcome) -> Verdict {
+    if !outcome.report.valid {
+        Verdict::Invalid(format!(
+            "anomalies: {}",
+            outcome.report.bad_anomaly_kinds.join(", ")
+        ))
+    } else if !outcome.final_read_complete {
+        Verdict::Invalid("the final read did not reach the end of every partition".to_string())
+    } else {
+        Verdict::Ok
+    }
+}
+
+/// Runs `scenario` with `seed` in a fresh madsim runtime on a thread of its own (one runtime
+/// per thread keeps each run deterministic).
+pub fn run_seed(seed: u64, scenario: &Scenario) -> SeedResult {
+    let started = Instant::now();
+    let name = scenario.name.to_string();
+    let scenario = scenario.clone();
+    let joined = std::thread::Builder::new()
+        .name(format!("seed-{seed}"))
+        .spawn(move || {
+            let mut runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
+            runtime.set_time_limit(Duration::from_secs(TIME_LIMIT_S));
+            runtime.block_on(simulate(scenario))
+        })
+        .expect("spawn the seed's thread")
+        .join();
+    let wall_s = started.elapsed().as_secs_f64();
+    match joined {
+        Ok(outcome) => SeedResult {
+            seed,
+            scenario: name,
+            wall_s,
+            verdict: verdict_of(&outcome),
+            outcome: Some(outcome),
+        },
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic without a message".to_string());
+            SeedResult {
+                seed,
+                scenario: name,
+                wall_s,
+                outcome: None,
+                verdict: Verdict::Panic(message),
+            }
+        }
+    }
+}
+
+/// The header of the sweep table.
+pub fn table_header() -> String {
+    format!(
+        "{:>20} {:<14} {:>8} {:>7} {:>6} {:>6} {:>16}  {}",
+        "seed", "scenario", "sim_s", "wall_s", "ops", "faults", "trace_hash", "verdict"
+    )
+}
+
+/// One row of the sweep table.
+pub fn table_row(result: &SeedResult) -> String {
+    let (sim_s, ops, faults, hash) = match &result.outcome {
+        Some(o) => (
+            format!("{:.1}", o.simulated_s),
+            o.operations.to_string(),
+            o.faults.to_string(),
+            format!("{:016x}", o.trace_hash),
+        ),
+        None => ("-".into(), "-".into(), "-".into(), "-".repeat(16)),
+    };
+    let detail = match &result.verdict {
+        Verdict::Ok => String::new(),
+        Verdict::Invalid(why) | Verdict::Panic(why) => format!(" ({})", first_line(why)),
+    };
+    format!(
+        "{:>20} {:<14} {:>8} {:>7.2} {:>6} {:>6} {:>16}  {}{}",
+        result.seed,
+        result.scenario,
+        sim_s,
+        result.wall_s,
+        ops,
+        faults,
+        hash,
+        result.verdict.word(),
+        detail
+    )
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+/// The full replay report of one seed: nemesis log, history (JSON lines), checker report.
+pub fn replay_report(result: &SeedResult) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", table_header());
+    let _ = writeln!(out, "{}", table_row(result));
+    match &result.outcome {
+        None => {
+            let _ = writeln!(out, "\nthe simulation panicked: {:?}", result.verdict);
+        }
+        Some(outcome) => {
+            let _ = writeln!(out, "\n## nemesis ({} faults)", outcome.faults);
+            for line in &outcome.nemesis_log {
+                let _ = writeln!(out, "{line}");
+            }
+            let _ = writeln!(out, "\n## history ({} entries)", outcome.history.len());
+            let mut bytes = Vec::new();
+            match outcome.history.write_jsonl(&mut bytes) {
+                Ok(()) => out.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(error) => {
+                    let _ = writeln!(out, "(cannot write the history: {error})");
+                }
+            }
+            let _ = writeln!(
+                out,
+                "\n## stats\nnetwork messages: {}, disk operations: {}, final read complete: {}",
+                outcome.net_messages, outcome.disk_ops, outcome.final_read_complete
+            );
+            let _ = writeln!(out, "\n## checker\n{}", outcome.report);
+            let _ = writeln!(out, "verdict: {:?}", result.verdict);
+        }
+    }
+    out
+}
