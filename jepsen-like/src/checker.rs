@@ -1129,69 +1129,74 @@ fn offset_changed(a: &Analysis<'_>) -> Vec<AnomalyDetail> {
 }
 
 fn group_offset_regressions(a: &Analysis<'_>) -> Vec<AnomalyDetail> {
-    // (group, key) -> successful commits/fetches as (event index).
-    let mut by_partition: BTreeMap<(&str, &Key), Vec<usize>> = BTreeMap::new();
+    /// A successful commit or fetch of one group's offset for one partition.
+    struct Item {
+        ei: usize,
+        commit: bool,
+        offset: u64,
+        invoke_ns: u64,
+        complete_ns: u64,
+    }
+    let mut by_partition: BTreeMap<(&str, &Key), Vec<Item>> = BTreeMap::new();
     for (ei, e) in a.events.iter().enumerate() {
         if e.kind != OpKind::Ok {
             continue;
         }
         if let Some((group, offsets)) = &e.group {
-            for k in offsets.keys() {
+            for (k, &offset) in offsets {
                 by_partition
                     .entry((group.as_str(), k))
                     .or_default()
-                    .push(ei);
+                    .push(Item {
+                        ei,
+                        commit: e.f == OpF::Commit,
+                        offset,
+                        invoke_ns: e.invoke_time_ns,
+                        complete_ns: e.complete_time_ns,
+                    });
             }
         }
     }
     let mut out = Vec::new();
-    for ((group, k), eis) in by_partition {
-        let offset = |ei: usize| -> u64 {
-            a.events[ei]
-                .group
-                .as_ref()
-                .and_then(|(_, o)| o.get(k))
-                .copied()
-                .unwrap_or(0)
-        };
-        // Completed ones sorted by completion time, with a running maximum of the offset.
-        let mut by_completion: Vec<usize> = eis.clone();
-        by_completion.sort_by_key(|&ei| (a.events[ei].complete_time_ns, ei));
-        let mut running_max: Vec<usize> = Vec::with_capacity(by_completion.len());
-        for &ei in &by_completion {
-            let best = match running_max.last() {
-                Some(&m) if offset(m) >= offset(ei) => m,
-                _ => ei,
+    for ((group, k), items) in by_partition {
+        for b in &items {
+            // A fetch may legitimately return the value of a commit that raced with a
+            // higher one: only operations that began after every commit of the fetched
+            // value had completed set a floor. A commit sets its own value: any operation
+            // that finished before it began sets a floor.
+            let raced_until_ns = if b.commit {
+                None
+            } else {
+                items
+                    .iter()
+                    .filter(|c| c.commit && c.offset == b.offset && c.invoke_ns < b.complete_ns)
+                    .map(|c| c.complete_ns)
+                    .max()
             };
-            running_max.push(best);
-        }
-        for &ei in &eis {
-            let e = &a.events[ei];
-            let n =
-                by_completion.partition_point(|&c| a.events[c].complete_time_ns < e.invoke_time_ns);
-            if n == 0 {
+            let floor = items
+                .iter()
+                .filter(|p| {
+                    p.complete_ns < b.invoke_ns
+                        && p.offset > b.offset
+                        && raced_until_ns.is_none_or(|t| p.invoke_ns > t)
+                })
+                .max_by_key(|p| (p.offset, std::cmp::Reverse(p.ei)));
+            let Some(p) = floor else {
                 continue;
-            }
-            let prev = running_max[n - 1];
-            if offset(ei) < offset(prev) {
-                let mut d = AnomalyDetail::new(
-                    k,
-                    format!(
-                        "group {group} {k}: {} op {} has offset {} after {} op {} completed with offset {}",
-                        e.f,
-                        e.index,
-                        offset(ei),
-                        a.events[prev].f,
-                        a.op(prev),
-                        offset(prev)
-                    ),
-                );
-                d.group = Some(group.to_string());
-                d.offsets = vec![offset(prev), offset(ei)];
-                d.ops = vec![a.op(prev), e.index];
-                d.delta = Some(offset(ei) as i64 - offset(prev) as i64);
-                out.push(d);
-            }
+            };
+            let (pe, be) = (&a.events[p.ei], &a.events[b.ei]);
+            let mut d = AnomalyDetail::new(
+                k,
+                format!(
+                    "group {group} {k}: {} op {} has offset {} after {} op {} completed with offset {}",
+                    be.f, be.index, b.offset, pe.f, pe.index, p.offset
+                ),
+            );
+            d.group = Some(group.to_string());
+            d.offsets = vec![p.offset, b.offset];
+            d.ops = vec![pe.index, be.index];
+            d.delta = Some(b.offset as i64 - p.offset as i64);
+            out.push(d);
         }
     }
     out
@@ -1320,3 +1325,7 @@ fn lag_stats(samples: Vec<LagSample>) -> LagStats {
         worst,
     }
 }
+
+#[cfg(test)]
+#[path = "checker_tests.rs"]
+mod tests;
