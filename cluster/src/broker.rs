@@ -128,6 +128,8 @@ pub struct Partition {
     dirty: AtomicBool,
     /// Set when the topic was deleted.
     deleted: AtomicBool,
+    /// Why the partition could not be opened (corrupt log); it then serves no requests.
+    offline: Option<String>,
 }
 
 impl Partition {
@@ -147,8 +149,15 @@ impl Partition {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Why the partition is offline (its log could not be opened), if it is.
+    pub fn offline_reason(&self) -> Option<&str> {
+        self.offline.as_deref()
+    }
+
     fn closed_error(&self) -> BrokerError {
-        if self.deleted.load(Ordering::SeqCst) {
+        if let Some(reason) = &self.offline {
+            BrokerError::PartitionOffline(format!("{}-{}: {reason}", self.topic, self.index))
+        } else if self.deleted.load(Ordering::SeqCst) {
             BrokerError::UnknownTopicOrPartition(format!("{}-{}", self.topic, self.index))
         } else {
             BrokerError::ShuttingDown
@@ -613,7 +622,7 @@ impl Broker {
                 .ok_or_else(|| corrupt("missing or invalid partitions"))?;
             let id = id.ok_or_else(|| corrupt("missing or invalid topic_id"))?;
             let config = TopicConfig::from_overrides(overrides).map_err(|e| corrupt(&e))?;
-            let topic = self.open_topic(name.clone(), id, partitions, config)?;
+            let topic = self.open_topic(name.clone(), id, partitions, config, true)?;
             topics.insert(name, topic);
         }
         Ok(topics)
@@ -625,6 +634,7 @@ impl Broker {
         id: Uuid,
         partition_count: i32,
         config: TopicConfig,
+        offline_if_corrupt: bool,
     ) -> Result<Arc<Topic>, BrokerError> {
         let log_config = config.log_config(&self.config.log_defaults);
         let mut partitions = Vec::new();
@@ -633,27 +643,44 @@ impl Broker {
             self.disk
                 .create_dir_all(&dir)
                 .map_err(|e| BrokerError::io(&dir, e))?;
-            let log = PartitionLog::open(
+            let opened = PartitionLog::open(
                 Arc::clone(&self.disk),
                 Arc::clone(&self.clock),
                 dir.clone(),
                 log_config.clone(),
-            )
-            .map_err(|source| BrokerError::Log {
-                topic: name.clone(),
-                partition: index,
-                source,
-            })?;
-            let durable = log.durable_end_offset();
+            );
+            let (log, offline) = match opened {
+                Ok(log) => (Some(log), None),
+                // Corruption in the middle of the log: refuse to start this partition (repairing
+                // it would drop data that may have been acknowledged); the others serve on.
+                Err(source @ LogError::CorruptLog { .. }) if offline_if_corrupt => {
+                    tracing::error!(
+                        topic = %name,
+                        partition = index,
+                        error = %source,
+                        "partition offline: corrupt log"
+                    );
+                    (None, Some(source.to_string()))
+                }
+                Err(source) => {
+                    return Err(BrokerError::Log {
+                        topic: name.clone(),
+                        partition: index,
+                        source,
+                    })
+                }
+            };
+            let durable = log.as_ref().map_or(0, PartitionLog::durable_end_offset);
             partitions.push(Arc::new(Partition {
                 topic: name.clone(),
                 index,
                 dir,
-                log: Mutex::new(Some(log)),
+                log: Mutex::new(log),
                 durable_end_offset: AtomicI64::new(durable),
                 durable_notify: Notify::new(),
                 dirty: AtomicBool::new(false),
                 deleted: AtomicBool::new(false),
+                offline,
             }));
         }
         Ok(Arc::new(Topic {
@@ -752,7 +779,7 @@ impl Broker {
         let id = self.new_uuid(name);
         // Partition dirs first (orphans are removed at startup), then the metadata file: its
         // durable rename is the commit point.
-        let topic = self.open_topic(name.to_string(), id, partitions, config.clone())?;
+        let topic = self.open_topic(name.to_string(), id, partitions, config.clone(), false)?;
         let data_dir = &self.config.data_dir;
         if let Err(e) = self.disk.sync_dir(data_dir) {
             abort_on_sync_failure(&data_dir.display().to_string(), &e);

@@ -58,6 +58,9 @@ pub enum BrokerError {
     /// A well-formed request the broker refuses (e.g. altering static broker configs).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The partition's log could not be opened (corruption in the middle of the log).
+    #[error("partition offline: {0}")]
+    PartitionOffline(String),
     /// The broker is shutting down; partitions are closed.
     #[error("the broker is shutting down")]
     ShuttingDown,
@@ -96,6 +99,9 @@ impl BrokerError {
             BrokerError::InvalidConfig(_) => ResponseError::InvalidConfig,
             // INVALID_REQUEST (42).
             BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+            // A partition whose log is corrupt is an offline log dir in Kafka's terms:
+            // KAFKA_STORAGE_ERROR (56).
+            BrokerError::PartitionOffline(_) => ResponseError::KafkaStorageError,
             // While closing, partitions have no leader here: NOT_LEADER_OR_FOLLOWER (6) makes
             // clients refresh metadata and retry elsewhere/later.
             BrokerError::ShuttingDown => ResponseError::NotLeaderOrFollower,

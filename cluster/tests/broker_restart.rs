@@ -184,3 +184,60 @@ async fn acknowledged_writes_survive_a_power_loss() {
     restarted.stop().await;
     drop(broker);
 }
+
+#[tokio::test]
+async fn a_corrupt_partition_goes_offline_and_the_rest_serves() {
+    let disk = Arc::new(MemDisk::new());
+    let broker = TestBroker::start_with(BrokerConfig::default(), Arc::clone(&disk)).await;
+    let mut conn = broker.connect().await;
+    create(&mut conn, "damaged", 1, &[]).await;
+    create(&mut conn, "healthy", 1, &[]).await;
+    for _ in 0..3 {
+        produce(&mut conn, "damaged", &[b"0123456789abcdef"]).await;
+    }
+    produce(&mut conn, "healthy", &[b"fine"]).await;
+    broker.stop().await;
+
+    // Flip bytes inside the first batch's records (covered by its CRC), with valid batches after.
+    let segment = Path::new("/data/damaged-0").join(strata_storage::segment_file_name(0, "log"));
+    disk.corrupt(&segment, 70, &[0xde, 0xad]).expect("corrupt");
+
+    let broker = TestBroker::start_with(BrokerConfig::default(), Arc::clone(&disk)).await;
+    let mut conn = broker.connect().await;
+    let damaged = broker.broker.topic("damaged").expect("topic still known");
+    assert!(damaged.partitions()[0].offline_reason().is_some());
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name("damaged"))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch(&[b"x"], None)))])]);
+    let response: ProduceResponse = conn.call(ApiKey::Produce, 9, &request).await;
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code,
+        kafka_protocol::ResponseError::KafkaStorageError.code()
+    );
+    let metadata: kafka_protocol::messages::MetadataResponse = conn
+        .call(
+            ApiKey::Metadata,
+            12,
+            &kafka_protocol::messages::MetadataRequest::default().with_topics(None),
+        )
+        .await;
+    let damaged_meta = metadata
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "damaged"))
+        .unwrap();
+    assert_eq!(
+        damaged_meta.partitions[0].error_code,
+        kafka_protocol::ResponseError::LeaderNotAvailable.code()
+    );
+    assert_eq!(
+        fetch_values(&mut conn, "healthy").await,
+        vec![b"fine".to_vec()]
+    );
+    broker.stop().await;
+}

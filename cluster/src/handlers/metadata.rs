@@ -7,6 +7,7 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
 use crate::broker::{validate_topic_name, Broker, Topic};
@@ -19,6 +20,22 @@ fn topic_entry(broker: &Broker, topic: &Topic, version: i16) -> MetadataResponse
         .partitions()
         .iter()
         .map(|p| {
+            if p.offline_reason().is_some() {
+                // The only replica is offline: no leader (LEADER_NOT_AVAILABLE, like Kafka).
+                let mut partition = MetadataResponsePartition::default()
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_partition_index(p.index())
+                    .with_leader_id(BrokerId(-1))
+                    .with_replica_nodes(vec![node])
+                    .with_isr_nodes(vec![]);
+                if version >= 5 {
+                    partition = partition.with_offline_replicas(vec![node]);
+                }
+                if version >= 7 {
+                    partition = partition.with_leader_epoch(0);
+                }
+                return partition;
+            }
             let mut partition = MetadataResponsePartition::default()
                 .with_error_code(0)
                 .with_partition_index(p.index())
