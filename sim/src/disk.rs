@@ -53,6 +53,8 @@ pub struct DiskFaults {
     pub read_bit_flip_rate: f64,
     /// Probability per file sync that the sync silently makes nothing durable.
     pub lost_sync_rate: f64,
+    /// Lost syncs hit only files whose path ends with this (empty: every file).
+    pub lost_sync_path_suffix: String,
     /// Probability per sync that it fails with `EIO`.
     pub sync_eio_rate: f64,
 }
@@ -147,13 +149,19 @@ impl FaultyDisk {
     }
 
     /// Decides whether the next sync fails with EIO or is lost.
-    fn sync_fate(&self, file_sync: bool) -> SyncFate {
+    fn sync_fate(&self, file_path: Option<&str>) -> SyncFate {
         let mut state = self.lock();
-        let (eio, lost) = (state.faults.sync_eio_rate, state.faults.lost_sync_rate);
+        let eio = state.faults.sync_eio_rate;
+        let lost = match file_path {
+            Some(path) if path.ends_with(state.faults.lost_sync_path_suffix.as_str()) => {
+                state.faults.lost_sync_rate
+            }
+            _ => 0.0,
+        };
         if state.rng.chance(eio) {
             state.stats.sync_errors += 1;
             SyncFate::Eio
-        } else if file_sync && state.rng.chance(lost) {
+        } else if state.rng.chance(lost) {
             state.stats.lost_syncs += 1;
             SyncFate::Lost
         } else {
@@ -267,7 +275,7 @@ impl Disk for FaultyDisk {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let path = show(dir);
-        let result = match self.sync_fate(false) {
+        let result = match self.sync_fate(None) {
             SyncFate::Eio => Err(eio(&path)),
             SyncFate::Normal | SyncFate::Lost => self.disk.sync_dir(dir),
         };
@@ -330,7 +338,7 @@ impl DiskFile for FaultyFile {
     }
 
     fn sync(&self) -> io::Result<()> {
-        let result = match self.disk.sync_fate(true) {
+        let result = match self.disk.sync_fate(Some(&self.path)) {
             SyncFate::Eio => Err(eio(&self.path)),
             SyncFate::Lost => Ok(()),
             SyncFate::Normal => self.file.sync(),

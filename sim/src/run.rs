@@ -43,8 +43,14 @@ pub struct Scenario {
     pub net: madsim::net::Config,
 }
 
-/// Names of every scenario.
+/// Names of every scenario a correct broker passes.
 pub const SCENARIOS: [&str; 4] = ["crash-restart", "partition", "clock", "mixed"];
+
+/// Scenarios whose faults no single broker can survive: a correct harness must find anomalies
+/// in them (they prove the workload and checker can fail). `lost-sync`: the disk acknowledges
+/// 30% of the syncs of segment files (`*.log`) without making anything durable, and the broker
+/// is killed repeatedly.
+pub const DETECTION_SCENARIOS: [&str; 1] = ["lost-sync"];
 
 impl Scenario {
     /// The scenario called `name`.
@@ -122,6 +128,22 @@ impl Scenario {
                     kinds: FaultKind::ALL.to_vec(),
                     concurrent_max: 3,
                     ..base.nemesis.clone()
+                },
+                ..base
+            },
+            "lost-sync" => Scenario {
+                name: "lost-sync",
+                disk_faults: DiskFaults {
+                    torn_tail: true,
+                    lost_sync_rate: 0.3,
+                    lost_sync_path_suffix: ".log".to_string(),
+                    ..DiskFaults::default()
+                },
+                nemesis: NemesisConfig {
+                    kinds: vec![FaultKind::Kill],
+                    concurrent_max: 1,
+                    quiet_ms: 1_000..4_000,
+                    window_ms: 200..2_000,
                 },
                 ..base
             },

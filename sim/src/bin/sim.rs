@@ -29,6 +29,7 @@ mod cli {
     use std::sync::mpsc;
     use std::time::Instant;
 
+    use strata_sim::run::DETECTION_SCENARIOS;
     use strata_sim::run::{
         replay_report, run_seed, table_header, table_row, Scenario, SeedResult, Verdict,
     };
@@ -38,7 +39,8 @@ mod cli {
   sim sweep --seeds N [--from S] [--scenario NAME] [--jobs J] [--twice]
   sim replay --seed S [--scenario NAME]
 
-Scenarios: crash-restart, partition, clock, mixed. Without --scenario, seed S runs scenario
+Scenarios: crash-restart, partition, clock, mixed; lost-sync (a disk that loses acknowledged
+syncs: the checker must find anomalies, so its seeds are expected to fail). Without --scenario, seed S runs scenario
 number S mod 4 of that list (in both sweep and replay). --twice runs every seed a second time
 and fails it if the trace hash differs. --jobs runs seeds on J threads at once.";
 
@@ -78,7 +80,9 @@ and fails it if the trace hash differs. --jobs runs seeds on J threads at once."
                 "--jobs" => options.jobs = number(i)?.max(1) as usize,
                 "--scenario" => {
                     let name = value(i)?;
-                    if !SCENARIOS.contains(&name.as_str()) {
+                    if !SCENARIOS.contains(&name.as_str())
+                        && !DETECTION_SCENARIOS.contains(&name.as_str())
+                    {
                         return Err(format!("unknown scenario {name:?}"));
                     }
                     options.scenario = Some(name.clone());
