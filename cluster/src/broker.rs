@@ -199,9 +199,15 @@ impl Partition {
         }
     }
 
-    fn publish_durable(&self, log: &PartitionLog) {
+    /// Publishes the high watermark: the durable end offset, or with `FlushPolicy::Never` (nothing
+    /// is fsynced, so nothing is marked durable and the recovery point stays truthful) the log end.
+    fn publish_high_watermark(&self, log: &PartitionLog, flush: FlushPolicy) {
+        let high_watermark = match flush {
+            FlushPolicy::Never => log.log_end_offset(),
+            FlushPolicy::Ack | FlushPolicy::IntervalMs(_) => log.durable_end_offset(),
+        };
         self.durable_end_offset
-            .store(log.durable_end_offset(), Ordering::SeqCst);
+            .store(high_watermark, Ordering::SeqCst);
         self.durable_notify.notify_waiters();
     }
 }
@@ -963,13 +969,16 @@ impl Broker {
             files.extend(target.files.iter().cloned());
             targets.push((partition, target.end_offset));
         }
-        if self.config.flush != FlushPolicy::Never {
+        let never = self.config.flush == FlushPolicy::Never;
+        if !never {
             sync_files(files).await;
         }
         for (partition, end_offset) in targets {
             if let Some(log) = partition.lock().as_mut() {
-                log.mark_durable(end_offset);
-                partition.publish_durable(log);
+                if !never {
+                    log.mark_durable(end_offset);
+                }
+                partition.publish_high_watermark(log, self.config.flush);
             }
         }
         self.high_watermark_notify.notify_waiters();
