@@ -13,4 +13,4 @@ pub mod load;
 pub mod report;
 
 pub use load::{run, LoadConfig, Mode};
-pub use report::{LatencySummary, LoadReport, PhaseReport};
+pub use report::{LatencySummary, LoadReport, PhaseReport, ProducerSettings};

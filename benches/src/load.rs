@@ -23,7 +23,9 @@ use strata_cluster::client::{
     ResponseError,
 };
 
-use crate::report::{latency_histogram, record_latency_us, LoadReport, PhaseReport};
+use crate::report::{
+    latency_histogram, record_latency_us, LoadReport, PhaseReport, ProducerSettings,
+};
 
 /// Consecutive failed requests after which a task gives up and the run fails.
 const CONSECUTIVE_ERRORS_MAX: u32 = 10;
@@ -387,48 +389,60 @@ async fn produce_task(shared: Arc<Shared>, index: usize) -> anyhow::Result<Histo
         .throughput_records_per_s
         .map(|rate| rate / config.producers as f64);
     let mut histogram = latency_histogram();
-    let mut sent_records: u64 = 0;
-    let mut record_index: u64 = 0;
+    // Records taken so far by this task (sent, or failed).
+    let mut taken_records: u64 = 0;
     let mut next_partition = index % shared.partitions.len();
     let mut consecutive_errors = 0u32;
     let task_start = Instant::now();
+    let task_start_us = now_us();
     loop {
         if shared.stop.load(Ordering::Relaxed) || shared.past_deadline() {
             break;
         }
-        let count = shared.budget.claim(config.batch_records as u64);
+        // With a target rate, record k of this task is created at task_start + k / rate. The
+        // records created while the previous request was in flight go out together (up to
+        // --batch-size), as a producer's accumulator would send them, and keep their creation
+        // time: a slow broker shows as latency, not as a lower offered load.
+        let wanted = match rate_per_task {
+            None => config.batch_records as u64,
+            Some(rate) => {
+                let created = (task_start.elapsed().as_secs_f64() * rate) as u64 + 1;
+                if created <= taken_records {
+                    let due = task_start + Duration::from_secs_f64(taken_records as f64 / rate);
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+                    continue;
+                }
+                (created - taken_records).min(config.batch_records as u64)
+            }
+        };
+        let count = shared.budget.claim(wanted);
         if count == 0 {
             break;
         }
-        if let Some(rate) = rate_per_task {
-            let due = task_start + Duration::from_secs_f64(sent_records as f64 / rate);
-            if due > Instant::now() {
-                tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
-                if shared.past_deadline() {
-                    break;
-                }
-            }
-        }
         let partition = shared.partitions[next_partition];
         next_partition = (next_partition + 1) % shared.partitions.len();
-        let created_us = now_us();
-        let records: Vec<Record> = (0..count)
-            .map(|i| {
+        let now = now_us();
+        let created_us = |k: u64| match rate_per_task {
+            Some(rate) => task_start_us + (k as f64 / rate * 1e6) as u64,
+            None => now,
+        };
+        let records: Vec<Record> = (taken_records..taken_records + count)
+            .map(|k| {
+                let created = created_us(k);
                 let value = if config.mode == Mode::E2e {
-                    payload.value_with_timestamp(record_index + i, created_us)
+                    payload.value_with_timestamp(k, created)
                 } else {
-                    payload.value(record_index + i)
+                    payload.value(k)
                 };
                 Record {
                     key: None,
                     value: Some(value),
                     headers: Vec::new(),
-                    timestamp_ms: Some((created_us / 1000) as i64),
+                    timestamp_ms: Some((created / 1000) as i64),
                 }
             })
             .collect();
-        record_index += count;
-        sent_records += count;
+        taken_records += count;
         let sent_at = Instant::now();
         match producer.send_batch(&config.topic, partition, records).await {
             Ok(_) => {
@@ -763,10 +777,13 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         mode: config.mode.name().to_string(),
         topic: config.topic.clone(),
         partitions: i32::try_from(partitions.len()).unwrap_or(i32::MAX),
-        record_size_bytes: config.record_size_bytes,
-        acks: config.acks,
-        compression: compression_name(config.compression).to_string(),
-        batch_records: config.batch_records,
+        producer_settings: config.mode.produces().then(|| ProducerSettings {
+            record_size_bytes: config.record_size_bytes,
+            acks: config.acks,
+            compression: compression_name(config.compression).to_string(),
+            batch_records: config.batch_records,
+            throughput_records_per_s: config.throughput_records_per_s,
+        }),
         producers: if config.mode.produces() {
             config.producers
         } else {

@@ -137,6 +137,21 @@ impl PhaseReport {
     }
 }
 
+/// The settings of the producing side of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProducerSettings {
+    /// Value bytes per produced record.
+    pub record_size_bytes: usize,
+    /// Producer acks (-1 = all).
+    pub acks: i16,
+    /// Compression codec name.
+    pub compression: String,
+    /// Records per produced batch at most.
+    pub batch_records: usize,
+    /// Target records/s over all producers; `None` = unlimited.
+    pub throughput_records_per_s: Option<f64>,
+}
+
 /// Everything one run of the load tool measured, with the settings it ran with.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LoadReport {
@@ -146,14 +161,9 @@ pub struct LoadReport {
     pub topic: String,
     /// Partitions of the topic.
     pub partitions: i32,
-    /// Value bytes per produced record.
-    pub record_size_bytes: usize,
-    /// Producer acks (-1 = all).
-    pub acks: i16,
-    /// Compression codec name.
-    pub compression: String,
-    /// Records per produced batch.
-    pub batch_records: usize,
+    /// The producers' settings (produce and e2e; `None` for consume).
+    #[serde(flatten)]
+    pub producer_settings: Option<ProducerSettings>,
     /// Concurrent producer tasks (each with its own connection).
     pub producers: usize,
     /// Concurrent consumer tasks (each with its own connection).
@@ -177,17 +187,29 @@ impl LoadReport {
     /// The human-readable summary (several lines, each ending with a newline).
     pub fn to_text(&self) -> String {
         let mut out = format!(
-            "{} on {} ({} partitions): {} B records, acks={}, compression={}, {} records/batch, {} producers, {} consumers\n",
-            self.mode,
-            self.topic,
-            self.partitions,
-            self.record_size_bytes,
-            if self.acks == -1 { "all".to_string() } else { self.acks.to_string() },
-            self.compression,
-            self.batch_records,
-            self.producers,
-            self.consumers,
+            "{} on {} ({} partitions)",
+            self.mode, self.topic, self.partitions
         );
+        if let Some(p) = &self.producer_settings {
+            let rate = match p.throughput_records_per_s {
+                Some(rate) => format!("{rate:.0} records/s target"),
+                None => "unlimited rate".to_string(),
+            };
+            out.push_str(&format!(
+                ": {} B records, acks={}, compression={}, up to {} records/batch, {rate}, {} producers",
+                p.record_size_bytes,
+                if p.acks == -1 { "all".to_string() } else { p.acks.to_string() },
+                p.compression,
+                p.batch_records,
+                self.producers,
+            ));
+            if self.consumers > 0 {
+                out.push_str(&format!(", {} consumers", self.consumers));
+            }
+        } else {
+            out.push_str(&format!(": {} consumers", self.consumers));
+        }
+        out.push('\n');
         let phases = [
             ("produce", &self.produce, "ack latency ms"),
             ("consume", &self.consume, "fetch latency ms"),
@@ -257,10 +279,13 @@ mod tests {
             mode: "produce".into(),
             topic: "t".into(),
             partitions: 1,
-            record_size_bytes: 2000,
-            acks: -1,
-            compression: "none".into(),
-            batch_records: 10,
+            producer_settings: Some(ProducerSettings {
+                record_size_bytes: 2000,
+                acks: -1,
+                compression: "none".into(),
+                batch_records: 10,
+                throughput_records_per_s: None,
+            }),
             producers: 1,
             consumers: 0,
             produce: Some(phase),
@@ -269,6 +294,7 @@ mod tests {
         };
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("json");
         assert_eq!(json["produce"]["records"], 1000);
+        assert_eq!(json["acks"], -1, "producer settings are flattened");
         assert_eq!(json["produce"]["latency_ms"]["p50"], 2.0);
         assert!(json["consume"].is_null());
         let text = report.to_text();

@@ -82,6 +82,10 @@ async fn e2e_for_two_seconds_produces_consumes_and_reports_json() {
         "e2e drains everything it produced: {report:?}"
     );
     assert_eq!(produce.bytes, produce.records * 100);
+    assert!(
+        produce.records <= 2 * 50_000 + 2,
+        "the target rate caps what 2 s can produce: {report:?}"
+    );
     assert_eq!(produce.errors, 0, "{report:?}");
     let e2e = report.end_to_end_latency_ms.expect("e2e latency");
     assert_eq!(e2e.samples, consume.records);

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Puts Strata's throughput next to the machine's raw bandwidth, in one run:
+#   1. sequential write with fdatasync: dd 1 MiB blocks, conv=fdatasync (and oflag=dsync: one
+#      fdatasync per 1 MiB write, closer to a group commit per produce request);
+#   2. sequential read from the page cache: dd of the same file, read twice, the second timed;
+#   3. `strata serve` (fsync policy ack: acks=all waits for the fdatasync) on a free port in a temp
+#      dir, `strata bench produce` with RECORD_SIZE-byte records and acks=all, then
+#      `strata bench consume` of what it wrote (hot tier, page cache);
+# and prints each Strata figure as a percentage of the raw one. Bounded (about a minute and a
+# half at most); removes its temp dir and stops its broker on exit.
+#
+# Usage: benches/compare.sh            (after: cargo build --release -p strata-tools)
+# Environment:
+#   STRATA_BIN     the strata binary (default: target/release/strata, or $CARGO_TARGET_DIR's)
+#   COMPARE_DIR    where the temp dir goes; must be on the disk to measure (default: $TMPDIR or /tmp)
+#   COMPARE_MB     MB written by dd and by the producers (default 512)
+#   RECORD_SIZE    bytes of each record's value (default 1024)
+#   PRODUCERS      concurrent producers (default 2), BATCH_SIZE records per request (default 500)
+set -euo pipefail
+export LC_ALL=C
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+strata=${STRATA_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/strata}
+size_mb=${COMPARE_MB:-512}
+record_size=${RECORD_SIZE:-1024}
+producers=${PRODUCERS:-2}
+batch_size=${BATCH_SIZE:-500}
+step_timeout_s=40
+
+if [[ ! -x $strata ]]; then
+    echo "compare.sh: $strata not found; build it with: cargo build --release -p strata-tools" >&2
+    exit 2
+fi
+for tool in dd python3 timeout; do
+    command -v "$tool" >/dev/null || { echo "compare.sh: needs $tool" >&2; exit 2; }
+done
+
+work=$(mktemp -d "${COMPARE_DIR:-${TMPDIR:-/tmp}}/strata-compare.XXXXXX")
+serve_pid=""
+cleanup() {
+    if [[ -n $serve_pid ]]; then
+        kill -TERM "$serve_pid" 2>/dev/null || true
+        # Give it the time to flush and close; then make sure.
+        for _ in $(seq 50); do kill -0 "$serve_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$serve_pid" 2>/dev/null || true
+        wait "$serve_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# dd_rate ARGS...: runs dd, prints bytes/s computed from its closing line
+# ("N bytes (...) copied, S s, ...").
+dd_rate() {
+    local out
+    out=$(timeout "$step_timeout_s" dd "$@" 2>&1 >/dev/null) || { echo "dd failed: $out" >&2; return 1; }
+    awk '/bytes/ && /copied/ {
+            bytes = $1
+            for (i = 1; i <= NF; i++) if ($i ~ /^s,?$/) secs = $(i - 1)
+            gsub(",", "", secs)
+            if (secs > 0) printf "%.0f\n", bytes / secs
+         }' <<<"$out"
+}
+
+mbps() { python3 -c "import sys; print(f'{float(sys.argv[1]) / 1e6:.1f}')" "$1"; }
+percent() { python3 -c "import sys; a, b = map(float, sys.argv[1:]); print(f'{100 * a / b:.1f}%' if b > 0 else 'n/a')" "$1" "$2"; }
+# json_field FILE PATH: a field of a strata bench --json report, e.g. produce.mb_per_s
+json_field() {
+    python3 -c '
+import json, sys
+value = json.load(open(sys.argv[1]))
+for key in sys.argv[2].split("."):
+    value = value[key]
+print(value)' "$1" "$2"
+}
+
+echo "strata compare: $size_mb MB, $record_size-byte records, temp dir $work ($(df -h --output=source,fstype "$work" | tail -1 | tr -s ' '))"
+echo "note: single run on a shared machine; other work on it lowers every figure."
+
+file=$work/dd.bin
+write_fdatasync=$(dd_rate if=/dev/zero of="$file" bs=1M count="$size_mb" conv=fdatasync)
+rm -f "$file"
+write_dsync=$(dd_rate if=/dev/zero of="$file" bs=1M count="$size_mb" oflag=dsync)
+dd_rate if="$file" of=/dev/null bs=1M >/dev/null # warm the page cache
+read_cache=$(dd_rate if="$file" of=/dev/null bs=1M)
+rm -f "$file"
+
+"$strata" serve --listen 127.0.0.1:0 --data-dir "$work/data" >"$work/serve.log" 2>&1 &
+serve_pid=$!
+bootstrap=""
+for _ in $(seq 200); do
+    bootstrap=$(sed -n 's/.*strata listening on \([0-9.:]*\).*/\1/p' "$work/serve.log" | head -1)
+    [[ -n $bootstrap ]] && break
+    kill -0 "$serve_pid" 2>/dev/null || break
+    sleep 0.1
+done
+if [[ -z $bootstrap ]]; then
+    echo "compare.sh: strata serve did not start:" >&2
+    cat "$work/serve.log" >&2
+    exit 1
+fi
+
+records=$((size_mb * 1000000 / record_size))
+timeout "$step_timeout_s" "$strata" bench produce --bootstrap-server "$bootstrap" --topic compare \
+    --partitions "$producers" --producers "$producers" --record-size "$record_size" \
+    --num-records "$records" --duration-secs 30 --batch-size "$batch_size" --acks all \
+    --json --quiet >"$work/produce.json"
+timeout "$step_timeout_s" "$strata" bench consume --bootstrap-server "$bootstrap" --topic compare \
+    --consumers "$producers" --duration-secs 30 --json --quiet >"$work/consume.json"
+
+produce_bps=$(python3 -c "import sys; print(float(sys.argv[1]) * 1e6)" "$(json_field "$work/produce.json" produce.mb_per_s)")
+consume_bps=$(python3 -c "import sys; print(float(sys.argv[1]) * 1e6)" "$(json_field "$work/consume.json" consume.mb_per_s)")
+
+printf '%-66s %10s MB/s\n' "disk: sequential write, dd bs=1M conv=fdatasync" "$(mbps "$write_fdatasync")"
+printf '%-66s %10s MB/s\n' "disk: sequential write, dd bs=1M oflag=dsync (sync per 1 MiB)" "$(mbps "$write_dsync")"
+printf '%-66s %10s MB/s  %s of conv=fdatasync, %s of oflag=dsync (%s records/s, p99 %s ms)\n' \
+    "strata: bench produce, acks=all, $record_size B records" "$(mbps "$produce_bps")" \
+    "$(percent "$produce_bps" "$write_fdatasync")" "$(percent "$produce_bps" "$write_dsync")" \
+    "$(json_field "$work/produce.json" produce.records_per_s | cut -d. -f1)" \
+    "$(json_field "$work/produce.json" produce.latency_ms.p99)"
+printf '%-66s %10s MB/s\n' "page cache: sequential read, dd bs=1M" "$(mbps "$read_cache")"
+printf '%-66s %10s MB/s  %s of dd (%s records/s)\n' \
+    "strata: bench consume, $record_size B records" "$(mbps "$consume_bps")" \
+    "$(percent "$consume_bps" "$read_cache")" \
+    "$(json_field "$work/consume.json" consume.records_per_s | cut -d. -f1)"
