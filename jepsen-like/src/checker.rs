@@ -368,7 +368,8 @@ struct Event {
 fn events(history: &History) -> Vec<Event> {
     let ops = history.ops();
     let mut out = Vec::new();
-    for (inv, done) in history.pairs() {
+    for pair in history.pairs() {
+        let (inv, done) = (pair.invoke, pair.completion);
         let (op, kind) = match (inv, done) {
             (_, Some(c)) => (&ops[c], ops[c].kind),
             (Some(i), None) => (&ops[i], OpKind::Info),
@@ -1159,29 +1160,55 @@ fn group_offset_regressions(a: &Analysis<'_>) -> Vec<AnomalyDetail> {
     }
     let mut out = Vec::new();
     for ((group, k), items) in by_partition {
+        // Items by completion time, with the running maximum offset (first one on ties).
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&i| (items[i].complete_ns, items[i].ei));
+        let mut running_max: Vec<usize> = Vec::with_capacity(order.len());
+        for &i in &order {
+            let best = match running_max.last() {
+                Some(&m) if items[m].offset >= items[i].offset => m,
+                _ => i,
+            };
+            running_max.push(best);
+        }
+        // Commit offset -> completion times of the commits of that offset.
+        let mut commits_of: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+        for c in items.iter().filter(|c| c.commit) {
+            commits_of
+                .entry(c.offset)
+                .or_default()
+                .push((c.invoke_ns, c.complete_ns));
+        }
         for b in &items {
-            // A fetch may legitimately return the value of a commit that raced with a
-            // higher one: only operations that began after every commit of the fetched
-            // value had completed set a floor. A commit sets its own value: any operation
-            // that finished before it began sets a floor.
+            // Operations that finished before `b` began set a floor for it. But a fetch may
+            // legitimately return the value of a commit that raced with a higher one: for a
+            // fetch, only operations that began after every commit of the fetched value had
+            // completed set a floor.
             let raced_until_ns = if b.commit {
                 None
             } else {
-                items
-                    .iter()
-                    .filter(|c| c.commit && c.offset == b.offset && c.invoke_ns < b.complete_ns)
-                    .map(|c| c.complete_ns)
+                commits_of
+                    .get(&b.offset)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(invoke_ns, _)| *invoke_ns < b.complete_ns)
+                    .map(|(_, complete_ns)| *complete_ns)
                     .max()
             };
-            let floor = items
-                .iter()
-                .filter(|p| {
-                    p.complete_ns < b.invoke_ns
-                        && p.offset > b.offset
-                        && raced_until_ns.is_none_or(|t| p.invoke_ns > t)
-                })
-                .max_by_key(|p| (p.offset, std::cmp::Reverse(p.ei)));
-            let Some(p) = floor else {
+            let before = order.partition_point(|&i| items[i].complete_ns < b.invoke_ns);
+            let floor = match raced_until_ns {
+                None => before.checked_sub(1).map(|n| running_max[n]),
+                Some(t) => {
+                    // Candidates began after `t`, so they completed after `t` too.
+                    let from = order.partition_point(|&i| items[i].complete_ns <= t);
+                    order[from.min(before)..before]
+                        .iter()
+                        .copied()
+                        .filter(|&i| items[i].invoke_ns > t)
+                        .max_by_key(|&i| (items[i].offset, std::cmp::Reverse(items[i].ei)))
+                }
+            };
+            let Some(p) = floor.map(|i| &items[i]).filter(|p| p.offset > b.offset) else {
                 continue;
             };
             let (pe, be) = (&a.events[p.ei], &a.events[b.ei]);

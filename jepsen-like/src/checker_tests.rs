@@ -588,3 +588,217 @@ fn report_renders_and_serializes() {
     let back: CheckReport = serde_json::from_str(&json).unwrap();
     assert_eq!(back, r);
 }
+
+/// A tiny deterministic PRNG (xorshift64*), so the simulation needs no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// What a simulated worker has in flight: the completion to record.
+enum InFlight {
+    Send(Vec<SendMop>, bool),
+    Poll(PollReads),
+    Other(OpValue),
+}
+
+/// Simulates a correct broker: producers append at invocation, consumers read at invocation
+/// from their position; completions arrive later, in random interleavings; some sends fail
+/// (not appended) or crash (appended or not); crashed workers continue as fresh processes.
+/// Ends with a final poll of everything from offset 0 by a fresh process.
+fn simulated_history(seed: u64, steps: usize) -> History {
+    let keys = [a(), b(), Key::new("u", 0)];
+    let producers = 3u64;
+    let consumers = 2u64;
+    let mut rng = Rng(seed | 1);
+    let mut logs: BTreeMap<Key, Vec<u64>> = keys.iter().map(|k| (k.clone(), vec![])).collect();
+    let mut process: Vec<u64> = (0..producers + consumers).collect();
+    let mut in_flight: BTreeMap<u64, InFlight> = BTreeMap::new();
+    let mut positions: BTreeMap<u64, BTreeMap<Key, usize>> = BTreeMap::new();
+    let mut next_value = 1u64;
+    let mut h = HistoryBuilder::new().with_step_ns(1_000);
+    for _ in 0..steps {
+        let w = rng.below(producers + consumers);
+        let p = process[w as usize];
+        if let Some(op) = in_flight.remove(&w) {
+            match op {
+                InFlight::Send(mops, crash) => {
+                    let kind = if crash {
+                        OpKind::Info
+                    } else if mops[0].offset.is_some() {
+                        OpKind::Ok
+                    } else {
+                        OpKind::Fail
+                    };
+                    let mops = if kind == OpKind::Ok {
+                        mops
+                    } else {
+                        mops.into_iter()
+                            .map(|m| SendMop { offset: None, ..m })
+                            .collect()
+                    };
+                    h.complete(p, kind, OpValue::Send(mops)).unwrap();
+                    if crash {
+                        process[w as usize] += 100;
+                    }
+                }
+                InFlight::Poll(reads) => {
+                    h.complete(p, OpKind::Ok, OpValue::Poll(reads)).unwrap();
+                }
+                InFlight::Other(v) => {
+                    h.complete(p, OpKind::Ok, v).unwrap();
+                }
+            }
+            continue;
+        }
+        if w < producers {
+            // A send of 1-3 values, possibly several to one key (landing adjacently).
+            let k = &keys[rng.below(keys.len() as u64) as usize];
+            let n = 1 + rng.below(3);
+            let outcome = rng.below(10); // 0: fail, 1: crash unwritten, 2: crash written.
+            let mut mops = Vec::new();
+            for _ in 0..n {
+                let value = next_value;
+                next_value += 1;
+                let offset = if outcome <= 1 {
+                    None
+                } else {
+                    let log = logs.get_mut(k).unwrap();
+                    log.push(value);
+                    Some(log.len() as u64 - 1)
+                };
+                mops.push(SendMop {
+                    key: k.clone(),
+                    value,
+                    offset,
+                });
+            }
+            let invoke = mops
+                .iter()
+                .map(|m| SendMop {
+                    offset: None,
+                    ..m.clone()
+                })
+                .collect();
+            h.invoke(p, OpValue::Send(invoke)).unwrap();
+            in_flight.insert(w, InFlight::Send(mops, outcome == 1 || outcome == 2));
+        } else if let Some(pos) = positions.get_mut(&p) {
+            if rng.below(4) == 0 {
+                let offsets = pos.iter().map(|(k, &o)| (k.clone(), o as u64)).collect();
+                let v = OpValue::Commit(GroupOffsets {
+                    group: format!("g-{p}"),
+                    offsets,
+                });
+                h.invoke(p, v.clone()).unwrap();
+                in_flight.insert(w, InFlight::Other(v));
+                continue;
+            }
+            let mut reads = PollReads::new();
+            for (k, at) in pos.iter_mut() {
+                let log = &logs[k];
+                let n = rng.below(4) as usize;
+                let end = (*at + n).min(log.len());
+                let pairs: Vec<(u64, u64)> = (*at..end).map(|o| (o as u64, log[o])).collect();
+                *at = end;
+                reads.insert(k.clone(), pairs);
+            }
+            h.invoke(p, OpValue::Poll(PollReads::new())).unwrap();
+            in_flight.insert(w, InFlight::Poll(reads));
+        } else {
+            positions.insert(p, keys.iter().map(|k| (k.clone(), 0)).collect());
+            let v = OpValue::Assign(keys.to_vec());
+            h.invoke(p, v.clone()).unwrap();
+            in_flight.insert(w, InFlight::Other(v));
+        }
+    }
+    // Finish everything in flight (as if the test waited), then poll everything.
+    let pending: Vec<u64> = in_flight.keys().copied().collect();
+    for w in pending {
+        let p = process[w as usize];
+        match in_flight.remove(&w) {
+            Some(InFlight::Send(mops, _)) => {
+                h.complete(p, OpKind::Info, OpValue::Send(mops)).unwrap();
+            }
+            Some(InFlight::Poll(reads)) => {
+                h.complete(p, OpKind::Ok, OpValue::Poll(reads)).unwrap();
+            }
+            Some(InFlight::Other(v)) => {
+                h.complete(p, OpKind::Ok, v).unwrap();
+            }
+            None => {}
+        }
+    }
+    h.assign(1_000_000, &keys).unwrap();
+    h.poll_ok(
+        1_000_000,
+        logs.iter()
+            .map(|(k, log)| {
+                (
+                    k.clone(),
+                    log.iter()
+                        .enumerate()
+                        .map(|(o, v)| (o as u64, *v))
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
+    .unwrap();
+    h.build()
+}
+
+#[test]
+fn simulated_correct_broker_histories_are_valid() {
+    for seed in 1..=20 {
+        let h = simulated_history(seed, 400);
+        let r = check(&h);
+        // Sends with several values to one key land adjacently, so not even the allowed
+        // int-send-skip may appear.
+        assert_kinds(&r, &[]);
+        assert!(r.stats.sends_ok > 10 && r.stats.polls_ok > 10, "{r}");
+        assert!(r.stats.sends_fail > 0 && r.stats.sends_info > 0, "{r}");
+        assert!(r.stats.commits_ok > 0, "{r}");
+    }
+}
+
+#[test]
+fn simulated_history_with_a_dropped_record_is_invalid() {
+    // Remove one acknowledged value from every read: the broker "lost" it.
+    let h = simulated_history(7, 400);
+    let r = check(&h);
+    assert!(r.valid);
+    let victim = h
+        .ops()
+        .iter()
+        .filter(|op| op.kind == OpKind::Ok)
+        .find_map(|op| match &op.value {
+            OpValue::Send(mops) => mops.first().cloned(),
+            _ => None,
+        })
+        .expect("some acknowledged send");
+    let ops: Vec<crate::history::Op> = h
+        .ops()
+        .iter()
+        .cloned()
+        .map(|mut op| {
+            if let OpValue::Poll(reads) = &mut op.value {
+                for pairs in reads.values_mut() {
+                    pairs.retain(|&(_, v)| v != victim.value);
+                }
+            }
+            op
+        })
+        .collect();
+    let broken = History::from_ops(ops).unwrap();
+    let r = check(&broken);
+    assert!(!r.valid);
+    assert!(r.anomalies.contains_key(anomaly::LOST_WRITE), "{r}");
+    assert!(r.anomalies.contains_key(anomaly::UNSEEN), "{r}");
+    assert_eq!(r.stats.unseen, 1, "{r}");
+}

@@ -462,24 +462,39 @@ impl History {
         History::from_ops(ops)
     }
 
-    /// Pairs every completion with its invocation. Returns, in history order of the
-    /// completions, `(invocation position, completion position)`; invocations that never
-    /// completed come last as `(invocation position, None)`. Positions index [`History::ops`].
-    pub fn pairs(&self) -> Vec<(Option<usize>, Option<usize>)> {
+    /// Pairs every completion with its invocation, in history order of the completions;
+    /// invocations that never completed come last, without completion.
+    pub fn pairs(&self) -> Vec<OpPair> {
         let mut pending: BTreeMap<u64, usize> = BTreeMap::new();
         let mut out = Vec::new();
         for (pos, op) in self.ops.iter().enumerate() {
             if op.kind == OpKind::Invoke {
                 pending.insert(op.process, pos);
             } else {
-                out.push((pending.remove(&op.process), Some(pos)));
+                out.push(OpPair {
+                    invoke: pending.remove(&op.process),
+                    completion: Some(pos),
+                });
             }
         }
         let mut dangling: Vec<usize> = pending.into_values().collect();
         dangling.sort_unstable();
-        out.extend(dangling.into_iter().map(|pos| (Some(pos), None)));
+        out.extend(dangling.into_iter().map(|pos| OpPair {
+            invoke: Some(pos),
+            completion: None,
+        }));
         out
     }
+}
+
+/// An operation's invocation and completion, as positions in [`History::ops`]. At least one
+/// is present; in a validated history only `completion` can be missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpPair {
+    /// Position of the invocation.
+    pub invoke: Option<usize>,
+    /// Position of the completion, if the operation completed.
+    pub completion: Option<usize>,
 }
 
 /// Builds a well-formed [`History`] incrementally: for tests and for workload drivers.
@@ -834,17 +849,18 @@ mod tests {
     fn pairs_match_invocations() {
         let h = sample();
         let pairs = h.pairs();
-        for (inv, done) in &pairs {
-            if let (Some(i), Some(c)) = (inv, done) {
-                assert_eq!(h.ops()[*i].process, h.ops()[*c].process);
-                assert_eq!(h.ops()[*i].kind, OpKind::Invoke);
+        assert_eq!(pairs.len(), 10);
+        for pair in &pairs {
+            if let (Some(i), Some(c)) = (pair.invoke, pair.completion) {
+                assert_eq!(h.ops()[i].process, h.ops()[c].process);
+                assert_eq!(h.ops()[i].kind, OpKind::Invoke);
                 assert!(i < c);
             }
         }
         // The in-flight send is last, without completion.
-        let (inv, done) = pairs.last().unwrap();
-        assert!(done.is_none());
-        assert_eq!(h.ops()[inv.unwrap()].process, 7);
+        let last = pairs.last().unwrap();
+        assert!(last.completion.is_none());
+        assert_eq!(h.ops()[last.invoke.unwrap()].process, 7);
     }
 
     #[test]
