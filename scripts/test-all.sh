@@ -58,9 +58,9 @@ build_ok=0
 [[ -x $STRATA_BIN ]] || build_ok=1
 
 if cargo nextest --version >/dev/null 2>&1; then
-    step "cargo nextest run --workspace" 1500 cargo nextest run --workspace --no-tests=pass
+    step "cargo nextest run --workspace" 1500 cargo nextest run --workspace --no-fail-fast --no-tests=pass
 else
-    step "cargo test --workspace" 1500 cargo test --workspace
+    step "cargo test --workspace" 1500 cargo test --workspace --no-fail-fast
 fi
 
 if [[ -d sim/tests ]] && [[ -n $(find sim/tests -type f -name '*.rs' -print -quit) ]]; then

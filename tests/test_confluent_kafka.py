@@ -110,6 +110,7 @@ def test_admin_incremental_alter_configs(broker, topic):
     assert describe_topic_config(broker.bootstrap, topic)["retention.ms"].value == str(7 * 24 * 3600 * 1000)
 
 
+@pytest.mark.filterwarnings("ignore:alter_configs has been deprecated:DeprecationWarning")
 def test_admin_alter_configs_legacy(broker, topic):
     """Goal: the legacy AlterConfigs (replace all overrides) sets a topic config visible to
     DescribeConfigs."""
