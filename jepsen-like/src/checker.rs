@@ -61,8 +61,15 @@
 //! completed operation that saw a higher offset. It reports the maximum and the 99th
 //! percentile.
 //!
-//! Not implemented from Jepsen: transactional anomalies (Elle cycles, `precommitted-read`),
-//! since the workload has no transactions.
+//! # Differences from Jepsen
+//!
+//! - Not implemented: transactional anomalies (Elle cycles, `precommitted-read`) and consume
+//!   counts, since the workload has no transactions.
+//! - A poll that returns nothing for a key does not reset the `poll-skip` /
+//!   `nonmonotonic-poll` comparison for that key (in Jepsen it does, hiding a skip across it).
+//! - Where an offset holds several values the version order keeps the smallest (Jepsen keeps
+//!   an arbitrary one), so reports are deterministic.
+//! - `offset-changed`, `group-offset-regression` and `unknown-value` are Strata's additions.
 
 use crate::history::{History, Key, OpF, OpKind, OpValue, PollReads};
 use serde::{Deserialize, Serialize};
@@ -857,8 +864,8 @@ fn step_anomaly(
     k: &Key,
     v1: u64,
     v2: u64,
-    what: &str,
-    ops: Vec<u64>,
+    what: impl FnOnce() -> String,
+    ops: &[u64],
 ) -> Option<(bool, AnomalyDetail)> {
     let vo = a.orders.get(k)?;
     let (delta, idx) = vo.delta(v1, v2);
@@ -866,6 +873,7 @@ fn step_anomaly(
         return None;
     }
     let (i1, i2) = idx?;
+    let what = what();
     let skip = delta > 1;
     let skipped = if skip { vo.skipped(i1, i2) } else { Vec::new() };
     let message = if skip {
@@ -883,7 +891,7 @@ fn step_anomaly(
     d.offsets = vec![vo.offset_of_index[i1], vo.offset_of_index[i2]];
     d.delta = Some(delta);
     d.skipped = skipped;
-    d.ops = ops;
+    d.ops = ops.to_vec();
     Some((skip, d))
 }
 
@@ -907,15 +915,9 @@ fn poll_skip_nonmonotonic(a: &Analysis<'_>) -> (Vec<AnomalyDetail>, Vec<AnomalyD
                     else {
                         continue;
                     };
-                    let ops = vec![a.op(prev), e.index];
-                    if let Some((skip, d)) = step_anomaly(
-                        a,
-                        k,
-                        prev_last,
-                        first,
-                        &format!("process {}'s successive polls", e.process),
-                        ops,
-                    ) {
+                    let what = || format!("process {}'s successive polls", e.process);
+                    let ops = [a.op(prev), e.index];
+                    if let Some((skip, d)) = step_anomaly(a, k, prev_last, first, what, &ops) {
                         if skip {
                             skips.push(d);
                         } else {
@@ -946,8 +948,8 @@ fn int_poll(a: &Analysis<'_>) -> (Vec<AnomalyDetail>, Vec<AnomalyDetail>) {
                 continue;
             }
             for w in pairs.windows(2) {
-                let what = format!("poll op {}", e.index);
-                if let Some((skip, d)) = step_anomaly(a, k, w[0].1, w[1].1, &what, vec![e.index]) {
+                let what = || format!("poll op {}", e.index);
+                if let Some((skip, d)) = step_anomaly(a, k, w[0].1, w[1].1, what, &[e.index]) {
                     if skip {
                         skips.push(d);
                     } else {
@@ -966,8 +968,8 @@ fn int_send(a: &Analysis<'_>) -> (Vec<AnomalyDetail>, Vec<AnomalyDetail>) {
     for e in a.events {
         for (k, ws) in &e.writes {
             for w in ws.windows(2) {
-                let what = format!("send op {}", e.index);
-                if let Some((skip, d)) = step_anomaly(a, k, w[0].0, w[1].0, &what, vec![e.index]) {
+                let what = || format!("send op {}", e.index);
+                if let Some((skip, d)) = step_anomaly(a, k, w[0].0, w[1].0, what, &[e.index]) {
                     if skip {
                         skips.push(d);
                     } else {
@@ -1000,9 +1002,9 @@ fn nonmonotonic_sends(a: &Analysis<'_>) -> Vec<AnomalyDetail> {
                     else {
                         continue;
                     };
-                    let what = format!("process {}'s successive sends", e.process);
+                    let what = || format!("process {}'s successive sends", e.process);
                     if let Some((false, d)) =
-                        step_anomaly(a, k, prev_last, first, &what, vec![a.op(prev), e.index])
+                        step_anomaly(a, k, prev_last, first, what, &[a.op(prev), e.index])
                     {
                         out.push(d);
                     }
