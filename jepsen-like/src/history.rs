@@ -724,6 +724,17 @@ impl HistoryBuilder {
         &self.ops
     }
 
+    /// The function of `process`'s operation in flight, if any.
+    pub fn in_flight(&self, process: u64) -> Option<OpF> {
+        self.table.pending.get(&process).copied()
+    }
+
+    /// True if `process` was retired by an `info` completion: the worker must continue under
+    /// a fresh process id.
+    pub fn is_retired(&self, process: u64) -> bool {
+        self.table.crashed.contains(&process)
+    }
+
     /// The finished history (operations still in flight stay without completion).
     pub fn build(self) -> History {
         let h = History { ops: self.ops };
@@ -824,6 +835,8 @@ mod tests {
     fn builder_enforces_process_rules() {
         let mut b = HistoryBuilder::new();
         b.invoke(1, OpValue::Poll(PollReads::new())).unwrap();
+        assert_eq!(b.in_flight(1), Some(OpF::Poll));
+        assert_eq!(b.in_flight(2), None);
         assert!(b.invoke(1, OpValue::Crash).is_err(), "double invoke");
         assert!(
             b.complete(1, OpKind::Ok, OpValue::Crash).is_err(),
@@ -838,6 +851,8 @@ mod tests {
             .is_err());
         b.complete(1, OpKind::Info, OpValue::Poll(PollReads::new()))
             .unwrap();
+        assert!(b.is_retired(1));
+        assert_eq!(b.in_flight(1), None);
         assert!(b.invoke(1, OpValue::Crash).is_err(), "reuse after info");
         assert!(b.invoke_at(2, 0, OpValue::Crash).is_err(), "time backwards");
         let h = b.build();
