@@ -61,8 +61,9 @@ def test_acked_records_survive_kill9_during_produce(own_broker):
         i = 0
         while not stop.is_set():
             try:
-                producer.produce(name, value=f"live-{i}".encode(), partition=0, on_delivery=on_delivery)
-                i += 1
+                for _ in range(20):  # bursts: keep many records in flight
+                    producer.produce(name, value=f"live-{i}".encode(), partition=0, on_delivery=on_delivery)
+                    i += 1
             except BufferError:
                 pass
             producer.poll(0.001)
@@ -73,7 +74,7 @@ def test_acked_records_survive_kill9_during_produce(own_broker):
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         with lock:
-            if len(acked) >= 3000:
+            if len(acked) >= 20000:
                 break
         time.sleep(0.05)
     own_broker.kill9()
@@ -82,6 +83,7 @@ def test_acked_records_survive_kill9_during_produce(own_broker):
     stop.set()
     thread.join(timeout=20)
     assert len(acked_before_kill) >= 100, "the producer made too little progress before the kill"
+    print(f"{len(acked_before_kill)} records acknowledged before kill -9, {len(errors)} failed after")
 
     own_broker.start()
     _, high = watermarks(own_broker.bootstrap, name)
