@@ -4,7 +4,7 @@
 - `own_broker`: a broker of its own for one test, for tests that kill, restart or abuse it.
 - `topic`: a fresh single-partition topic on `broker`.
 
-Set STRATA_BIN to test another binary (default: target/release/strata). Set STRATA_BOOTSTRAP=HOST:PORT
+Set STRATA_BIN to test another binary (default: target/release/strata). Set STRATA_TEST_BOOTSTRAP=HOST:PORT
 to run the suite against an already running Kafka-compatible broker (e.g. Apache Kafka): the tests
 that must kill or restart the broker, or that need the `strata` CLI, are then skipped.
 """
@@ -26,7 +26,7 @@ from helpers import create_topic, unique_name
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
 STRATA_BIN = Path(os.environ.get("STRATA_BIN", ROOT_DIR / "target" / "release" / "strata"))
-EXTERNAL_BOOTSTRAP = os.environ.get("STRATA_BOOTSTRAP")
+EXTERNAL_BOOTSTRAP = os.environ.get("STRATA_TEST_BOOTSTRAP")
 START_TIMEOUT_S = 30.0
 
 
@@ -127,7 +127,7 @@ class StrataProcess:
 
 
 class ExternalBroker:
-    """An already running broker given by STRATA_BOOTSTRAP (cannot be killed or restarted)."""
+    """An already running broker given by STRATA_TEST_BOOTSTRAP (cannot be killed or restarted)."""
 
     def __init__(self, bootstrap: str):
         self.bootstrap = bootstrap
@@ -177,7 +177,7 @@ def broker(_session_broker):
 def own_broker(_tmp_root, request):
     """A broker process for this test only (fresh data dir); it may be killed and restarted."""
     if EXTERNAL_BOOTSTRAP:
-        pytest.skip("needs a broker process of its own (STRATA_BOOTSTRAP is set)")
+        pytest.skip("needs a broker process of its own (STRATA_TEST_BOOTSTRAP is set)")
     broker = _new_process(_tmp_root, request.node.name[:40].replace("/", "_"))
     broker.start()
     yield broker
