@@ -109,7 +109,7 @@ fn offset_ms(state: &ClockState, elapsed: Duration) -> i64 {
     let strobe = match state.strobe {
         Some(s) => {
             let half_periods = elapsed.as_millis() / u128::from(s.period_ms);
-            if half_periods % 2 == 0 {
+            if half_periods.is_multiple_of(2) {
                 s.amplitude_ms
             } else {
                 -s.amplitude_ms

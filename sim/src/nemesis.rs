@@ -30,6 +30,10 @@ pub enum FaultKind {
     ClogBroker,
     /// Clog the links between a subset of client nodes and a broker, one way or both.
     ClogClients,
+    /// Partition every node of the run (brokers and clients) in a seeded shape: one node
+    /// isolated, a random split in two (minority/majority), a ring (each node reaches only its two
+    /// neighbours), or a one-way split (one side cannot reach the other, the reverse works).
+    Partition,
     /// Raise the network's send latency to 50–500 ms.
     Latency,
     /// Drop 5–30% of packets (madsim retransmits over TCP with backoff).
@@ -42,11 +46,12 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::ClogBroker,
         FaultKind::ClogClients,
+        FaultKind::Partition,
         FaultKind::Latency,
         FaultKind::Loss,
         FaultKind::ClockJump,
@@ -60,6 +65,7 @@ impl FaultKind {
             FaultKind::Pause => "pause",
             FaultKind::ClogBroker => "clog-broker",
             FaultKind::ClogClients => "clog-clients",
+            FaultKind::Partition => "partition",
             FaultKind::Latency => "latency",
             FaultKind::Loss => "loss",
             FaultKind::ClockJump => "clock-jump",
@@ -242,6 +248,14 @@ impl Nemesis {
                 self.note(format!("clog links {} {}", broker.name, names.join(" ")));
                 self.active.push(Active::Clogged(clogs));
             }
+            FaultKind::Partition => {
+                let (clogs, shape) = self.partition_shape();
+                for clog in &clogs {
+                    apply_clog(&net, *clog, true);
+                }
+                self.note(format!("partition {shape}"));
+                self.active.push(Active::Clogged(clogs));
+            }
             FaultKind::Latency => {
                 let low = self.rng.range(50..200);
                 let high = low + self.rng.range(1..300);
@@ -275,6 +289,86 @@ impl Nemesis {
                 ));
             }
         }
+    }
+
+    /// Every node of the run with a printable name: brokers, then clients.
+    fn all_nodes(&self) -> Vec<(NodeId, String)> {
+        let brokers = self
+            .cluster
+            .brokers
+            .iter()
+            .map(|b| (b.sim_id, b.name.clone()));
+        let clients = self
+            .clients
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, format!("client{i}")));
+        brokers.chain(clients).collect()
+    }
+
+    /// Draws a partition shape over every node; returns the links to clog and a description.
+    fn partition_shape(&mut self) -> (Vec<Clog>, String) {
+        let mut nodes = self.all_nodes();
+        // A seeded shuffle (Fisher-Yates).
+        for i in (1..nodes.len()).rev() {
+            let j = self.rng.index(i + 1);
+            nodes.swap(i, j);
+        }
+        let names = |side: &[(NodeId, String)]| {
+            side.iter()
+                .map(|(_, n)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut clogs = Vec::new();
+        if nodes.len() < 2 {
+            return (clogs, "of a single node (no effect)".to_string());
+        }
+        let shape = self.rng.range(0..4);
+        let description = match shape {
+            0 | 1 | 3 => {
+                // Isolate one node, or split at a random point.
+                let cut = if shape == 0 {
+                    1
+                } else {
+                    1 + self.rng.index(nodes.len() - 1)
+                };
+                let (a, b) = nodes.split_at(cut);
+                for (x, _) in a {
+                    for (y, _) in b {
+                        clogs.push(Clog::Link(*x, *y));
+                        if shape != 3 {
+                            clogs.push(Clog::Link(*y, *x));
+                        }
+                    }
+                }
+                let how = match shape {
+                    0 => "isolate",
+                    1 => "split",
+                    _ => "one-way",
+                };
+                format!(
+                    "{how} [{}] {} [{}]",
+                    names(a),
+                    if shape == 3 { "-/->" } else { "|" },
+                    names(b)
+                )
+            }
+            _ => {
+                // Ring: node i reaches only i-1 and i+1 (mod n).
+                let n = nodes.len();
+                for i in 0..n {
+                    for j in 0..n {
+                        let neighbours = (i + 1) % n == j || (j + 1) % n == i;
+                        if i != j && !neighbours {
+                            clogs.push(Clog::Link(nodes[i].0, nodes[j].0));
+                        }
+                    }
+                }
+                format!("ring [{}]", names(&nodes))
+            }
+        };
+        (clogs, description)
     }
 
     /// Heals every fault in force.

@@ -16,6 +16,12 @@ use crate::disk::FaultyDisk;
 /// The Kafka port every simulated broker listens on.
 pub const BROKER_PORT: u16 = 9092;
 
+/// A broker panic whose message contains this is a node crash, not a finding: madsim kills the
+/// node and restarts it 1–10 s later (its disk then loses everything unsynced). Meant for the
+/// broker's reaction to a failed fsync, once it panics under `cfg(madsim)` with this text
+/// instead of calling `std::process::abort()` (which would end the whole simulator).
+pub const CRASH_PANIC_MARK: &str = "crashing the broker node";
+
 /// The broker config used in simulation: the defaults (fsync before acks=all answers), the data
 /// dir `/data` on the node's disk, listening on `ip`.
 pub fn broker_config(node_id: i32, ip: IpAddr) -> BrokerConfig {
@@ -67,6 +73,7 @@ pub fn start_node(
         .create_node()
         .name(name)
         .ip(ip)
+        .restart_on_panic_matching(CRASH_PANIC_MARK)
         .init(move || {
             let (disk, clock, config) = (disk.clone(), clock.clone(), config.clone());
             let boot = boots.fetch_add(1, Ordering::SeqCst);

@@ -92,6 +92,7 @@ impl Scenario {
                     kinds: vec![
                         FaultKind::ClogBroker,
                         FaultKind::ClogClients,
+                        FaultKind::Partition,
                         FaultKind::Latency,
                         FaultKind::Loss,
                     ],

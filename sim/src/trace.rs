@@ -2,8 +2,8 @@
 //!
 //! Every disk operation (through [`FaultyDisk`](crate::FaultyDisk): kind, path, offset, length,
 //! outcome), every fault the nemesis injects, every operation of the client history (invoke and
-//! completion, with values, partitions and offsets) and the simulator's count of network message
-//! deliveries are folded into one hash, in the order they happen. Under madsim that order is a
+//! completion, with values, partitions and offsets, each with the simulator's count of network
+//! messages delivered so far) and the final delivery count are folded into one hash, in the order they happen. Under madsim that order is a
 //! function of the seed, so rerunning a seed must give the same hash; a different hash means
 //! something escaped the simulator (real time, OS randomness, thread scheduling, hash map order
 //! seeded from the OS).

@@ -74,7 +74,8 @@ impl Default for WorkloadConfig {
 }
 
 /// Records the history of one run, shared by every worker. Every entry is also folded into the
-/// run's trace hash.
+/// run's trace hash, together with the count of network messages delivered so far, so the hash
+/// pins down how deliveries interleave with client operations.
 #[derive(Clone)]
 pub struct Recorder {
     inner: Arc<RecorderInner>,
@@ -124,9 +125,8 @@ impl Recorder {
         let op = builder
             .invoke_at(process, now, value)
             .unwrap_or_else(|e| panic!("workload recorded a malformed invocation: {e}"));
-        self.inner
-            .trace
-            .event("op", &[format!("{op:?}").as_bytes()]);
+        let entry = format!("{op:?}");
+        self.trace_entry(&entry);
     }
 
     /// Records the completion of `process`'s operation in flight.
@@ -137,9 +137,16 @@ impl Recorder {
             .complete_at(process, kind, now, value)
             .unwrap_or_else(|e| panic!("workload recorded a malformed completion: {e}"));
         op.error = error;
+        let entry = format!("{op:?}");
+        self.trace_entry(&entry);
+    }
+
+    /// Folds a history entry into the trace with the count of network deliveries so far.
+    fn trace_entry(&self, entry: &str) {
+        let delivered = madsim::net::NetSim::current().stat().msg_count;
         self.inner
             .trace
-            .event("op", &[format!("{op:?}").as_bytes()]);
+            .event("op", &[entry.as_bytes(), &delivered.to_le_bytes()]);
     }
 
     /// Invocations so far.
