@@ -100,8 +100,11 @@ pub struct LoadConfig {
     pub idempotent: bool,
     /// Codec of the produced batches.
     pub compression: Compression,
-    /// Records per produced batch.
+    /// Records per produced batch at most.
     pub batch_records: usize,
+    /// With a target rate: how long a partial batch may wait for more records (Kafka's
+    /// linger.ms). Without a target rate batches are always full.
+    pub linger: Duration,
     /// Concurrent producer tasks, each with its own connection.
     pub producers: usize,
     /// Concurrent consumer tasks, each with its own connection.
@@ -130,6 +133,7 @@ impl LoadConfig {
             idempotent: false,
             compression: Compression::None,
             batch_records: 1000,
+            linger: Duration::ZERO,
             producers: 1,
             consumers: 1,
             fetch_bytes_max: 1024 * 1024,
@@ -215,6 +219,8 @@ struct Counters {
     consumed_records: AtomicU64,
     consumed_bytes: AtomicU64,
     consume_errors: AtomicU64,
+    /// When the last record arrived, in µs since the run's start (0: none yet).
+    consumed_last_us: AtomicU64,
 }
 
 /// Hands out the records still to produce (when the run is bounded by a count).
@@ -365,6 +371,38 @@ async fn list_all(
     Ok(offsets)
 }
 
+/// What a rate-limited producer does next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pace {
+    /// Send this many records now.
+    Send(u64),
+    /// Wait until this many seconds after the task's start, then decide again.
+    SleepUntil(f64),
+}
+
+/// The pacing of a producer at `rate` records/s, `now_s` seconds after its start, having taken
+/// `taken` records: record `k` is created at `k / rate`; the records created and not yet taken
+/// are sent together, at most `batch` at a time; with a `linger`, a partial batch waits until it
+/// is full or its first record has waited that long.
+fn pace(now_s: f64, taken: u64, rate: f64, batch: u64, linger: Duration) -> Pace {
+    assert!(rate > 0.0 && batch > 0, "validated by LoadConfig");
+    let created = (now_s * rate) as u64 + 1;
+    if created <= taken {
+        // The next record is not created yet.
+        return Pace::SleepUntil(taken as f64 / rate);
+    }
+    let pending = created - taken;
+    if pending < batch && !linger.is_zero() {
+        let first_created_s = taken as f64 / rate;
+        let full_s = (taken + batch - 1) as f64 / rate;
+        let send_s = full_s.min(first_created_s + linger.as_secs_f64());
+        if send_s > now_s {
+            return Pace::SleepUntil(send_s);
+        }
+    }
+    Pace::Send(pending.min(batch))
+}
+
 /// One producer task: batches round robin over the partitions until the budget or the deadline
 /// is exhausted. Returns the ack latency histogram (µs, one sample per record).
 async fn produce_task(shared: Arc<Shared>, index: usize) -> anyhow::Result<Histogram<u64>> {
@@ -403,16 +441,21 @@ async fn produce_task(shared: Arc<Shared>, index: usize) -> anyhow::Result<Histo
         // records created while the previous request was in flight go out together (up to
         // --batch-size), as a producer's accumulator would send them, and keep their creation
         // time: a slow broker shows as latency, not as a lower offered load.
+        // With --linger-ms, a partial batch waits until it is full or its first record has
+        // waited that long.
+        let batch_records = config.batch_records as u64;
         let wanted = match rate_per_task {
-            None => config.batch_records as u64,
+            None => batch_records,
             Some(rate) => {
-                let created = (task_start.elapsed().as_secs_f64() * rate) as u64 + 1;
-                if created <= taken_records {
-                    let due = task_start + Duration::from_secs_f64(taken_records as f64 / rate);
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
-                    continue;
+                let now_s = task_start.elapsed().as_secs_f64();
+                match pace(now_s, taken_records, rate, batch_records, config.linger) {
+                    Pace::Send(count) => count,
+                    Pace::SleepUntil(at_s) => {
+                        let at = task_start + Duration::from_secs_f64(at_s);
+                        tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                        continue;
+                    }
                 }
-                (created - taken_records).min(config.batch_records as u64)
             }
         };
         let count = shared.budget.claim(wanted);
@@ -442,13 +485,23 @@ async fn produce_task(shared: Arc<Shared>, index: usize) -> anyhow::Result<Histo
                 }
             })
             .collect();
+        let first = taken_records;
         taken_records += count;
-        let sent_at = Instant::now();
         match producer.send_batch(&config.topic, partition, records).await {
             Ok(_) => {
                 consecutive_errors = 0;
-                let latency_us = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
-                record_latency_us(&mut histogram, latency_us, count);
+                let acked_us = now_us();
+                if rate_per_task.is_some() {
+                    for k in first..first + count {
+                        record_latency_us(
+                            &mut histogram,
+                            acked_us.saturating_sub(created_us(k)),
+                            1,
+                        );
+                    }
+                } else {
+                    record_latency_us(&mut histogram, acked_us.saturating_sub(now), count);
+                }
                 shared
                     .counters
                     .produced_records
@@ -601,6 +654,12 @@ async fn consume_task(
                     .counters
                     .consumed_bytes
                     .fetch_add(bytes, Ordering::Relaxed);
+                let since_start_us =
+                    u64::try_from(shared.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+                shared
+                    .counters
+                    .consumed_last_us
+                    .fetch_max(since_start_us, Ordering::Relaxed);
             }
             Err(e) => {
                 shared
@@ -783,6 +842,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
             compression: compression_name(config.compression).to_string(),
             batch_records: config.batch_records,
             throughput_records_per_s: config.throughput_records_per_s,
+            linger_ms: u64::try_from(config.linger.as_millis()).unwrap_or(u64::MAX),
         }),
         producers: if config.mode.produces() {
             config.producers
@@ -833,15 +893,24 @@ async fn collect(
         return Ok((
             produce_latency,
             produce_elapsed,
-            Some((fetch, end_to_end, shared.start.elapsed())),
+            Some((fetch, end_to_end, consume_elapsed(shared))),
         ));
     }
     let (fetch, end_to_end) = join_consumers(consumers).await?;
     Ok((
         produce_latency,
         produce_elapsed,
-        Some((fetch, end_to_end, shared.start.elapsed())),
+        Some((fetch, end_to_end, consume_elapsed(shared))),
     ))
+}
+
+/// The consume phase's duration: up to the last record's arrival (the final empty polls that
+/// find nothing more are not part of it), or the whole run if nothing arrived.
+fn consume_elapsed(shared: &Shared) -> Duration {
+    match shared.counters.consumed_last_us.load(Ordering::Relaxed) {
+        0 => shared.start.elapsed(),
+        us => Duration::from_micros(us),
+    }
 }
 
 async fn join_consumers(
@@ -876,6 +945,26 @@ mod tests {
             total: None,
         };
         assert_eq!(unbounded.claim(7), 7);
+    }
+
+    #[test]
+    fn pacing_follows_the_creation_schedule_batch_size_and_linger() {
+        let no_linger = Duration::ZERO;
+        // 1000 records/s: record k is created at k ms.
+        assert_eq!(pace(0.0, 0, 1000.0, 10, no_linger), Pace::Send(1));
+        assert_eq!(
+            pace(0.0005, 1, 1000.0, 10, no_linger),
+            Pace::SleepUntil(0.001)
+        );
+        assert_eq!(pace(0.0035, 1, 1000.0, 10, no_linger), Pace::Send(3));
+        // Far behind: a full batch, the rest next time.
+        assert_eq!(pace(1.0, 0, 1000.0, 10, no_linger), Pace::Send(10));
+        // Linger 5 ms: record 1 (created at 1 ms) waits until 6 ms unless the batch fills.
+        let linger = Duration::from_millis(5);
+        assert_eq!(pace(0.0015, 1, 1000.0, 10, linger), Pace::SleepUntil(0.006));
+        assert_eq!(pace(0.006, 1, 1000.0, 10, linger), Pace::Send(6));
+        assert_eq!(pace(0.0015, 1, 1000.0, 3, linger), Pace::SleepUntil(0.003));
+        assert_eq!(pace(0.003, 1, 1000.0, 3, linger), Pace::Send(3));
     }
 
     #[test]

@@ -102,8 +102,9 @@ pub struct PhaseReport {
     pub records_per_s: f64,
     /// `bytes / elapsed_s / 10^6`.
     pub mb_per_s: f64,
-    /// Produce: from sending a batch to its acknowledgement, per record. Consume: the duration
-    /// of each fetch request, per request.
+    /// Produce: per record, from its creation to its acknowledgement (with a target rate, the
+    /// creation is the record's scheduled time, so waiting for the previous request counts).
+    /// Consume: the duration of each fetch request, per request.
     pub latency_ms: LatencySummary,
 }
 
@@ -150,6 +151,8 @@ pub struct ProducerSettings {
     pub batch_records: usize,
     /// Target records/s over all producers; `None` = unlimited.
     pub throughput_records_per_s: Option<f64>,
+    /// With a target rate, how long a partial batch waits for more records.
+    pub linger_ms: u64,
 }
 
 /// Everything one run of the load tool measured, with the settings it ran with.
@@ -192,7 +195,7 @@ impl LoadReport {
         );
         if let Some(p) = &self.producer_settings {
             let rate = match p.throughput_records_per_s {
-                Some(rate) => format!("{rate:.0} records/s target"),
+                Some(rate) => format!("{rate:.0} records/s target, linger {} ms", p.linger_ms),
                 None => "unlimited rate".to_string(),
             };
             out.push_str(&format!(
@@ -285,6 +288,7 @@ mod tests {
                 compression: "none".into(),
                 batch_records: 10,
                 throughput_records_per_s: None,
+                linger_ms: 0,
             }),
             producers: 1,
             consumers: 0,

@@ -52,6 +52,9 @@ pub struct BenchArgs {
     /// Records per produce request (one batch).
     #[arg(long, default_value_t = 1000)]
     batch_size: usize,
+    /// With --throughput: how long a partial batch waits for more records (Kafka's linger.ms).
+    #[arg(long, default_value_t = 0)]
+    linger_ms: u64,
     /// Concurrent producers, each with its own connection and one request in flight.
     #[arg(long, default_value_t = 1)]
     producers: usize,
@@ -106,6 +109,7 @@ impl BenchArgs {
             idempotent: self.idempotence,
             compression: self.compression.into(),
             batch_records: self.batch_size,
+            linger: Duration::from_millis(self.linger_ms),
             producers: self.producers,
             consumers: self.consumers,
             fetch_bytes_max: self.fetch_bytes,
@@ -178,6 +182,8 @@ mod tests {
             "50",
             "--producers",
             "3",
+            "--linger-ms",
+            "5",
         ])
         .expect("valid flags");
         assert_eq!(config.mode, Mode::Produce);
@@ -190,6 +196,7 @@ mod tests {
         assert!(config.idempotent);
         assert_eq!(config.batch_records, 50);
         assert_eq!(config.producers, 3);
+        assert_eq!(config.linger, Duration::from_millis(5));
         let unlimited = config_of(&["e2e", "--duration-secs", "1.5", "--throughput", "-1"])
             .expect("valid flags");
         assert_eq!(unlimited.throughput_records_per_s, None);
