@@ -90,14 +90,14 @@ rm -f "$file"
 serve_pid=$!
 bootstrap=""
 for _ in $(seq 200); do
-    bootstrap=$(sed -n 's/.*strata listening on \([0-9.:]*\).*/\1/p' "$work/serve.log" | head -1)
+    bootstrap=$(sed -n 's/.*strata listening on \([0-9.:]*\).*/\1/p' "$work/serve.log" 2>/dev/null | head -1) || true
     [[ -n $bootstrap ]] && break
     kill -0 "$serve_pid" 2>/dev/null || break
     sleep 0.1
 done
 if [[ -z $bootstrap ]]; then
-    echo "compare.sh: strata serve did not start:" >&2
-    cat "$work/serve.log" >&2
+    echo "compare.sh: strata serve did not start (log below; was $work removed meanwhile?):" >&2
+    cat "$work/serve.log" >&2 || true
     exit 1
 fi
 
