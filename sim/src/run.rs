@@ -9,7 +9,7 @@ use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
 
 use crate::clock::SimClock;
-use crate::disk::{DiskFaults, FaultyDisk};
+use crate::disk::{DiskFaults, DiskStats, FaultyDisk};
 use crate::nemesis::{FaultKind, Nemesis, NemesisConfig};
 use crate::node::SimCluster;
 use crate::rng::SimRng;
@@ -169,6 +169,8 @@ pub struct SimOutcome {
     pub net_messages: u64,
     /// Disk operations.
     pub disk_ops: u64,
+    /// What each broker's disk injected, by node id.
+    pub disk_stats: Vec<DiskStats>,
     /// Whether the final read reached every partition's end.
     pub final_read_complete: bool,
     /// The history.
@@ -306,6 +308,7 @@ pub async fn simulate(scenario: Scenario) -> SimOutcome {
         trace_hash: trace.hash(),
         net_messages,
         disk_ops: trace.disk_ops(),
+        disk_stats: cluster.brokers.iter().map(|b| b.disk.stats()).collect(),
         final_read_complete,
         history,
         report,
@@ -435,6 +438,13 @@ pub fn replay_report(result: &SeedResult) -> String {
                 "\n## stats\nnetwork messages: {}, disk operations: {}, final read complete: {}",
                 outcome.net_messages, outcome.disk_ops, outcome.final_read_complete
             );
+            for (node_id, stats) in outcome.disk_stats.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "disk of broker-{node_id}: {} crashes, {} bit flips, {} lost syncs, {} sync errors",
+                    stats.crashes, stats.bit_flips, stats.lost_syncs, stats.sync_errors
+                );
+            }
             let _ = writeln!(out, "\n## checker\n{}", outcome.report);
             let _ = writeln!(out, "verdict: {:?}", result.verdict);
         }
