@@ -39,6 +39,9 @@ const FETCH_WAIT_MS_ONE_PARTITION: i32 = 500;
 /// A consumer reading several partitions in turn waits only this long on each, so an idle
 /// partition does not hold back the others.
 const FETCH_WAIT_MS_SEVERAL_PARTITIONS: i32 = 5;
+/// Consume mode: fetches in a row below a partition's end offset that may return no record
+/// before the run fails.
+const EMPTY_FETCHES_MAX: u32 = 20;
 /// Bytes of the e2e creation timestamp at the start of each value.
 const E2E_TIMESTAMP_BYTES: usize = 8;
 /// Distinct value start positions in the payload pool (values differ, so compression is not
@@ -536,6 +539,8 @@ async fn produce_task(shared: Arc<Shared>, index: usize) -> anyhow::Result<Histo
 struct Cursor {
     partition: i32,
     offset: i64,
+    /// Fetches in a row that returned no record.
+    empty_fetches: u32,
 }
 
 /// Histograms of one consumer task (µs).
@@ -629,8 +634,18 @@ async fn consume_task(
                 consecutive_errors = 0;
                 record_latency_us(&mut histograms.fetch, fetch_us, 1);
                 let Some(last) = result.records.last() else {
+                    cursor.empty_fetches += 1;
+                    // Below its end offset a partition always has records to return; if it keeps
+                    // returning none (e.g. only control batches), stop rather than spin.
+                    if config.mode == Mode::Consume && cursor.empty_fetches >= EMPTY_FETCHES_MAX {
+                        bail!(
+                            "consumer {index}: {} fetches of {}-{} at offset {} returned no record before the end offset",
+                            cursor.empty_fetches, config.topic, cursor.partition, cursor.offset
+                        );
+                    }
                     continue;
                 };
+                cursor.empty_fetches = 0;
                 let next_offset = last.offset + 1;
                 let mut bytes = 0u64;
                 for record in &result.records {
@@ -784,6 +799,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
                 .map(|&p| Cursor {
                     partition: p,
                     offset: start_offsets.get(&p).copied().unwrap_or(0),
+                    empty_fetches: 0,
                 })
                 .collect();
             consumer_handles.push(tokio::spawn(consume_task(shared.clone(), index, cursors)));

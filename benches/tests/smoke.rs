@@ -158,3 +158,39 @@ async fn consume_of_a_missing_topic_fails_instead_of_waiting() {
     assert!(format!("{error:#}").contains("no-such-topic"), "{error:#}");
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_batches_round_trip_through_the_load_tool() {
+    let broker = TestBroker::start().await;
+    let produce = LoadConfig {
+        num_records: Some(2_000),
+        record_size_bytes: 200,
+        // acks=all: the consume run reads up to the high watermark, which is the durable end.
+        acks: -1,
+        compression: strata_cluster::client::Compression::Lz4,
+        batch_records: 300,
+        ..LoadConfig::new(Mode::Produce, &broker.bootstrap, "smoke-lz4")
+    };
+    let report = run(produce).await.expect("produce run");
+    assert_eq!(report.produce.as_ref().map(|p| p.records), Some(2_000));
+    assert_eq!(
+        report
+            .producer_settings
+            .as_ref()
+            .map(|s| s.compression.as_str()),
+        Some("lz4")
+    );
+    let consume = LoadConfig {
+        num_records: Some(2_000),
+        ..LoadConfig::new(Mode::Consume, &broker.bootstrap, "smoke-lz4")
+    };
+    let report = run(consume).await.expect("consume run");
+    let consumed = report.consume.expect("consume phase");
+    assert_eq!(consumed.records, 2_000);
+    assert_eq!(
+        consumed.bytes,
+        2_000 * 200,
+        "values decompress to their size"
+    );
+    broker.stop().await;
+}
