@@ -138,17 +138,24 @@ impl SimCluster {
     /// Starts one broker per `(disk, clock)`. Every boot after the first begins with a power
     /// loss of the node's disk ([`FaultyDisk::crash`]), so a kill followed by a restart loses
     /// whatever was not fsynced, and may tear unsynced tails.
-    pub fn start(handle: &Handle, disks_and_clocks: Vec<(FaultyDisk, SimClock)>) -> SimCluster {
+    /// `configure` adjusts each broker's config (e.g. its flush policy) before it starts.
+    pub fn start(
+        handle: &Handle,
+        disks_and_clocks: Vec<(FaultyDisk, SimClock)>,
+        configure: impl Fn(&mut BrokerConfig),
+    ) -> SimCluster {
         let mut brokers = Vec::new();
         for (index, (disk, clock)) in disks_and_clocks.into_iter().enumerate() {
             let node_id = i32::try_from(index).expect("few brokers");
             let ip = broker_ip(node_id);
             let name = format!("broker-{node_id}");
             let crash_disk = disk.clone();
+            let mut config = broker_config(node_id, ip);
+            configure(&mut config);
             let node = start_node(
                 handle,
                 &name,
-                broker_config(node_id, ip),
+                config,
                 Arc::new(disk.clone()),
                 Arc::new(clock.clone()),
                 Arc::new(move |boot| {

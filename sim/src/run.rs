@@ -7,6 +7,7 @@ use jepsen_like::checker::{check, CheckReport};
 use jepsen_like::history::History;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
+use strata_cluster::FlushPolicy;
 
 use crate::clock::SimClock;
 use crate::disk::{DiskFaults, DiskStats, FaultyDisk};
@@ -41,6 +42,9 @@ pub struct Scenario {
     pub final_read_s: u64,
     /// The network at rest.
     pub net: madsim::net::Config,
+    /// The brokers' flush policy (`Ack`, the default, except in the `no-fsync` detection
+    /// scenario).
+    pub flush: FlushPolicy,
 }
 
 /// Names of every scenario a correct broker passes.
@@ -50,7 +54,9 @@ pub const SCENARIOS: [&str; 4] = ["crash-restart", "partition", "clock", "mixed"
 /// in them (they prove the workload and checker can fail). `lost-sync`: the disk acknowledges
 /// 30% of the syncs of segment files (`*.log`) without making anything durable, and the broker
 /// is killed repeatedly.
-pub const DETECTION_SCENARIOS: [&str; 1] = ["lost-sync"];
+/// `no-fsync`: the broker runs with `FlushPolicy::Never` (acks=all answers without any fsync,
+/// as a broker that acknowledges before fsync would) and is killed repeatedly.
+pub const DETECTION_SCENARIOS: [&str; 2] = ["lost-sync", "no-fsync"];
 
 impl Scenario {
     /// The scenario called `name`.
@@ -74,6 +80,7 @@ impl Scenario {
             settle_s: 5,
             final_read_s: 120,
             net: madsim::net::Config::default(),
+            flush: FlushPolicy::Ack,
         };
         let scenario = match name {
             "crash-restart" => Scenario {
@@ -140,6 +147,17 @@ impl Scenario {
                     lost_sync_path_suffix: ".log".to_string(),
                     ..DiskFaults::default()
                 },
+                nemesis: NemesisConfig {
+                    kinds: vec![FaultKind::Kill],
+                    concurrent_max: 1,
+                    quiet_ms: 1_000..4_000,
+                    window_ms: 200..2_000,
+                },
+                ..base
+            },
+            "no-fsync" => Scenario {
+                name: "no-fsync",
+                flush: FlushPolicy::Never,
                 nemesis: NemesisConfig {
                     kinds: vec![FaultKind::Kill],
                     concurrent_max: 1,
@@ -244,7 +262,10 @@ pub async fn simulate(scenario: Scenario) -> SimOutcome {
             (disk, SimClock::seeded(&mut rng, scenario.clock_skew_ms_max))
         })
         .collect();
-    let cluster = SimCluster::start(&handle, disks_and_clocks);
+    let flush = scenario.flush;
+    let cluster = SimCluster::start(&handle, disks_and_clocks, move |config| {
+        config.flush = flush.clone();
+    });
     let bootstrap = cluster.bootstrap();
     let workload = scenario.workload.clone();
 

@@ -39,8 +39,9 @@ mod cli {
   sim sweep --seeds N [--from S] [--scenario NAME] [--jobs J] [--twice]
   sim replay --seed S [--scenario NAME]
 
-Scenarios: crash-restart, partition, clock, mixed; lost-sync (a disk that loses acknowledged
-syncs: the checker must find anomalies, so its seeds are expected to fail). Without --scenario, seed S runs scenario
+Scenarios: crash-restart, partition, clock, mixed; and the detection scenarios lost-sync (a disk
+that loses acknowledged syncs) and no-fsync (a broker that acknowledges before fsync), whose seeds
+are expected to fail: they show the checker catches lost acknowledged writes. Without --scenario, seed S runs scenario
 number S mod 4 of that list (in both sweep and replay). --twice runs every seed a second time
 and fails it if the trace hash differs. --jobs runs seeds on J threads at once.";
 
