@@ -30,7 +30,8 @@
 //!   node, so no scenario enables this until the broker panics under `cfg(madsim)` instead.
 //!
 //! Directories themselves (`create_dir_all`, `remove_dir_all`) are durable at once, as in
-//! `MemDisk`. All randomness comes from a splitmix64 stream seeded from the run's seed.
+//! `MemDisk`. With the environment variable `SIM_DEBUG_FLIPS` set, every bit flip is printed to
+//! stderr (file, read offset and length, byte and bit); printing does not change the run. All randomness comes from a splitmix64 stream seeded from the run's seed.
 
 use std::io;
 use std::path::Path;
@@ -315,6 +316,14 @@ impl DiskFile for FaultyFile {
                     let bit = state.rng.range(0..n as u64 * 8);
                     state.stats.bit_flips += 1;
                     buf[(bit / 8) as usize] ^= 1 << (bit % 8);
+                    if std::env::var_os("SIM_DEBUG_FLIPS").is_some() {
+                        eprintln!(
+                            "FLIP {} read at {offset} len {n} byte {} bit {}",
+                            self.path,
+                            bit / 8,
+                            bit % 8
+                        );
+                    }
                 }
             }
         }
