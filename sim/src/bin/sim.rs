@@ -25,7 +25,7 @@ fn main() {
 
 #[cfg(madsim)]
 mod cli {
-    use std::io::Write;
+    use std::io::{IsTerminal, Write};
     use std::sync::mpsc;
     use std::time::Instant;
 
@@ -142,6 +142,7 @@ and fails it if the trace hash differs. --jobs runs seeds on J threads at once."
 
     fn sweep(options: &Options) -> i32 {
         let started = Instant::now();
+        let tty = std::io::stderr().is_terminal();
         let seeds: Vec<u64> = (options.from..options.from + options.seeds).collect();
         println!("{}", table_header());
         let (tx, rx) = mpsc::channel::<SeedResult>();
@@ -171,17 +172,28 @@ and fails it if the trace hash differs. --jobs runs seeds on J threads at once."
             if let Some(outcome) = &result.outcome {
                 simulated_s += outcome.simulated_s;
             }
-            eprint!("\r\x1b[2K");
-            println!("{}", table_row(&result));
-            eprint!(
+            let progress = format!(
                 "sim: {done}/{} seeds done, {failed} failed, {:.0} simulated s, {:.1} wall s",
                 seeds.len(),
                 simulated_s,
                 started.elapsed().as_secs_f64()
             );
+            if tty {
+                // Row on stdout, then the progress line redrawn in place on stderr.
+                eprint!("\r\x1b[2K");
+                println!("{}", table_row(&result));
+                eprint!("{progress}");
+            } else {
+                println!("{}", table_row(&result));
+                if done % 10 == 0 || done == seeds.len() as u64 {
+                    eprintln!("{progress}");
+                }
+            }
             let _ = std::io::stderr().flush();
         }
-        eprintln!("\r\x1b[2K");
+        if tty {
+            eprintln!("\r\x1b[2K");
+        }
         for thread in threads {
             let _ = thread.join();
         }
