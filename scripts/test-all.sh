@@ -58,13 +58,14 @@ build_ok=0
 [[ -x $STRATA_BIN ]] || build_ok=1
 
 if cargo nextest --version >/dev/null 2>&1; then
-    step "cargo nextest run --workspace" 1500 cargo nextest run --workspace --no-fail-fast --no-tests=pass
+    step "cargo nextest run --workspace" 1200 cargo nextest run --workspace --no-fail-fast --no-tests=pass \
+        --tool-config-file "strata-test-all:$root/scripts/nextest-timeouts.toml"
 else
-    step "cargo test --workspace" 1500 cargo test --workspace --no-fail-fast
+    step "cargo test --workspace" 1200 cargo test --workspace --no-fail-fast
 fi
 
 if [[ -d sim/tests ]] && [[ -n $(find sim/tests -type f -name '*.rs' -print -quit) ]]; then
-    step "simulation tests (--cfg madsim)" 1500 env RUSTFLAGS="--cfg madsim" \
+    step "simulation tests (--cfg madsim)" 1200 env RUSTFLAGS="--cfg madsim" \
         CARGO_TARGET_DIR="$sim_target_dir" cargo test -p strata-sim
 else
     skip "simulation tests" "sim/tests has no test files"
