@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 use crate::config::{BrokerConfig, FlushPolicy, TopicConfig};
 use crate::errors::BrokerError;
+use crate::group::GroupCoordinator;
 
 /// Producer ids are reserved on disk in blocks of this many.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -273,6 +274,7 @@ pub struct Broker {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     bound_addr: Mutex<Option<SocketAddr>>,
     id_counter: AtomicU64,
+    groups: GroupCoordinator,
 }
 
 impl Broker {
@@ -312,6 +314,7 @@ impl Broker {
             tasks: Mutex::new(Vec::new()),
             bound_addr: Mutex::new(None),
             id_counter: AtomicU64::new(0),
+            groups: GroupCoordinator::default(),
         };
         broker.remove_tmp_files()?;
         broker.cluster_id = broker.load_or_create_cluster_id()?;
@@ -324,10 +327,16 @@ impl Broker {
         broker.remove_orphan_partition_dirs(&topics)?;
         broker.topics = RwLock::new(topics);
 
+        // Committed offsets are rebuilt from `__consumer_offsets` (created here if missing).
+        broker.groups.load(&broker)?;
+
         let broker = Arc::new(broker);
         let flusher = tokio::spawn(Arc::clone(&broker).run_flusher());
         let retention = tokio::spawn(Arc::clone(&broker).run_retention());
-        broker.lock_tasks().extend([flusher, retention]);
+        let group_timer = tokio::spawn(GroupCoordinator::run_timer(Arc::clone(&broker)));
+        broker
+            .lock_tasks()
+            .extend([flusher, retention, group_timer]);
         tracing::info!(
             cluster_id = %broker.cluster_id,
             topics = broker.read_topics().len(),
@@ -349,6 +358,11 @@ impl Broker {
     /// The cluster id (stable across restarts).
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
+    }
+
+    /// The group coordinator (consumer groups and committed offsets).
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.groups
     }
 
     /// The clock.

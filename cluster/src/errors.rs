@@ -164,3 +164,22 @@ pub const UNSUPPORTED_VERSION: ResponseError = ResponseError::UnsupportedVersion
 
 /// Error for a topic id that names no topic: UNKNOWN_TOPIC_ID (100).
 pub const UNKNOWN_TOPIC_ID: ResponseError = ResponseError::UnknownTopicId;
+
+/// The error an OffsetCommit, OffsetDelete or DeleteGroups answers when writing to
+/// `__consumer_offsets` failed, as Kafka maps its coordinator write errors: a closing partition
+/// is NOT_COORDINATOR (16: find the coordinator again), storage trouble is
+/// COORDINATOR_NOT_AVAILABLE (15, retriable), a record the log refuses is UNKNOWN_SERVER_ERROR.
+pub fn offsets_write_error(error: &BrokerError) -> ResponseError {
+    match error {
+        BrokerError::ShuttingDown => ResponseError::NotCoordinator,
+        BrokerError::Io { .. }
+        | BrokerError::PartitionOffline(_)
+        | BrokerError::CorruptMeta { .. }
+        | BrokerError::UnknownTopicOrPartition(_) => ResponseError::CoordinatorNotAvailable,
+        BrokerError::Log { source, .. } => match log_error(source) {
+            ResponseError::KafkaStorageError => ResponseError::CoordinatorNotAvailable,
+            _ => ResponseError::UnknownServerError,
+        },
+        _ => ResponseError::UnknownServerError,
+    }
+}

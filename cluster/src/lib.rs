@@ -9,6 +9,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod errors;
+pub mod group;
 pub mod handlers;
 pub mod server;
 

@@ -231,7 +231,16 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
         let correlation_id = decoded.header.correlation_id;
         let api_key = decoded.api_key;
         tracing::trace!(%peer, ?api_key, version, correlation_id, "request");
-        match handlers::handle(&broker, decoded.request, version).await {
+        let context = handlers::RequestContext {
+            client_id: decoded
+                .header
+                .client_id
+                .as_ref()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+            client_host: format!("/{}", peer.ip()),
+        };
+        match handlers::handle_in_context(&broker, decoded.request, version, &context).await {
             Outcome::Respond(response) => {
                 match encode_response(correlation_id, api_key, version, &response) {
                     Ok(bytes) => {

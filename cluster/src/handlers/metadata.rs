@@ -54,6 +54,10 @@ fn topic_entry(broker: &Broker, topic: &Topic, version: i16) -> MetadataResponse
             topic.name().to_string(),
         ))))
         .with_partitions(partitions);
+    if version >= 1 {
+        // Kafka lists its internal topics (here `__consumer_offsets`) with is_internal=true.
+        entry = entry.with_is_internal(topic.name() == crate::group::offsets::OFFSETS_TOPIC);
+    }
     if version >= 10 {
         entry = entry.with_topic_id(topic.id());
     }

@@ -11,6 +11,14 @@ use kafka_protocol::messages::{
     InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
     MetadataResponse, ProduceRequest, ProduceResponse,
 };
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupResponse,
+};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::broker::Broker;
@@ -19,14 +27,25 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod configs;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 /// The API versions Strata serves: `(api, min, max)`. Conservative ranges that old and new
 /// clients all handle and that address topics by name. Minimums are raised where kafka-protocol
@@ -43,6 +62,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The supported `(min, max)` versions of `api_key`, if Strata serves it.
@@ -122,6 +152,17 @@ api_enums! {
     DescribeConfigs(DescribeConfigsRequest, DescribeConfigsResponse),
     AlterConfigs(AlterConfigsRequest, AlterConfigsResponse),
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse),
+    FindCoordinator(FindCoordinatorRequest, FindCoordinatorResponse),
+    JoinGroup(JoinGroupRequest, JoinGroupResponse),
+    SyncGroup(SyncGroupRequest, SyncGroupResponse),
+    Heartbeat(HeartbeatRequest, HeartbeatResponse),
+    LeaveGroup(LeaveGroupRequest, LeaveGroupResponse),
+    OffsetCommit(OffsetCommitRequest, OffsetCommitResponse),
+    OffsetFetch(OffsetFetchRequest, OffsetFetchResponse),
+    ListGroups(ListGroupsRequest, ListGroupsResponse),
+    DescribeGroups(DescribeGroupsRequest, DescribeGroupsResponse),
+    DeleteGroups(DeleteGroupsRequest, DeleteGroupsResponse),
+    OffsetDelete(OffsetDeleteRequest, OffsetDeleteResponse),
 }
 
 /// What the connection does after a request was handled.
@@ -135,9 +176,61 @@ pub enum Outcome {
     Close,
 }
 
+/// Who sent a request (group members are described with it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestContext {
+    /// The request header's client id.
+    pub client_id: String,
+    /// The client's address, as Kafka prints it (`/ip`).
+    pub client_host: String,
+}
+
 /// Handles one request at `version` (already checked to be within [`SUPPORTED_APIS`]).
 pub async fn handle(broker: &Arc<Broker>, request: Request, version: i16) -> Outcome {
+    handle_in_context(broker, request, version, &RequestContext::default()).await
+}
+
+/// [`handle`] with the sender's identity.
+pub async fn handle_in_context(
+    broker: &Arc<Broker>,
+    request: Request,
+    version: i16,
+    context: &RequestContext,
+) -> Outcome {
     match request {
+        Request::FindCoordinator(req) => Outcome::Respond(Response::FindCoordinator(
+            find_coordinator::handle(broker, req, version),
+        )),
+        Request::JoinGroup(req) => Outcome::Respond(Response::JoinGroup(
+            join_group::handle(broker, req, version, context).await,
+        )),
+        Request::SyncGroup(req) => Outcome::Respond(Response::SyncGroup(
+            sync_group::handle(broker, req, version).await,
+        )),
+        Request::Heartbeat(req) => {
+            Outcome::Respond(Response::Heartbeat(heartbeat::handle(broker, req, version)))
+        }
+        Request::LeaveGroup(req) => Outcome::Respond(Response::LeaveGroup(leave_group::handle(
+            broker, req, version,
+        ))),
+        Request::OffsetCommit(req) => Outcome::Respond(Response::OffsetCommit(
+            offset_commit::handle(broker, req, version).await,
+        )),
+        Request::OffsetFetch(req) => Outcome::Respond(Response::OffsetFetch(offset_fetch::handle(
+            broker, req, version,
+        ))),
+        Request::ListGroups(req) => Outcome::Respond(Response::ListGroups(list_groups::handle(
+            broker, req, version,
+        ))),
+        Request::DescribeGroups(req) => Outcome::Respond(Response::DescribeGroups(
+            describe_groups::handle(broker, req, version),
+        )),
+        Request::DeleteGroups(req) => Outcome::Respond(Response::DeleteGroups(
+            delete_groups::handle(broker, req, version).await,
+        )),
+        Request::OffsetDelete(req) => Outcome::Respond(Response::OffsetDelete(
+            offset_delete::handle(broker, req, version).await,
+        )),
         Request::ApiVersions(req) => {
             Outcome::Respond(Response::ApiVersions(api_versions::handle(&req, version)))
         }

@@ -1,0 +1,1162 @@
+//! The group coordinator: classic consumer groups (JoinGroup/SyncGroup/Heartbeat/LeaveGroup)
+//! and committed offsets stored in the internal topic `__consumer_offsets`.
+//!
+//! Design:
+//! - **One coordinator.** This single node is the coordinator of every group (FindCoordinator
+//!   always answers with this node). `__consumer_offsets` has one partition; when replication
+//!   arrives, the coordinator of a group follows the leader of the partition its id hashes to.
+//! - **State machine.** As Kafka's `GroupCoordinator`: Empty, PreparingRebalance,
+//!   CompletingRebalance, Stable, Dead ([`state`]). A join waits until every known member has
+//!   rejoined or the largest rebalance timeout of the members passed (laggards are then removed);
+//!   the leader receives every member's metadata for the chosen protocol (the one all members
+//!   support, by vote) and sends the assignments with SyncGroup. Protocol metadata and assignments
+//!   are passed through untouched, so client-side assignors (range, roundrobin, sticky,
+//!   cooperative-sticky) work. JoinGroup v4+ answers a new dynamic member MEMBER_ID_REQUIRED with
+//!   its id first. Heartbeats during a rebalance answer REBALANCE_IN_PROGRESS.
+//! - **Static membership.** A member with a `group.instance.id` that rejoins with an empty member
+//!   id replaces its old member id; in a Stable group with unchanged protocols this happens
+//!   without a rebalance (its assignment carries over). A request naming the old member id of an
+//!   instance gets FENCED_INSTANCE_ID.
+//! - **Timers.** One task ([`GroupCoordinator::run_timer`], on `tokio::time`, so simulated under
+//!   madsim) ticks every [`TICK_MS`] ms: expires sessions (a member waiting in JoinGroup is not
+//!   expired), pending member ids, and forces joins past their rebalance timeout. Every waiting
+//!   request is also bounded on the handler side.
+//! - **Offsets.** OffsetCommit is checked against the generation and member (or is a "simple"
+//!   commit with generation -1 to a group without members), appended to `__consumer_offsets`
+//!   ([`offsets`] for the record layout) through the broker's produce path and answered only once
+//!   the flusher made the record durable (acks=all); the in-memory table is updated after that.
+//!   OffsetDelete and DeleteGroups (empty groups only, else NON_EMPTY_GROUP) write tombstones.
+//!   At broker start the table is rebuilt by reading the topic from its start. The topic is
+//!   never compacted yet (the storage has no compaction) and has `retention.ms=-1`; it is listed
+//!   in Metadata with `is_internal=true`.
+//! - **Membership is in memory**, as in Kafka: after a coordinator restart members rejoin.
+//! - No std lock is held across an `.await`: handlers lock, change the state, unlock, then await
+//!   the `oneshot` answer or the durability of the offsets record, always with a timeout.
+//!
+//! Not built: KIP-848 (ConsumerGroupHeartbeat), Kafka's `group.initial.rebalance.delay.ms`,
+//! offset expiry (`offsets.retention.minutes`), `group.max.size`.
+
+pub mod offsets;
+pub mod state;
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ConsumerProtocolSubscription;
+use kafka_protocol::protocol::Decodable;
+use kafka_protocol::ResponseError;
+use tokio::sync::oneshot;
+
+use crate::broker::{Broker, Partition};
+use crate::config::TopicConfig;
+use crate::errors::{offsets_write_error, BrokerError};
+use offsets::{CommittedOffset, OffsetKey, OFFSETS_TOPIC};
+use state::{Group, Member};
+pub use state::{GroupState, JoinMember, JoinResult, SyncResult};
+
+/// Period of the coordinator's timer task.
+pub const TICK_MS: u64 = 50;
+
+/// Most time an OffsetCommit waits for its record to become durable.
+pub const OFFSET_COMMIT_DURABLE_TIMEOUT_MS: u64 = 30_000;
+
+/// Extra time a waiting JoinGroup/SyncGroup is given beyond the group's own timeouts.
+pub const WAIT_MARGIN_MS: u64 = 5_000;
+
+/// Limits of the coordinator (Kafka's broker config names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// group.min.session.timeout.ms (default 6000).
+    pub session_timeout_min_ms: i32,
+    /// group.max.session.timeout.ms (default 1800000).
+    pub session_timeout_max_ms: i32,
+    /// offset.metadata.max.bytes (default 4096).
+    pub offset_metadata_bytes_max: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            session_timeout_min_ms: 6_000,
+            session_timeout_max_ms: 1_800_000,
+            offset_metadata_bytes_max: 4096,
+        }
+    }
+}
+
+/// A JoinGroup request, decoded from any version.
+#[derive(Debug, Clone)]
+pub struct JoinParams {
+    /// Group id.
+    pub group_id: String,
+    /// Member id ("" for a new member).
+    pub member_id: String,
+    /// Static instance id.
+    pub group_instance_id: Option<String>,
+    /// Protocol type.
+    pub protocol_type: String,
+    /// Protocols with metadata, in preference order.
+    pub protocols: Vec<(String, Bytes)>,
+    /// Session timeout.
+    pub session_timeout_ms: i32,
+    /// Rebalance timeout (the session timeout for v0).
+    pub rebalance_timeout_ms: i32,
+    /// Client id of the request header.
+    pub client_id: String,
+    /// Client address.
+    pub client_host: String,
+    /// v4+: a new dynamic member first gets MEMBER_ID_REQUIRED.
+    pub require_known_member_id: bool,
+}
+
+/// What a JoinGroup or SyncGroup handler does next.
+#[derive(Debug)]
+pub enum Pending<T> {
+    /// Answer now.
+    Done(T),
+    /// Await the answer, at most this long.
+    Wait(oneshot::Receiver<T>, Duration),
+}
+
+/// One partition's offset in an OffsetCommit.
+#[derive(Debug, Clone)]
+pub struct CommitEntry {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset, leader epoch and metadata (the timestamp is set by the coordinator).
+    pub offset: CommittedOffset,
+}
+
+/// A group in ListGroups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    /// Group id.
+    pub group_id: String,
+    /// Protocol type ("" for groups that only hold offsets).
+    pub protocol_type: String,
+    /// State name.
+    pub state: GroupState,
+}
+
+/// A member in DescribeGroups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    /// Member id.
+    pub member_id: String,
+    /// Static instance id.
+    pub group_instance_id: Option<String>,
+    /// Client id.
+    pub client_id: String,
+    /// Client address.
+    pub client_host: String,
+    /// Metadata for the chosen protocol (only when Stable).
+    pub metadata: Bytes,
+    /// Assignment (only when Stable).
+    pub assignment: Bytes,
+}
+
+/// A group in DescribeGroups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// Group id.
+    pub group_id: String,
+    /// State (Dead for an unknown group, as Kafka answers).
+    pub state: GroupState,
+    /// Protocol type.
+    pub protocol_type: String,
+    /// Chosen protocol.
+    pub protocol_name: String,
+    /// Members.
+    pub members: Vec<MemberDescription>,
+}
+
+/// The group coordinator of this node.
+pub struct GroupCoordinator {
+    groups: Mutex<BTreeMap<String, Group>>,
+    config: Mutex<GroupConfig>,
+    member_counter: AtomicU64,
+}
+
+impl Default for GroupCoordinator {
+    fn default() -> Self {
+        Self::new(GroupConfig::default())
+    }
+}
+
+impl GroupCoordinator {
+    /// A coordinator with no groups.
+    pub fn new(config: GroupConfig) -> GroupCoordinator {
+        GroupCoordinator {
+            groups: Mutex::new(BTreeMap::new()),
+            config: Mutex::new(config),
+            member_counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The coordinator's limits.
+    pub fn config(&self) -> GroupConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the coordinator's limits (tests lower the minimum session timeout).
+    pub fn set_config(&self, config: GroupConfig) {
+        *self
+            .config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Group>> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn new_member_id(&self, client_id: &str, now: Duration) -> String {
+        let counter = self.member_counter.fetch_add(1, Ordering::SeqCst);
+        let mut hasher = DefaultHasher::new();
+        (client_id, now.as_nanos(), counter, std::process::id()).hash(&mut hasher);
+        let prefix = if client_id.is_empty() {
+            "member"
+        } else {
+            client_id
+        };
+        format!("{prefix}-{:016x}-{counter}", hasher.finish())
+    }
+
+    // ---- startup ----
+
+    /// Creates `__consumer_offsets` if missing and rebuilds the committed offsets from it.
+    pub fn load(&self, broker: &Broker) -> Result<(), BrokerError> {
+        let partition = offsets_partition(broker)?;
+        let mut position = partition.with_log(|log| Ok(log.log_start_offset()))?;
+        let end = partition.with_log(|log| Ok(log.log_end_offset()))?;
+        let mut groups = self.lock();
+        let mut records = 0usize;
+        while position < end {
+            let bytes = partition.with_log(|log| log.read(position, 1 << 20, end))?;
+            if bytes.is_empty() {
+                break;
+            }
+            let entries =
+                offsets::decode_batches(bytes).map_err(|reason| BrokerError::CorruptMeta {
+                    path: format!("{OFFSETS_TOPIC}-0@{position}").into(),
+                    reason,
+                })?;
+            let Some(last) = entries.last().map(|e| e.0) else {
+                break;
+            };
+            for (offset, key, value) in entries {
+                records += 1;
+                apply_record(&mut groups, offset, key, value);
+            }
+            assert!(last >= position, "offsets replay must move forward");
+            position = last + 1;
+        }
+        tracing::info!(
+            records,
+            groups = groups.len(),
+            "group coordinator loaded committed offsets"
+        );
+        Ok(())
+    }
+
+    // ---- membership ----
+
+    /// JoinGroup.
+    pub fn join(&self, now: Duration, p: JoinParams) -> Pending<JoinResult> {
+        let config = self.config();
+        if p.group_id.is_empty() {
+            return Pending::Done(JoinResult::error(
+                ResponseError::InvalidGroupId,
+                &p.member_id,
+            ));
+        }
+        if p.session_timeout_ms < config.session_timeout_min_ms
+            || p.session_timeout_ms > config.session_timeout_max_ms
+        {
+            return Pending::Done(JoinResult::error(
+                ResponseError::InvalidSessionTimeout,
+                &p.member_id,
+            ));
+        }
+        let mut groups = self.lock();
+        if !groups.contains_key(&p.group_id) {
+            if !p.member_id.is_empty() {
+                return Pending::Done(JoinResult::error(
+                    ResponseError::UnknownMemberId,
+                    &p.member_id,
+                ));
+            }
+            groups.insert(p.group_id.clone(), Group::new(p.group_id.clone()));
+        }
+        let group = groups.get_mut(&p.group_id).expect("group inserted above");
+        if group.state == GroupState::Dead {
+            return Pending::Done(JoinResult::error(
+                ResponseError::CoordinatorNotAvailable,
+                &p.member_id,
+            ));
+        }
+        let known = !p.member_id.is_empty() && group.members.contains_key(&p.member_id);
+        let compatible = if known {
+            group.supports_update(&p.member_id, &p.protocol_type, &p.protocols)
+        } else {
+            group.supports(&p.protocol_type, &p.protocols)
+        };
+        if !compatible {
+            return Pending::Done(JoinResult::error(
+                ResponseError::InconsistentGroupProtocol,
+                &p.member_id,
+            ));
+        }
+        let wait = |group: &Group, now: Duration| {
+            let deadline = group.rebalance_deadline.unwrap_or(now);
+            deadline.saturating_sub(now) + Duration::from_millis(WAIT_MARGIN_MS)
+        };
+        if p.member_id.is_empty() {
+            let new_id = self.new_member_id(&p.client_id, now);
+            if let Some(instance) = p.group_instance_id.clone() {
+                if let Some(old_id) = group.static_members.get(&instance).cloned() {
+                    return replace_static_member(group, now, p, old_id, new_id, wait);
+                }
+            } else if p.require_known_member_id {
+                let deadline = now + Duration::from_millis(p.session_timeout_ms.max(0) as u64);
+                group.pending.insert(new_id.clone(), deadline);
+                return Pending::Done(JoinResult::error(ResponseError::MemberIdRequired, &new_id));
+            }
+            let (tx, rx) = oneshot::channel();
+            group.add_member(new_member(&p, new_id, now, Some(tx)));
+            group.membership_changed(now);
+            let timeout = wait(group, now);
+            return Pending::Wait(rx, timeout);
+        }
+        if group.pending.remove(&p.member_id).is_some() {
+            let (tx, rx) = oneshot::channel();
+            group.add_member(new_member(&p, p.member_id.clone(), now, Some(tx)));
+            group.membership_changed(now);
+            let timeout = wait(group, now);
+            return Pending::Wait(rx, timeout);
+        }
+        if let Some(instance) = &p.group_instance_id {
+            if let Some(current) = group.static_members.get(instance) {
+                if *current != p.member_id {
+                    return Pending::Done(JoinResult::error(
+                        ResponseError::FencedInstanceId,
+                        &p.member_id,
+                    ));
+                }
+            }
+        }
+        let Some(member) = group.members.get_mut(&p.member_id) else {
+            return Pending::Done(JoinResult::error(
+                ResponseError::UnknownMemberId,
+                &p.member_id,
+            ));
+        };
+        let unchanged = member.protocols == p.protocols;
+        member.last_heartbeat = now;
+        match group.state {
+            GroupState::Empty | GroupState::Dead => Pending::Done(JoinResult::error(
+                ResponseError::UnknownMemberId,
+                &p.member_id,
+            )),
+            GroupState::CompletingRebalance if unchanged => {
+                Pending::Done(group.current_join_result(&p.member_id))
+            }
+            GroupState::Stable
+                if unchanged && group.leader.as_deref() != Some(p.member_id.as_str()) =>
+            {
+                Pending::Done(group.current_join_result(&p.member_id))
+            }
+            _ => {
+                let (tx, rx) = oneshot::channel();
+                let member = group
+                    .members
+                    .get_mut(&p.member_id)
+                    .expect("member checked above");
+                update_member(member, &p, Some(tx));
+                group.membership_changed(now);
+                let timeout = wait(group, now);
+                Pending::Wait(rx, timeout)
+            }
+        }
+    }
+
+    /// SyncGroup. `assignments` is only read from the leader.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sync(
+        &self,
+        now: Duration,
+        group_id: &str,
+        generation_id: i32,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        protocol_type: Option<&str>,
+        protocol_name: Option<&str>,
+        assignments: BTreeMap<String, Bytes>,
+    ) -> Pending<SyncResult> {
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Pending::Done(SyncResult::error(ResponseError::UnknownMemberId));
+        };
+        if let Err(error) = check_member(group, member_id, group_instance_id) {
+            return Pending::Done(SyncResult::error(error));
+        }
+        if generation_id != group.generation {
+            return Pending::Done(SyncResult::error(ResponseError::IllegalGeneration));
+        }
+        if protocol_type.is_some_and(|t| group.protocol_type.as_deref() != Some(t))
+            || protocol_name.is_some_and(|n| group.protocol_name.as_deref() != Some(n))
+        {
+            return Pending::Done(SyncResult::error(ResponseError::InconsistentGroupProtocol));
+        }
+        let session_ms = {
+            let member = group.members.get_mut(member_id).expect("checked member");
+            member.last_heartbeat = now;
+            member.session_timeout_ms.max(member.rebalance_timeout_ms)
+        };
+        match group.state {
+            GroupState::Empty | GroupState::Dead => {
+                Pending::Done(SyncResult::error(ResponseError::UnknownMemberId))
+            }
+            GroupState::PreparingRebalance => {
+                Pending::Done(SyncResult::error(ResponseError::RebalanceInProgress))
+            }
+            GroupState::Stable => {
+                let member = &group.members[member_id];
+                Pending::Done(SyncResult {
+                    error: None,
+                    protocol_type: group.protocol_type.clone(),
+                    protocol_name: group.protocol_name.clone(),
+                    assignment: member.assignment.clone(),
+                })
+            }
+            GroupState::CompletingRebalance => {
+                let (tx, rx) = oneshot::channel();
+                if let Some(member) = group.members.get_mut(member_id) {
+                    member.sync_waiter = Some(tx);
+                }
+                if group.leader.as_deref() == Some(member_id) {
+                    group.complete_sync(assignments);
+                }
+                Pending::Wait(
+                    rx,
+                    Duration::from_millis(session_ms.max(0) as u64 + WAIT_MARGIN_MS),
+                )
+            }
+        }
+    }
+
+    /// Heartbeat: `None` on success.
+    pub fn heartbeat(
+        &self,
+        now: Duration,
+        group_id: &str,
+        generation_id: i32,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+    ) -> Option<ResponseError> {
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Some(ResponseError::UnknownMemberId);
+        };
+        if group.state == GroupState::Dead {
+            return Some(ResponseError::CoordinatorNotAvailable);
+        }
+        if let Err(error) = check_member(group, member_id, group_instance_id) {
+            return Some(error);
+        }
+        if generation_id != group.generation {
+            return Some(ResponseError::IllegalGeneration);
+        }
+        if let Some(member) = group.members.get_mut(member_id) {
+            member.last_heartbeat = now;
+        }
+        match group.state {
+            GroupState::Empty | GroupState::Dead => Some(ResponseError::UnknownMemberId),
+            GroupState::PreparingRebalance => Some(ResponseError::RebalanceInProgress),
+            GroupState::CompletingRebalance | GroupState::Stable => None,
+        }
+    }
+
+    /// LeaveGroup of `members` (member id, instance id); per-member errors, or a group-level
+    /// error.
+    pub fn leave(
+        &self,
+        now: Duration,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Err(ResponseError::UnknownMemberId);
+        };
+        if group.state == GroupState::Dead {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        let mut results = Vec::with_capacity(members.len());
+        let mut changed = false;
+        for (member_id, instance_id) in members {
+            let target = match instance_id {
+                Some(instance) => match group.static_members.get(instance) {
+                    None => Err(ResponseError::UnknownMemberId),
+                    Some(id) if !member_id.is_empty() && id != member_id => {
+                        Err(ResponseError::FencedInstanceId)
+                    }
+                    Some(id) => Ok(id.clone()),
+                },
+                None if group.pending.remove(member_id).is_some() => {
+                    changed = true;
+                    results.push(None);
+                    continue;
+                }
+                None if group.members.contains_key(member_id) => Ok(member_id.clone()),
+                None => Err(ResponseError::UnknownMemberId),
+            };
+            match target {
+                Ok(id) => {
+                    tracing::info!(group = %group_id, member = %id, "member left");
+                    group.remove_member(&id, ResponseError::UnknownMemberId);
+                    changed = true;
+                    results.push(None);
+                }
+                Err(error) => results.push(Some(error)),
+            }
+        }
+        if changed {
+            group.membership_changed(now);
+        }
+        Ok(results)
+    }
+
+    // ---- offsets ----
+
+    /// Checks that a commit by `member_id` at `generation_id` is allowed; creates the group for
+    /// a simple commit (generation < 0) to a group that does not exist.
+    pub fn check_commit(
+        &self,
+        now: Duration,
+        group_id: &str,
+        generation_id: i32,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+    ) -> Result<(), ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            if generation_id < 0 {
+                groups.insert(group_id.to_string(), Group::new(group_id.to_string()));
+                return Ok(());
+            }
+            return Err(ResponseError::IllegalGeneration);
+        };
+        if group.state == GroupState::Dead {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        if let Some(instance) = group_instance_id {
+            if let Some(current) = group.static_members.get(instance) {
+                if current != member_id {
+                    return Err(ResponseError::FencedInstanceId);
+                }
+            }
+        }
+        if generation_id < 0 && group.state == GroupState::Empty {
+            return Ok(());
+        }
+        if group.state == GroupState::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        let Some(member) = group.members.get_mut(member_id) else {
+            return Err(ResponseError::UnknownMemberId);
+        };
+        if generation_id != group.generation {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        member.last_heartbeat = now;
+        Ok(())
+    }
+
+    /// Writes `entries` to `__consumer_offsets`, waits until durable, then makes them visible.
+    pub async fn commit_offsets(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        entries: Vec<CommitEntry>,
+    ) -> Result<(), ResponseError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let now_ms = broker.clock().now_ms();
+        let records: Vec<(Bytes, Option<Bytes>)> = entries
+            .iter()
+            .map(|e| {
+                let key = OffsetKey {
+                    group: group_id.to_string(),
+                    topic: e.topic.clone(),
+                    partition: e.partition,
+                };
+                let mut value = e.offset.clone();
+                value.commit_timestamp_ms = now_ms;
+                (
+                    offsets::encode_key(&key),
+                    Some(offsets::encode_value(&value)),
+                )
+            })
+            .collect();
+        let base_offset = append_durable(broker, &records).await?;
+        let mut groups = self.lock();
+        for (i, (key, value)) in records.into_iter().enumerate() {
+            apply_record(&mut groups, base_offset + i as i64, Some(key), value);
+        }
+        Ok(())
+    }
+
+    /// Committed offsets of `group_id`: of `partitions` (`None`: every committed one).
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Vec<(String, i32, Option<CommittedOffset>)> {
+        let groups = self.lock();
+        let group = groups.get(group_id);
+        match partitions {
+            Some(wanted) => wanted
+                .iter()
+                .map(|(topic, partition)| {
+                    let committed = group.and_then(|g| {
+                        g.offsets
+                            .get(&(topic.clone(), *partition))
+                            .map(|(c, _)| c.clone())
+                    });
+                    (topic.clone(), *partition, committed)
+                })
+                .collect(),
+            None => group
+                .map(|g| {
+                    g.offsets
+                        .iter()
+                        .map(|((t, p), (c, _))| (t.clone(), *p, Some(c.clone())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// OffsetDelete: tombstones for the partitions of topics the group is not subscribed to.
+    /// Per-partition errors, or a group-level error.
+    pub async fn delete_offsets(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        let mut results = Vec::with_capacity(partitions.len());
+        let mut tombstones = Vec::new();
+        {
+            let groups = self.lock();
+            let Some(group) = groups.get(group_id) else {
+                return Err(ResponseError::GroupIdNotFound);
+            };
+            let subscribed = subscribed_topics(group)?;
+            for (topic, partition) in partitions {
+                let exists = broker
+                    .topic(topic)
+                    .is_some_and(|t| t.partition(*partition).is_some());
+                if !exists {
+                    results.push(Some(ResponseError::UnknownTopicOrPartition));
+                } else if subscribed.as_ref().is_some_and(|s| s.contains(topic)) {
+                    results.push(Some(ResponseError::GroupSubscribedToTopic));
+                } else {
+                    if group.offsets.contains_key(&(topic.clone(), *partition)) {
+                        tombstones.push(offsets::encode_key(&OffsetKey {
+                            group: group_id.to_string(),
+                            topic: topic.clone(),
+                            partition: *partition,
+                        }));
+                    }
+                    results.push(None);
+                }
+            }
+        }
+        if !tombstones.is_empty() {
+            let records: Vec<(Bytes, Option<Bytes>)> =
+                tombstones.into_iter().map(|k| (k, None)).collect();
+            let base_offset = append_durable(broker, &records).await?;
+            let mut groups = self.lock();
+            for (i, (key, value)) in records.into_iter().enumerate() {
+                apply_record(&mut groups, base_offset + i as i64, Some(key), value);
+            }
+        }
+        Ok(results)
+    }
+
+    /// DeleteGroups of one group: only an empty group; its offsets get tombstones.
+    pub async fn delete_group(&self, broker: &Broker, group_id: &str) -> Result<(), ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let keys = {
+            let mut groups = self.lock();
+            let Some(group) = groups.get_mut(group_id) else {
+                return Err(ResponseError::GroupIdNotFound);
+            };
+            match group.state {
+                GroupState::Dead => return Err(ResponseError::GroupIdNotFound),
+                GroupState::Empty if group.members.is_empty() && group.pending.is_empty() => {}
+                _ => return Err(ResponseError::NonEmptyGroup),
+            }
+            // Dead while the tombstones are written: joins and commits are refused meanwhile.
+            group.state = GroupState::Dead;
+            group
+                .offsets
+                .keys()
+                .map(|(topic, partition)| {
+                    offsets::encode_key(&OffsetKey {
+                        group: group_id.to_string(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        if !keys.is_empty() {
+            let records: Vec<(Bytes, Option<Bytes>)> =
+                keys.into_iter().map(|k| (k, None)).collect();
+            if let Err(error) = append_durable(broker, &records).await {
+                if let Some(group) = self.lock().get_mut(group_id) {
+                    group.state = GroupState::Empty;
+                }
+                return Err(error);
+            }
+        }
+        self.lock().remove(group_id);
+        tracing::info!(group = group_id, "group deleted");
+        Ok(())
+    }
+
+    // ---- admin views ----
+
+    /// ListGroups.
+    pub fn list(&self) -> Vec<GroupListing> {
+        self.lock()
+            .values()
+            .filter(|g| g.state != GroupState::Dead)
+            .map(|g| GroupListing {
+                group_id: g.id.clone(),
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                state: g.state,
+            })
+            .collect()
+    }
+
+    /// DescribeGroups of one group.
+    pub fn describe(&self, group_id: &str) -> GroupDescription {
+        let groups = self.lock();
+        let Some(group) = groups.get(group_id) else {
+            return GroupDescription {
+                group_id: group_id.to_string(),
+                state: GroupState::Dead,
+                protocol_type: String::new(),
+                protocol_name: String::new(),
+                members: Vec::new(),
+            };
+        };
+        let stable = group.state == GroupState::Stable;
+        GroupDescription {
+            group_id: group.id.clone(),
+            state: group.state,
+            protocol_type: group.protocol_type.clone().unwrap_or_default(),
+            protocol_name: if stable {
+                group.protocol_name.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
+            members: group
+                .members
+                .values()
+                .map(|m| MemberDescription {
+                    member_id: m.id.clone(),
+                    group_instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: if stable {
+                        group.member_metadata(m)
+                    } else {
+                        Bytes::new()
+                    },
+                    assignment: if stable {
+                        m.assignment.clone()
+                    } else {
+                        Bytes::new()
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    // ---- timer ----
+
+    /// One timer pass over every group at monotonic time `now`.
+    pub fn tick(&self, now: Duration) {
+        let mut groups = self.lock();
+        for group in groups.values_mut() {
+            group.tick(now);
+        }
+        groups.retain(|_, g| !g.is_disposable());
+    }
+
+    /// Ticks every [`TICK_MS`] until the broker shuts down; then answers every waiting request
+    /// NOT_COORDINATOR.
+    pub async fn run_timer(broker: Arc<Broker>) {
+        let period = Duration::from_millis(TICK_MS);
+        loop {
+            tokio::select! {
+                biased;
+                _ = broker.shutdown_started() => break,
+                _ = tokio::time::sleep(period) => {}
+            }
+            broker.groups().tick(broker.clock().monotonic());
+        }
+        let mut groups = broker.groups().lock();
+        for group in groups.values_mut() {
+            group.fail_waiters(ResponseError::NotCoordinator);
+        }
+    }
+}
+
+fn new_member(
+    p: &JoinParams,
+    id: String,
+    now: Duration,
+    waiter: Option<oneshot::Sender<JoinResult>>,
+) -> Member {
+    Member {
+        id,
+        instance_id: p.group_instance_id.clone(),
+        client_id: p.client_id.clone(),
+        client_host: p.client_host.clone(),
+        session_timeout_ms: p.session_timeout_ms,
+        rebalance_timeout_ms: p.rebalance_timeout_ms,
+        protocol_type: p.protocol_type.clone(),
+        protocols: p.protocols.clone(),
+        assignment: Bytes::new(),
+        join_waiter: waiter,
+        sync_waiter: None,
+        last_heartbeat: now,
+    }
+}
+
+fn update_member(member: &mut Member, p: &JoinParams, waiter: Option<oneshot::Sender<JoinResult>>) {
+    member.protocols = p.protocols.clone();
+    member.protocol_type = p.protocol_type.clone();
+    member.session_timeout_ms = p.session_timeout_ms;
+    member.rebalance_timeout_ms = p.rebalance_timeout_ms;
+    member.client_id = p.client_id.clone();
+    member.client_host = p.client_host.clone();
+    if let Some(old) = member.join_waiter.take() {
+        // A duplicate join from the same member: the older request is superseded.
+        let _ = old.send(JoinResult::error(
+            ResponseError::RebalanceInProgress,
+            &member.id,
+        ));
+    }
+    member.join_waiter = waiter;
+}
+
+/// A static member rejoining with an empty member id: `new_id` replaces `old_id`.
+fn replace_static_member(
+    group: &mut Group,
+    now: Duration,
+    p: JoinParams,
+    old_id: String,
+    new_id: String,
+    wait: impl Fn(&Group, Duration) -> Duration,
+) -> Pending<JoinResult> {
+    let was_leader = group.leader.as_deref() == Some(old_id.as_str());
+    let Some(mut old) = group.remove_member(&old_id, ResponseError::FencedInstanceId) else {
+        return Pending::Done(JoinResult::error(ResponseError::UnknownMemberId, ""));
+    };
+    let unchanged = old.protocols == p.protocols;
+    let assignment = std::mem::take(&mut old.assignment);
+    let mut member = new_member(&p, new_id.clone(), now, None);
+    member.assignment = assignment;
+    group.add_member(member);
+    if was_leader {
+        group.leader = Some(new_id.clone());
+    }
+    tracing::info!(group = %group.id, old = %old_id, new = %new_id, "static member replaced");
+    if group.state == GroupState::Stable && unchanged {
+        return Pending::Done(group.current_join_result(&new_id));
+    }
+    let (tx, rx) = oneshot::channel();
+    if let Some(member) = group.members.get_mut(&new_id) {
+        member.join_waiter = Some(tx);
+    }
+    group.membership_changed(now);
+    let timeout = wait(group, now);
+    Pending::Wait(rx, timeout)
+}
+
+/// The member (and instance) checks shared by SyncGroup and Heartbeat.
+fn check_member(
+    group: &Group,
+    member_id: &str,
+    group_instance_id: Option<&str>,
+) -> Result<(), ResponseError> {
+    if let Some(instance) = group_instance_id {
+        if let Some(current) = group.static_members.get(instance) {
+            if current != member_id {
+                return Err(ResponseError::FencedInstanceId);
+            }
+        }
+    }
+    if !group.members.contains_key(member_id) {
+        return Err(ResponseError::UnknownMemberId);
+    }
+    Ok(())
+}
+
+/// The topics a non-empty consumer group subscribes to (`None` for an empty group); an error
+/// for a non-empty group of another protocol type.
+fn subscribed_topics(group: &Group) -> Result<Option<Vec<String>>, ResponseError> {
+    if group.members.is_empty() {
+        return Ok(None);
+    }
+    if group.protocol_type.as_deref() != Some("consumer") {
+        return Err(ResponseError::NonEmptyGroup);
+    }
+    let mut topics = Vec::new();
+    for member in group.members.values() {
+        for (_, metadata) in &member.protocols {
+            let mut buf = metadata.clone();
+            if buf.len() < 2 {
+                continue;
+            }
+            let version = i16::from_be_bytes([buf[0], buf[1]]);
+            let _ = bytes::Buf::get_i16(&mut buf);
+            // A subscription in a version this codec does not know: assume every topic.
+            let version = version.clamp(0, 3);
+            match ConsumerProtocolSubscription::decode(&mut buf, version) {
+                Ok(subscription) => {
+                    topics.extend(subscription.topics.iter().map(|t| t.to_string()))
+                }
+                Err(_) => return Err(ResponseError::NonEmptyGroup),
+            }
+        }
+    }
+    Ok(Some(topics))
+}
+
+/// Applies one `__consumer_offsets` record at log offset `offset` to the table.
+fn apply_record(
+    groups: &mut BTreeMap<String, Group>,
+    offset: i64,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+) {
+    let Some(key) = key else {
+        tracing::warn!(offset, "offsets record without a key skipped");
+        return;
+    };
+    let key = match offsets::decode_key(key) {
+        Ok(Some(key)) => key,
+        Ok(None) => return,
+        Err(reason) => {
+            tracing::warn!(offset, %reason, "undecodable offsets key skipped");
+            return;
+        }
+    };
+    let slot = (key.topic.clone(), key.partition);
+    match value {
+        None => {
+            if let Some(group) = groups.get_mut(&key.group) {
+                if group.offsets.get(&slot).is_some_and(|(_, at)| *at < offset) {
+                    group.offsets.remove(&slot);
+                }
+            }
+        }
+        Some(value) => {
+            let value = match offsets::decode_value(value) {
+                Ok(value) => value,
+                Err(reason) => {
+                    tracing::warn!(offset, %reason, "undecodable offsets value skipped");
+                    return;
+                }
+            };
+            let group = groups
+                .entry(key.group.clone())
+                .or_insert_with(|| Group::new(key.group.clone()));
+            // Concurrent commits may finish out of log order: the later record wins.
+            if group.offsets.get(&slot).is_none_or(|(_, at)| *at < offset) {
+                group.offsets.insert(slot, (value, offset));
+            }
+        }
+    }
+}
+
+/// The one partition of `__consumer_offsets`, created (with `retention.ms=-1`) if missing.
+fn offsets_partition(broker: &Broker) -> Result<Arc<Partition>, BrokerError> {
+    let topic = match broker.topic(OFFSETS_TOPIC) {
+        Some(topic) => topic,
+        None => {
+            let mut overrides = BTreeMap::new();
+            overrides.insert("retention.ms".to_string(), "-1".to_string());
+            let config =
+                TopicConfig::from_overrides(overrides).map_err(BrokerError::InvalidConfig)?;
+            match broker.create_topic(OFFSETS_TOPIC, 1, config, false) {
+                Ok(Some(topic)) => topic,
+                Ok(None) | Err(BrokerError::TopicAlreadyExists(_)) => {
+                    broker.topic(OFFSETS_TOPIC).ok_or_else(|| {
+                        BrokerError::UnknownTopicOrPartition(OFFSETS_TOPIC.to_string())
+                    })?
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    };
+    topic
+        .partition(0)
+        .cloned()
+        .ok_or_else(|| BrokerError::UnknownTopicOrPartition(format!("{OFFSETS_TOPIC}-0")))
+}
+
+/// Appends `records` to `__consumer_offsets` and waits until they are durable; returns the
+/// log offset of the first record.
+async fn append_durable(
+    broker: &Broker,
+    records: &[(Bytes, Option<Bytes>)],
+) -> Result<i64, ResponseError> {
+    let partition = offsets_partition(broker).map_err(|e| offsets_write_error(&e))?;
+    let mut batch = offsets::encode_batch(records, broker.clock().now_ms())
+        .map_err(|_| ResponseError::UnknownServerError)?;
+    let outcome = broker
+        .append(&partition, &mut batch)
+        .map_err(|e| offsets_write_error(&e))?;
+    assert_eq!(
+        outcome.last_offset - outcome.base_offset + 1,
+        records.len() as i64,
+        "one offset per offsets record"
+    );
+    match tokio::time::timeout(
+        Duration::from_millis(OFFSET_COMMIT_DURABLE_TIMEOUT_MS),
+        partition.wait_durable(outcome.last_offset + 1),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(outcome.base_offset),
+        Ok(Err(error)) => Err(offsets_write_error(&error)),
+        Err(_) => Err(ResponseError::CoordinatorNotAvailable),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(group: &str, member: &str, instance: Option<&str>) -> JoinParams {
+        JoinParams {
+            group_id: group.to_string(),
+            member_id: member.to_string(),
+            group_instance_id: instance.map(str::to_string),
+            protocol_type: "consumer".to_string(),
+            protocols: vec![("range".to_string(), Bytes::from_static(b"m"))],
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 10_000,
+            client_id: "c".to_string(),
+            client_host: "/127.0.0.1".to_string(),
+            require_known_member_id: true,
+        }
+    }
+
+    fn done<T: std::fmt::Debug>(p: Pending<T>) -> T {
+        match p {
+            Pending::Done(t) => t,
+            Pending::Wait(mut rx, _) => rx.try_recv().expect("answered already"),
+        }
+    }
+
+    #[test]
+    fn single_member_joins_syncs_and_heartbeats() {
+        let c = GroupCoordinator::default();
+        let t = Duration::from_secs(1);
+        let first = done(c.join(t, params("g", "", None)));
+        assert_eq!(first.error, Some(ResponseError::MemberIdRequired));
+        let joined = done(c.join(t, params("g", &first.member_id, None)));
+        assert_eq!(joined.error, None);
+        assert_eq!(joined.generation_id, 1);
+        assert_eq!(joined.leader, first.member_id);
+        assert_eq!(joined.members.len(), 1);
+        let mut assignments = BTreeMap::new();
+        assignments.insert(first.member_id.clone(), Bytes::from_static(b"a"));
+        let synced = done(c.sync(t, "g", 1, &first.member_id, None, None, None, assignments));
+        assert_eq!(synced.assignment, Bytes::from_static(b"a"));
+        assert_eq!(c.heartbeat(t, "g", 1, &first.member_id, None), None);
+        assert_eq!(
+            c.heartbeat(t, "g", 0, &first.member_id, None),
+            Some(ResponseError::IllegalGeneration)
+        );
+        assert_eq!(
+            c.heartbeat(t, "g", 1, "nobody", None),
+            Some(ResponseError::UnknownMemberId)
+        );
+        // The session expires without heartbeats: the member is removed, and the group, empty
+        // and without offsets, is forgotten (described as Dead, like Kafka).
+        c.tick(t + Duration::from_secs(11));
+        assert_eq!(
+            c.heartbeat(t, "g", 1, &first.member_id, None),
+            Some(ResponseError::UnknownMemberId)
+        );
+        assert_eq!(c.describe("g").state, GroupState::Dead);
+    }
+
+    #[test]
+    fn static_member_rejoin_keeps_assignment_without_rebalance() {
+        let c = GroupCoordinator::default();
+        let t = Duration::from_secs(1);
+        let joined = done(c.join(t, params("g", "", Some("i1"))));
+        assert_eq!(joined.error, None);
+        let mut assignments = BTreeMap::new();
+        assignments.insert(joined.member_id.clone(), Bytes::from_static(b"a"));
+        done(c.sync(
+            t,
+            "g",
+            1,
+            &joined.member_id,
+            Some("i1"),
+            None,
+            None,
+            assignments,
+        ));
+        let again = done(c.join(t, params("g", "", Some("i1"))));
+        assert_eq!(again.error, None);
+        assert_eq!(again.generation_id, 1, "no rebalance");
+        assert_ne!(again.member_id, joined.member_id);
+        let synced = done(c.sync(
+            t,
+            "g",
+            1,
+            &again.member_id,
+            Some("i1"),
+            None,
+            None,
+            BTreeMap::new(),
+        ));
+        assert_eq!(synced.assignment, Bytes::from_static(b"a"));
+        assert_eq!(
+            c.heartbeat(t, "g", 1, &joined.member_id, Some("i1")),
+            Some(ResponseError::FencedInstanceId)
+        );
+    }
+}
