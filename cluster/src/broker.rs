@@ -78,8 +78,15 @@ pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
 
 /// Crashes the process after an fsync failure: the kernel may have dropped the dirty pages, so
 /// retrying could report durability that does not exist.
+///
+/// Under the simulator the broker is one node among many in one process, so the node panics
+/// instead (the harness restarts panicking broker nodes with their unsynced data dropped, as a
+/// real crash would).
 fn abort_on_sync_failure(what: &str, error: &std::io::Error) -> ! {
     tracing::error!(%error, "fsync of {what} failed; aborting the broker process");
+    #[cfg(madsim)]
+    panic!("fsync of {what} failed: {error}; crashing the broker node");
+    #[cfg(not(madsim))]
     std::process::abort()
 }
 
