@@ -95,9 +95,11 @@ pub fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> M
         true
     };
     let topics = match requested {
+        // Internal topics (`__consumer_offsets`) are answered only when asked for by name.
         None => broker
             .topics()
             .iter()
+            .filter(|t| t.name() != crate::group::offsets::OFFSETS_TOPIC)
             .map(|t| topic_entry(broker, t, version))
             .collect(),
         Some(requested) => requested
