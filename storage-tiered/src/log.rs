@@ -785,12 +785,32 @@ impl PartitionLog {
         let mut buf = vec![0u8; want as usize];
         read_exact_at(&*segment.file, start, &mut buf).map_err(io_error(context))?;
         let mut end = 0usize;
+        // The offsets of served batches are checked against the index (the first batch holds
+        // `offset`) and against each other (dense): baseOffset is outside the CRC, so a flipped bit
+        // there would otherwise make a consumer skip or repeat records silently.
+        let mut base_offset_expected: Option<i64> = None;
         while end + BATCH_HEADER_BYTES <= buf.len() {
             let header = BatchHeader::parse(&buf[end..]).map_err(|e| LogError::CorruptLog {
                 file: segment.path.clone(),
                 position: start + end as u64,
                 reason: e.to_string(),
             })?;
+            let offsets_ok = match base_offset_expected {
+                None => header.base_offset <= offset && offset <= header.last_offset(),
+                Some(expected) => header.base_offset == expected,
+            };
+            if !offsets_ok {
+                return Err(LogError::CorruptLog {
+                    file: segment.path.clone(),
+                    position: start + end as u64,
+                    reason: format!(
+                        "batch offsets {}..={} do not continue the log (reading offset {offset})",
+                        header.base_offset,
+                        header.last_offset()
+                    ),
+                });
+            }
+            base_offset_expected = Some(header.last_offset() + 1);
             if header.last_offset() >= end_offset {
                 break;
             }

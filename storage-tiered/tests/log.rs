@@ -823,3 +823,35 @@ fn partition_log_can_be_shared_between_threads() {
     assert_send_sync::<MemDisk>();
     assert_send_sync::<strata_storage::SyncTarget>();
 }
+
+/// Goal: a batch whose baseOffset went bad on disk after it was written (baseOffset is outside the
+/// CRC) is never served as if it were fine: a consumer would silently skip or repeat records.
+#[test]
+fn read_refuses_a_batch_whose_offsets_do_not_continue_the_log() {
+    let disk = MemDisk::new();
+    let clock = ManualClock::new(T0);
+    let mut log = open(&disk, &clock, LogConfig::default()).unwrap();
+    for _ in 0..3 {
+        append(&mut log, simple_batch(2, 100, T0));
+    }
+    log.flush().unwrap();
+    assert_eq!(
+        log.read(0, 1 << 20, i64::MAX)
+            .map(|b| headers(&b).len())
+            .unwrap(),
+        3
+    );
+    let path = dir().join("00000000000000000000.log");
+    let (second, _) = batch_positions(&disk, &path)[1];
+    // baseOffset of the second batch: 2 -> 0x0100_0000_0000_0002.
+    disk.corrupt(&path, second, &[0x01]).unwrap();
+    let error = log.read(0, 1 << 20, i64::MAX).unwrap_err();
+    assert!(
+        matches!(&error, LogError::CorruptLog { position, .. } if *position == second),
+        "{error}"
+    );
+    let error = log.read(2, 1 << 20, i64::MAX).unwrap_err();
+    assert!(matches!(error, LogError::CorruptLog { .. }), "{error}");
+    // The batch before it is still served alone.
+    assert_eq!(headers(&log.read(0, 1, i64::MAX).unwrap()).len(), 1);
+}
