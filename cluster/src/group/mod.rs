@@ -46,9 +46,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
-use kafka_protocol::messages::ConsumerProtocolSubscription;
-use kafka_protocol::protocol::Decodable;
+use bytes::{Buf, Bytes};
 use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
@@ -940,23 +938,42 @@ fn subscribed_topics(group: &Group) -> Result<Option<Vec<String>>, ResponseError
     let mut topics = Vec::new();
     for member in group.members.values() {
         for (_, metadata) in &member.protocols {
-            let mut buf = metadata.clone();
-            if buf.len() < 2 {
-                continue;
-            }
-            let version = i16::from_be_bytes([buf[0], buf[1]]);
-            let _ = bytes::Buf::get_i16(&mut buf);
-            // A subscription in a version this codec does not know: assume every topic.
-            let version = version.clamp(0, 3);
-            match ConsumerProtocolSubscription::decode(&mut buf, version) {
-                Ok(subscription) => {
-                    topics.extend(subscription.topics.iter().map(|t| t.to_string()))
-                }
-                Err(_) => return Err(ResponseError::NonEmptyGroup),
+            match subscription_topics(metadata) {
+                Some(list) => topics.extend(list),
+                // Not a subscription we can read: assume it may name every topic.
+                None => return Err(ResponseError::NonEmptyGroup),
             }
         }
     }
     Ok(Some(topics))
+}
+
+/// The topic names of a consumer-protocol subscription (`version: i16`, then `topics: [string]`,
+/// the same in every version). Read by hand rather than with kafka-protocol's decoder, which
+/// preallocates arrays from the untrusted length (a member's metadata is arbitrary client bytes).
+fn subscription_topics(metadata: &Bytes) -> Option<Vec<String>> {
+    let mut buf = metadata.clone();
+    if buf.remaining() < 6 {
+        return None;
+    }
+    let _version = buf.get_i16();
+    let count = buf.get_i32();
+    if count < 0 || count as usize > buf.remaining() / 2 {
+        return None;
+    }
+    let mut topics = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        if buf.remaining() < 2 {
+            return None;
+        }
+        let len = buf.get_i16();
+        if len < 0 || len as usize > buf.remaining() {
+            return None;
+        }
+        let name = buf.split_to(len as usize);
+        topics.push(String::from_utf8(name.to_vec()).ok()?);
+    }
+    Some(topics)
 }
 
 /// Applies one `__consumer_offsets` record at log offset `offset` to the table.
@@ -984,6 +1001,9 @@ fn apply_record(
             if let Some(group) = groups.get_mut(&key.group) {
                 if group.offsets.get(&slot).is_some_and(|(_, at)| *at < offset) {
                     group.offsets.remove(&slot);
+                }
+                if group.is_disposable() {
+                    groups.remove(&key.group);
                 }
             }
         }

@@ -1,0 +1,243 @@
+//! Committed offsets: commit/fetch, generation checks, durability across restarts and power
+//! loss (MemDisk's crash model), OffsetDelete and DeleteGroups tombstones.
+
+mod broker_util;
+mod group_util;
+
+use std::sync::Arc;
+
+use broker_util::TestBroker;
+use group_util::{commit, create_topic, fetch, gid, join_new, leave, s, sync, topic_name, Join};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+};
+use kafka_protocol::messages::{
+    ApiKey, DeleteGroupsRequest, DeleteGroupsResponse, ListGroupsRequest, ListGroupsResponse,
+    MetadataRequest, MetadataResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse,
+};
+use kafka_protocol::ResponseError;
+use strata_cluster::group::GroupConfig;
+use strata_cluster::BrokerConfig;
+use strata_storage::MemDisk;
+
+async fn start_on(disk: &Arc<MemDisk>) -> TestBroker {
+    let broker = TestBroker::start_with(BrokerConfig::default(), Arc::clone(disk)).await;
+    broker.broker.groups().set_config(GroupConfig {
+        session_timeout_min_ms: 100,
+        ..GroupConfig::default()
+    });
+    broker
+}
+
+#[tokio::test]
+async fn simple_commits_are_fetched_and_survive_a_restart() {
+    let disk = Arc::new(MemDisk::new());
+    let broker = start_on(&disk).await;
+    let mut conn = broker.connect().await;
+    create_topic(&mut conn, "t", 3).await;
+    assert_eq!(
+        fetch(&mut conn, "g", "t", &[0, 1, 2]).await,
+        vec![-1, -1, -1]
+    );
+    assert_eq!(
+        commit(&mut conn, "g", -1, "", "t", &[(0, 5), (1, 7)]).await,
+        vec![0, 0]
+    );
+    assert_eq!(
+        commit(&mut conn, "g", -1, "", "t", &[(1, 9)]).await,
+        vec![0]
+    );
+    assert_eq!(fetch(&mut conn, "g", "t", &[0, 1, 2]).await, vec![5, 9, -1]);
+    assert_eq!(
+        commit(&mut conn, "g", -1, "", "missing", &[(0, 1)]).await,
+        vec![ResponseError::UnknownTopicOrPartition.code()]
+    );
+    assert_eq!(
+        commit(&mut conn, "g", -1, "", "t", &[(3, 1)]).await,
+        vec![ResponseError::UnknownTopicOrPartition.code()]
+    );
+    // The offsets topic is internal: not in the all-topics listing, described when named.
+    let all: MetadataResponse = conn
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+    assert!(all
+        .topics
+        .iter()
+        .all(|t| t.name.as_ref().map(|n| n.as_str()) != Some("__consumer_offsets")));
+    let named: MetadataResponse = conn
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default()
+                .with_topics(Some(vec![MetadataRequestTopic::default()
+                    .with_name(Some(topic_name("__consumer_offsets")))])),
+        )
+        .await;
+    assert_eq!(named.topics[0].error_code, 0);
+    assert!(named.topics[0].is_internal);
+    drop(conn);
+    broker.stop().await;
+
+    let broker = start_on(&disk).await;
+    let mut conn = broker.connect().await;
+    assert_eq!(fetch(&mut conn, "g", "t", &[0, 1, 2]).await, vec![5, 9, -1]);
+    let listed: ListGroupsResponse = conn
+        .call(ApiKey::ListGroups, 4, &ListGroupsRequest::default())
+        .await;
+    assert_eq!(listed.groups.len(), 1);
+    assert_eq!(listed.groups[0].group_id.as_str(), "g");
+    assert_eq!(listed.groups[0].group_state.as_str(), "Empty");
+    // v8 batched fetch, all partitions of the group.
+    let request = OffsetFetchRequest::default().with_groups(vec![
+        OffsetFetchRequestGroup::default()
+            .with_group_id(gid("g"))
+            .with_topics(None),
+        OffsetFetchRequestGroup::default()
+            .with_group_id(gid("other"))
+            .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                .with_name(topic_name("t"))
+                .with_partition_indexes(vec![0])])),
+    ]);
+    let response: OffsetFetchResponse = conn.call(ApiKey::OffsetFetch, 8, &request).await;
+    let g = &response.groups[0];
+    let offsets: Vec<(i32, i64)> = g.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.committed_offset))
+        .collect();
+    assert_eq!(offsets, vec![(0, 5), (1, 9)]);
+    assert_eq!(
+        response.groups[1].topics[0].partitions[0].committed_offset,
+        -1
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn acknowledged_commits_survive_a_power_loss() {
+    let disk = Arc::new(MemDisk::new());
+    let broker = start_on(&disk).await;
+    let mut conn = broker.connect().await;
+    create_topic(&mut conn, "t", 1).await;
+    for offset in 1..=20 {
+        assert_eq!(
+            commit(&mut conn, "g", -1, "", "t", &[(0, offset)]).await,
+            vec![0]
+        );
+    }
+    // Power loss with the broker running: only fsynced bytes remain.
+    disk.crash(None);
+    drop(conn);
+    let restarted = start_on(&disk).await;
+    let mut conn = restarted.connect().await;
+    assert_eq!(fetch(&mut conn, "g", "t", &[0]).await, vec![20]);
+    restarted.stop().await;
+    drop(broker);
+}
+
+#[tokio::test]
+async fn member_commits_check_generation_and_member() {
+    let disk = Arc::new(MemDisk::new());
+    let broker = start_on(&disk).await;
+    let mut conn = broker.connect().await;
+    create_topic(&mut conn, "t", 2).await;
+    let joined = join_new(&mut conn, &Join::new("g")).await;
+    let id = joined.member_id.to_string();
+    assert_eq!(
+        sync(&mut conn, "g", 1, &id, None, &[(&id, b"x")])
+            .await
+            .error_code,
+        0
+    );
+    assert_eq!(
+        commit(&mut conn, "g", 1, &id, "t", &[(0, 3)]).await,
+        vec![0]
+    );
+    assert_eq!(
+        commit(&mut conn, "g", 0, &id, "t", &[(0, 4)]).await,
+        vec![ResponseError::IllegalGeneration.code()]
+    );
+    assert_eq!(
+        commit(&mut conn, "g", 1, "stranger", "t", &[(0, 4)]).await,
+        vec![ResponseError::UnknownMemberId.code()]
+    );
+    // A simple commit to a group with members is refused.
+    assert_eq!(
+        commit(&mut conn, "g", -1, "", "t", &[(0, 4)]).await,
+        vec![ResponseError::UnknownMemberId.code()]
+    );
+    assert_eq!(fetch(&mut conn, "g", "t", &[0]).await, vec![3]);
+
+    // OffsetDelete: refused for a subscribed topic only when the subscription names it; the
+    // test member's metadata is not a consumer subscription, so the whole request is refused.
+    let request = OffsetDeleteRequest::default()
+        .with_group_id(gid("g"))
+        .with_topics(vec![OffsetDeleteRequestTopic::default()
+            .with_name(topic_name("t"))
+            .with_partitions(vec![
+                OffsetDeleteRequestPartition::default().with_partition_index(0)
+            ])]);
+    let response: OffsetDeleteResponse = conn.call(ApiKey::OffsetDelete, 0, &request).await;
+    assert_eq!(response.error_code, ResponseError::NonEmptyGroup.code());
+
+    // DeleteGroups: only empty groups.
+    let request = DeleteGroupsRequest::default().with_groups_names(vec![gid("g"), gid("nope")]);
+    let response: DeleteGroupsResponse = conn.call(ApiKey::DeleteGroups, 2, &request).await;
+    assert_eq!(
+        response.results[0].error_code,
+        ResponseError::NonEmptyGroup.code()
+    );
+    assert_eq!(
+        response.results[1].error_code,
+        ResponseError::GroupIdNotFound.code()
+    );
+    assert_eq!(leave(&mut conn, "g", &id).await.error_code, 0);
+
+    // Empty now: OffsetDelete works, then DeleteGroups.
+    let response: OffsetDeleteResponse = conn
+        .call(ApiKey::OffsetDelete, 0, &request_offset_delete())
+        .await;
+    assert_eq!(response.error_code, 0);
+    assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    assert_eq!(fetch(&mut conn, "g", "t", &[0]).await, vec![-1]);
+    assert_eq!(
+        commit(&mut conn, "g", -1, "", "t", &[(1, 8)]).await,
+        vec![0]
+    );
+    let request = DeleteGroupsRequest::default().with_groups_names(vec![gid("g")]);
+    let response: DeleteGroupsResponse = conn.call(ApiKey::DeleteGroups, 2, &request).await;
+    assert_eq!(response.results[0].error_code, 0);
+    assert_eq!(fetch(&mut conn, "g", "t", &[0, 1]).await, vec![-1, -1]);
+    drop(conn);
+    broker.stop().await;
+
+    // The tombstones are durable: nothing comes back after a restart.
+    let broker = start_on(&disk).await;
+    let mut conn = broker.connect().await;
+    assert_eq!(fetch(&mut conn, "g", "t", &[0, 1]).await, vec![-1, -1]);
+    let listed: ListGroupsResponse = conn
+        .call(ApiKey::ListGroups, 4, &ListGroupsRequest::default())
+        .await;
+    assert!(listed.groups.is_empty(), "{listed:?}");
+    let _ = s("");
+    broker.stop().await;
+}
+
+fn request_offset_delete() -> OffsetDeleteRequest {
+    OffsetDeleteRequest::default()
+        .with_group_id(gid("g"))
+        .with_topics(vec![OffsetDeleteRequestTopic::default()
+            .with_name(topic_name("t"))
+            .with_partitions(vec![
+                OffsetDeleteRequestPartition::default().with_partition_index(0)
+            ])])
+}
