@@ -327,3 +327,37 @@ def test_offsets_beginning_and_end_via_list_offsets(broker, topic):
     finally:
         consumer.close()
     assert (earliest.offset, latest.offset) == (0, 7)
+
+
+def test_fetch_out_of_range_offset_is_reported(broker, topic):
+    """Goal: a consumer positioned past the end of the log (auto.offset.reset=error) gets an
+    offset-out-of-range error rather than silence or data from elsewhere."""
+    produce(broker.bootstrap, topic, [{"value": b"x", "partition": 0} for _ in range(10)])
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique_name("oor"),
+                         "enable.auto.commit": False, "auto.offset.reset": "error"})
+    try:
+        consumer.assign([TopicPartition(topic, 0, 1000)])
+        deadline = time.monotonic() + 15
+        err = None
+        while err is None and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None:
+                assert msg.error() is not None, f"got a record at offset {msg.offset()}"
+                err = msg.error()
+        assert err is not None, "no error for an offset past the end of the log"
+        assert err.code() in (KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET), err
+        assert "out of range" in err.str().lower(), err
+    finally:
+        consumer.close()
+
+
+def test_produce_auto_creates_topic(broker):
+    """Goal: with auto.create.topics.enable (the default, as in Kafka) producing to an unknown topic
+    creates it with one partition and stores the record at offset 0."""
+    name = unique_name("auto")
+    reports = produce(broker.bootstrap, name, [{"value": b"first"}], {"acks": "all"})
+    assert reports[0].error is None, reports[0].error
+    assert (reports[0].partition, reports[0].offset) == (0, 0)
+    meta = admin(broker.bootstrap).list_topics(timeout=10)
+    assert sorted(meta.topics[name].partitions) == [0]
+    assert [m.value for m in consume(broker.bootstrap, name, 1)] == [b"first"]

@@ -1,0 +1,194 @@
+"""Consumer groups with real clients: partitions shared by subscribe(), handed over when a member
+leaves, committed offsets that survive a broker restart (kill -9) and resume exactly after the commit.
+
+Timeouts are short (session.timeout.ms 6000, the broker's minimum; heartbeats every 500 ms) so the
+tests stay fast.
+"""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KpTopicPartition
+from kafka.admin import KafkaAdminClient
+
+from helpers import admin, create_topic, produce, unique_name
+
+GROUP_CONF = {
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 500,
+    "auto.offset.reset": "earliest",
+    "enable.auto.commit": False,
+    "topic.metadata.refresh.interval.ms": 1000,
+}
+
+
+def consumer(bootstrap: str, group: str, **extra) -> Consumer:
+    conf = {"bootstrap.servers": bootstrap, "group.id": group, **GROUP_CONF}
+    conf.update(extra)
+    return Consumer(conf)
+
+
+def assigned(c: Consumer) -> set[int]:
+    return {tp.partition for tp in c.assignment()}
+
+
+def poll_records(c: Consumer, timeout_s: float = 0.1) -> list:
+    """One poll; returns the data records (errors other than partition EOF fail the test)."""
+    msg = c.poll(timeout_s)
+    if msg is None:
+        return []
+    if msg.error():
+        assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+        return []
+    return [msg]
+
+
+def test_two_members_share_partitions_and_one_takes_over_after_close(broker):
+    """Goal: two confluent-kafka consumers subscribed to a 4-partition topic in one group split the
+    partitions between them (disjoint, covering all 4); after one closes (LeaveGroup) the other
+    gets all 4 partitions well within the session timeout."""
+    topic = unique_name("grp")
+    group = unique_name("g")
+    create_topic(broker.bootstrap, topic, partitions=4)
+    produce(broker.bootstrap, topic, [{"value": f"v{i}".encode(), "partition": i % 4} for i in range(40)])
+    c1 = consumer(broker.bootstrap, group)
+    c2 = consumer(broker.bootstrap, group)
+    try:
+        c1.subscribe([topic])
+        c2.subscribe([topic])
+        seen: dict[int, set[int]] = {p: set() for p in range(4)}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for c in (c1, c2):
+                for msg in poll_records(c):
+                    seen[msg.partition()].add(msg.offset())
+            a1, a2 = assigned(c1), assigned(c2)
+            if a1 and a2 and a1 | a2 == {0, 1, 2, 3} and not a1 & a2:
+                break
+        a1, a2 = assigned(c1), assigned(c2)
+        assert a1 and a2, f"both members get partitions: {a1} {a2}"
+        assert a1 | a2 == {0, 1, 2, 3} and not a1 & a2, f"disjoint cover: {a1} {a2}"
+
+        described = admin(broker.bootstrap).describe_consumer_groups([group])[group].result(timeout=10)
+        assert len(described.members) == 2
+        assigned_by_describe = sorted(
+            tp.partition for m in described.members for tp in m.assignment.topic_partitions
+        )
+        assert assigned_by_describe == [0, 1, 2, 3]
+
+        started = time.monotonic()
+        c2.close()
+        c2 = None
+        while time.monotonic() - started < 15 and assigned(c1) != {0, 1, 2, 3}:
+            poll_records(c1)
+        assert assigned(c1) == {0, 1, 2, 3}, f"the survivor takes every partition: {assigned(c1)}"
+        assert time.monotonic() - started < 6, "a clean leave rebalances before the session timeout"
+    finally:
+        c1.close()
+        if c2 is not None:
+            c2.close()
+
+
+def test_committed_offsets_survive_kill9_and_a_new_member_resumes_exactly(own_broker):
+    """Goal: offsets committed synchronously by a group consumer survive a kill -9 of the broker;
+    a new consumer of the same group resumes exactly after them: every record is consumed once
+    across the two consumers (none skipped, none redelivered)."""
+    bootstrap = own_broker.bootstrap
+    topic = unique_name("resume")
+    group = unique_name("g")
+    create_topic(bootstrap, topic, partitions=2)
+    total = 40
+    produce(bootstrap, topic, [{"value": f"v{i}".encode(), "partition": i % 2} for i in range(total)],
+            {"acks": "all"})
+
+    first = consumer(bootstrap, group)
+    first.subscribe([topic])
+    consumed_first: list[tuple[int, int]] = []
+    deadline = time.monotonic() + 30
+    while len(consumed_first) < 15 and time.monotonic() < deadline:
+        consumed_first.extend((m.partition(), m.offset()) for m in poll_records(first, 0.2))
+    assert len(consumed_first) >= 15, "the first consumer reads records"
+    # Commit exactly what was processed: the next offset of each partition.
+    next_offsets: dict[int, int] = {}
+    for partition, offset in consumed_first:
+        next_offsets[partition] = max(next_offsets.get(partition, 0), offset + 1)
+    committed = first.commit(
+        offsets=[TopicPartition(topic, p, o) for p, o in next_offsets.items()], asynchronous=False
+    )
+    assert all(tp.error is None for tp in committed), committed
+    first.close()
+
+    own_broker.restart()  # kill -9, then start again on the same data dir
+
+    second = consumer(bootstrap, group)
+    try:
+        after = second.committed([TopicPartition(topic, p) for p in range(2)], timeout=15)
+        assert {tp.partition: tp.offset for tp in after} == {
+            p: next_offsets.get(p, -1001) for p in range(2)
+        }, "committed offsets survived the restart"
+        second.subscribe([topic])
+        consumed_second: list[tuple[int, int]] = []
+        deadline = time.monotonic() + 30
+        while len(consumed_first) + len(consumed_second) < total and time.monotonic() < deadline:
+            consumed_second.extend((m.partition(), m.offset()) for m in poll_records(second, 0.2))
+        # Anything more would be a redelivery.
+        extra_deadline = time.monotonic() + 1
+        while time.monotonic() < extra_deadline:
+            consumed_second.extend((m.partition(), m.offset()) for m in poll_records(second, 0.1))
+    finally:
+        second.close()
+    assert not set(consumed_first) & set(consumed_second), "no record redelivered after a clean commit"
+    everything = sorted(consumed_first + consumed_second)
+    expected = sorted((p, o) for p in range(2) for o in range(total // 2))
+    assert everything == expected, "every record consumed exactly once"
+    for p in range(2):
+        offsets = [o for (q, o) in consumed_second if q == p]
+        if offsets:
+            assert min(offsets) == next_offsets.get(p, 0), f"partition {p} resumes at the commit"
+
+
+def test_kafka_python_group_consumer_commits_and_admin_sees_the_group(broker):
+    """Goal: a kafka-python group consumer (subscribe, poll, commit) works: it gets every
+    partition, reads every record, its commit is visible through committed(), and the admin
+    client lists and describes the group."""
+    topic = unique_name("kp")
+    group = unique_name("g")
+    create_topic(broker.bootstrap, topic, partitions=3)
+    produce(broker.bootstrap, topic, [{"value": f"v{i}".encode(), "partition": i % 3} for i in range(30)])
+    kc = KafkaConsumer(
+        topic,
+        bootstrap_servers=broker.bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+    )
+    try:
+        values = []
+        deadline = time.monotonic() + 30
+        while len(values) < 30 and time.monotonic() < deadline:
+            for records in kc.poll(timeout_ms=200).values():
+                values.extend(r.value for r in records)
+        assert sorted(values) == sorted(f"v{i}".encode() for i in range(30))
+        assert {tp.partition for tp in kc.assignment()} == {0, 1, 2}
+        kc.commit()
+        for p in range(3):
+            assert kc.committed(KpTopicPartition(topic, p)) == 10
+
+        adm = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        try:
+            groups = [g[0] if isinstance(g, tuple) else g.group for g in adm.list_consumer_groups()]
+            assert group in groups
+            desc = adm.describe_consumer_groups([group])[0]
+            assert desc.state == "Stable"
+            assert len(desc.members) == 1
+            offsets = adm.list_consumer_group_offsets(group)
+            assert {tp.partition: meta.offset for tp, meta in offsets.items()} == {0: 10, 1: 10, 2: 10}
+        finally:
+            adm.close()
+    finally:
+        kc.close()
