@@ -72,7 +72,8 @@ def test_two_members_share_partitions_and_one_takes_over_after_close(broker):
         assert a1 and a2, f"both members get partitions: {a1} {a2}"
         assert a1 | a2 == {0, 1, 2, 3} and not a1 & a2, f"disjoint cover: {a1} {a2}"
 
-        described = admin(broker.bootstrap).describe_consumer_groups([group])[group].result(timeout=10)
+        adm = admin(broker.bootstrap)  # must outlive its futures
+        described = adm.describe_consumer_groups([group])[group].result(timeout=10)
         assert len(described.members) == 2
         assigned_by_describe = sorted(
             tp.partition for m in described.members for tp in m.assignment.topic_partitions
@@ -181,12 +182,17 @@ def test_kafka_python_group_consumer_commits_and_admin_sees_the_group(broker):
 
         adm = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
         try:
-            groups = [g[0] if isinstance(g, tuple) else g.group for g in adm.list_consumer_groups()]
-            assert group in groups
-            desc = adm.describe_consumer_groups([group])[0]
-            assert desc.state == "Stable"
-            assert len(desc.members) == 1
-            offsets = adm.list_consumer_group_offsets(group)
+            listed = {g["group_id"]: g for g in adm.list_groups()}
+            assert listed[group]["group_state"] == "Stable"
+            assert listed[group]["protocol_type"] == "consumer"
+            described = adm.describe_groups([group])[group]
+            assert described["group_state"] == "Stable"
+            [member] = described["members"]
+            assert member["member_metadata"]["topics"] == [topic]
+            assert member["member_assignment"]["assigned_partitions"] == [
+                {"topic": topic, "partitions": [0, 1, 2]}
+            ]
+            offsets = adm.list_group_offsets({group: None})[group]
             assert {tp.partition: meta.offset for tp, meta in offsets.items()} == {0: 10, 1: 10, 2: 10}
         finally:
             adm.close()

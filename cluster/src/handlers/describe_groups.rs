@@ -45,10 +45,11 @@ pub fn handle(
                 .with_protocol_data(StrBytes::from_string(d.protocol_name))
                 .with_members(members);
             if version >= 3 {
-                // No ACLs: Kafka's "not requested" sentinel unless asked; then every group op.
+                // No ACLs: Kafka's "not requested" sentinel unless asked; then every group
+                // operation (bits of AclOperation codes READ 3, DELETE 6, DESCRIBE 8).
                 group =
                     group.with_authorized_operations(if request.include_authorized_operations {
-                        0b1_0110_1000
+                        0b1_0100_1000
                     } else {
                         i32::MIN
                     });
