@@ -48,7 +48,12 @@ fn read_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRes
             let limit = (fetch_partition.partition_max_bytes.max(0) as usize).min(remaining);
             let must_return_first = first_non_empty;
             let result = partition.with_log(|log| {
+                #[cfg(not(strata_bug = "read-past-durable"))]
                 let high_watermark = log.durable_end_offset();
+                // Planted bug (simulation only, see docs/simulation.md): reads, and the high
+                // watermark reported, go up to the log end, past what is durable.
+                #[cfg(strata_bug = "read-past-durable")]
+                let high_watermark = log.log_end_offset();
                 let log_start = log.log_start_offset();
                 // Like Kafka: out of range only outside [log start, log end]; between the high
                 // watermark and the log end (appended, not yet durable) the answer is empty.

@@ -198,6 +198,10 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
         };
     }
 
+    // Planted bug (simulation only, see docs/simulation.md): acks=all answers at once, before
+    // the flusher has made the batch durable.
+    #[cfg(strata_bug = "ack-before-fsync")]
+    pending.clear();
     if !pending.is_empty() {
         let timeout_ms = if request.timeout_ms > 0 {
             request.timeout_ms as u64
