@@ -154,6 +154,23 @@ fn io_error(context: impl FnOnce() -> String) -> impl FnOnce(io::Error) -> LogEr
     move |e| LogError::io(context(), e)
 }
 
+/// Planted bug `recovery-truncates-too-far`: the byte position of the last whole batch in the
+/// first `valid_end` bytes of `file` (0 if there is none), where recovery then truncates.
+#[cfg(strata_bug = "recovery-truncates-too-far")]
+fn planted_last_batch_start(file: &dyn DiskFile, valid_end: u64) -> io::Result<u64> {
+    let mut buf = vec![0u8; valid_end as usize];
+    read_exact_at(file, 0, &mut buf)?;
+    let mut iter = batches(&buf);
+    let mut last_start = 0u64;
+    loop {
+        let start = iter.position() as u64;
+        match iter.next() {
+            Some(Ok(_)) => last_start = start,
+            _ => return Ok(last_start),
+        }
+    }
+}
+
 /// Reads a checkpoint file: `None` if it is missing or unreadable (with a warning).
 fn read_checkpoint(disk: &dyn Disk, path: &Path) -> Result<Option<i64>, LogError> {
     if !disk.exists(path) {
@@ -400,11 +417,13 @@ impl PartitionLog {
             expected = segment.next_offset;
             let torn = match end {
                 ScanEnd::Clean => false,
+                // (The label is for a planted bug's early exit.)
+                #[allow(unused_labels)]
                 ScanEnd::Problem {
                     position,
                     offset,
                     reason,
-                } => {
+                } => 'problem: {
                     if offset < recovery_point {
                         return Err(LogError::CorruptLog {
                             file: segment.path.clone(),
@@ -428,6 +447,18 @@ impl PartitionLog {
                             ),
                         });
                     }
+                    // Planted bug (simulation only, see docs/simulation.md): the torn bytes
+                    // are kept as if they were valid batches, and appends go after them.
+                    #[cfg(strata_bug = "recovery-keeps-torn")]
+                    if segment.size < file_len {
+                        segment.size = file_len;
+                        break 'problem false;
+                    }
+                    // Planted bug (simulation only): the last valid batch before the torn
+                    // tail is dropped as well.
+                    #[cfg(strata_bug = "recovery-truncates-too-far")]
+                    let position = planted_last_batch_start(&*segment.file, position)
+                        .map_err(io_error(context))?;
                     tracing::warn!(
                         file = %segment.path.display(),
                         position,
@@ -438,6 +469,13 @@ impl PartitionLog {
                     );
                     segment.file.set_len(position).map_err(io_error(context))?;
                     segment.file.sync().map_err(io_error(context))?;
+                    #[cfg(strata_bug = "recovery-truncates-too-far")]
+                    {
+                        let (path, file) = (segment.path.clone(), Arc::clone(&segment.file));
+                        segment = Segment::new(base, path, file, now_ms);
+                        segment.scan(verify_crc, interval, &mut |_: &BatchHeader| {})?;
+                        expected = segment.next_offset;
+                    }
                     true
                 }
             };

@@ -109,6 +109,16 @@ pub fn check_sequence(
         }
         return Ok(SequenceCheck::Append);
     }
+    // Planted bug (simulation only, see docs/simulation.md): the duplicate lookup never
+    // matches, and a retry of a cached batch is appended a second time.
+    #[cfg(strata_bug = "broken-dedupe")]
+    if entry
+        .batches
+        .iter()
+        .any(|b| b.first_seq == first_seq && b.last_seq == last_seq)
+    {
+        return Ok(SequenceCheck::Append);
+    }
     if let Some(duplicate) = entry
         .batches
         .iter()
