@@ -226,7 +226,7 @@ async fn api_versions_lists_ranges_without_tagged_extras() {
             .find(|k| k.api_key == ApiKey::Fetch as i16)
             .unwrap();
         assert_eq!((fetch.min_version, fetch.max_version), (4, 12));
-        assert_eq!(response.api_keys.len(), 11);
+        assert_eq!(response.api_keys.len(), 22);
     }
     broker.stop().await;
 }
