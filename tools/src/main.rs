@@ -3,6 +3,7 @@
 
 mod bench;
 mod consume;
+mod group;
 mod produce;
 mod serve;
 mod serve_config;
@@ -37,6 +38,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic, one value per line.
     Consume(consume::ConsumeArgs),
+    /// List and describe consumer groups; reset their offsets.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Load tool: measure produce, consume and end-to-end throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
             Command::Topic(command) => topic::run(command).await,
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,
+            Command::Group(command) => group::run(command).await,
             Command::Bench(command) => bench::run(command).await,
         }
     });

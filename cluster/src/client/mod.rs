@@ -7,6 +7,7 @@
 //!   broker, admin operations, list offsets and fetch.
 //! - [`Producer`]: record-batch encoding (magic 2, any codec), the default partitioner and the
 //!   idempotent producer (producer id, per-partition sequence numbers, retries of the same batch).
+//! - Group administration (`groups`): list and describe groups, read and reset their offsets.
 //!
 //! Every message is encoded and decoded by the `kafka-protocol` crate.
 
@@ -14,6 +15,7 @@ mod client_core;
 mod connection;
 mod error;
 mod fetch;
+mod groups;
 mod partitioner;
 mod producer;
 
@@ -24,6 +26,7 @@ pub use client_core::{
 pub use connection::{Connection, RESPONSE_BYTES_MAX};
 pub use error::ClientError;
 pub use fetch::{ConsumedRecord, FetchResult};
+pub use groups::{CommittedOffset, GroupDescription, GroupListing, GroupMemberDescription};
 pub use kafka_protocol::records::Compression;
 pub use kafka_protocol::ResponseError;
 pub use partitioner::{kafka_partition_for_key, murmur2};

@@ -186,8 +186,11 @@ pub fn encode_batch(
     Ok(buf)
 }
 
+/// One decoded record: its log offset, key and value (`None` value: a tombstone).
+pub type DecodedRecord = (i64, Option<Bytes>, Option<Bytes>);
+
 /// Decodes the record batches in `bytes` into `(offset, key, value)` triples.
-pub fn decode_batches(bytes: Bytes) -> Result<Vec<(i64, Option<Bytes>, Option<Bytes>)>, String> {
+pub fn decode_batches(bytes: Bytes) -> Result<Vec<DecodedRecord>, String> {
     let mut buf = bytes;
     let sets = RecordBatchDecoder::decode_all(&mut buf)
         .map_err(|e| format!("decoding offsets batches: {e:#}"))?;
