@@ -7,13 +7,18 @@ tests stay fast.
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import time
 
+import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KpTopicPartition
 from kafka.admin import KafkaAdminClient
 
+from conftest import EXTERNAL_BOOTSTRAP, STRATA_BIN
 from helpers import admin, create_topic, produce, unique_name
 
 GROUP_CONF = {
@@ -198,3 +203,68 @@ def test_kafka_python_group_consumer_commits_and_admin_sees_the_group(broker):
             adm.close()
     finally:
         kc.close()
+
+
+def _strata(bootstrap: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("STRATA_BOOTSTRAP", None)
+    proc = subprocess.run([str(STRATA_BIN), *args, "--bootstrap-server", bootstrap],
+                          capture_output=True, timeout=30, env=env)
+    if check:
+        assert proc.returncode == 0, (
+            f"strata {' '.join(args)} exited {proc.returncode}\n{proc.stdout.decode()}\n{proc.stderr.decode()}"
+        )
+    return proc
+
+
+def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    c = consumer(bootstrap, group)
+    try:
+        return {tp.partition: tp.offset
+                for tp in c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)}
+    finally:
+        c.close()
+
+
+@pytest.mark.skipif(bool(EXTERNAL_BOOTSTRAP), reason="the strata CLI is tested with a strata broker")
+def test_cli_lists_describes_and_resets_a_group(broker):
+    """Goal: `strata group list` shows a group, `describe` its members, committed offsets, log end
+    and lag, and `reset-offsets` (earliest, offset, datetime, latest) moves a stopped group's
+    offsets; resetting a group with live members is refused."""
+    bootstrap = broker.bootstrap
+    topic = unique_name("cli")
+    group = unique_name("g")
+    create_topic(bootstrap, topic, partitions=2)
+    produce(bootstrap, topic, [{"value": f"v{i}".encode(), "partition": i % 2} for i in range(20)])
+    c = consumer(bootstrap, group)
+    c.subscribe([topic])
+    got = 0
+    deadline = time.monotonic() + 30
+    while got < 6 and time.monotonic() < deadline:
+        got += len(poll_records(c, 0.2))
+    c.commit(offsets=[TopicPartition(topic, 0, 3), TopicPartition(topic, 1, 4)], asynchronous=False)
+
+    listed = _strata(bootstrap, "group", "list").stdout.decode()
+    assert re.search(rf"^{group}\s+Stable\s+consumer$", listed, re.M), listed
+    described = _strata(bootstrap, "group", "describe", group).stdout.decode()
+    assert "state Stable" in described and "1 member(s)" in described, described
+    rows = {int(m[0]): (int(m[1]), int(m[2]), int(m[3]))
+            for m in re.findall(rf"^{topic}\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+$", described, re.M)}
+    assert rows == {0: (3, 10, 7), 1: (4, 10, 6)}, described
+    refused = _strata(bootstrap, "group", "reset-offsets", group, "--to-earliest", check=False)
+    assert refused.returncode != 0 and b"active member" in refused.stderr
+    c.close()
+
+    _strata(bootstrap, "group", "reset-offsets", group, "--to-earliest")
+    assert _committed(bootstrap, group, topic, 2) == {0: 0, 1: 0}
+    _strata(bootstrap, "group", "reset-offsets", group, "--topic", topic, "--to-offset", "5")
+    assert _committed(bootstrap, group, topic, 2) == {0: 5, 1: 5}
+    dry = _strata(bootstrap, "group", "reset-offsets", group, "--to-latest", "--dry-run").stdout.decode()
+    assert "dry run" in dry
+    assert _committed(bootstrap, group, topic, 2) == {0: 5, 1: 5}
+    _strata(bootstrap, "group", "reset-offsets", group, "--to-datetime", "2100-01-01T00:00:00Z")
+    assert _committed(bootstrap, group, topic, 2) == {0: 10, 1: 10}
+    _strata(bootstrap, "group", "reset-offsets", group, "--to-datetime", "1970-01-01T00:00:00Z")
+    assert _committed(bootstrap, group, topic, 2) == {0: 0, 1: 0}
+    listed = _strata(bootstrap, "group", "list").stdout.decode()
+    assert re.search(rf"^{group}\s+Empty\s+consumer$", listed, re.M), listed
