@@ -25,9 +25,11 @@
 //!   partition, which with one broker means never (replication will need it).
 //! - **fsync EIO.** With probability [`DiskFaults::sync_eio_rate`] per file or directory sync,
 //!   the sync fails with `EIO` and makes nothing durable. The broker must then crash rather than
-//!   retry (the kernel may have dropped the dirty pages). The broker does crash, with
-//!   `std::process::abort()`, which under madsim kills the whole simulator process instead of one
-//!   node, so no scenario enables this until the broker panics under `cfg(madsim)` instead.
+//!   retry (the kernel may have dropped the dirty pages). It does: outside the simulator with
+//!   `std::process::abort()`, under `cfg(madsim)` with a panic carrying
+//!   [`crate::node::CRASH_PANIC_MARK`], after which madsim restarts the node and the disk crashes
+//!   at the next boot. The nemesis turns this on per broker for a window
+//!   ([`crate::nemesis::FaultKind::SyncEio`]).
 //!
 //! Directories themselves (`create_dir_all`, `remove_dir_all`) are durable at once, as in
 //! `MemDisk`. With the environment variable `SIM_DEBUG_FLIPS` set, every bit flip is printed to
@@ -177,10 +179,13 @@ enum SyncFate {
     Eio,
 }
 
+/// Text in the message of every `EIO` a [`FaultyDisk`] injects.
+pub const INJECTED_EIO_MARK: &str = "injected fsync EIO";
+
 fn eio(path: &str) -> io::Error {
     io::Error::new(
         io::Error::from_raw_os_error(EIO).kind(),
-        format!("{path}: injected fsync EIO"),
+        format!("{path}: {INJECTED_EIO_MARK}"),
     )
 }
 

@@ -12,6 +12,7 @@
 //! - [`workload`]: producers and consumers recording a Jepsen-style history.
 //! - [`trace`]: the trace hash that proves a seed replays identically.
 //! - [`run`]: scenarios and the per-seed runner used by `sim/run` and the tests.
+//! - [`planted`]: known bugs planted with `--cfg strata_bug="NAME"` that the checker must catch.
 //!
 //! See `docs/simulation.md`. Without `--cfg madsim` this crate is empty.
 
@@ -23,6 +24,8 @@ pub mod disk;
 pub mod nemesis;
 #[cfg(madsim)]
 pub mod node;
+#[cfg(madsim)]
+pub mod planted;
 #[cfg(madsim)]
 pub mod rng;
 #[cfg(madsim)]

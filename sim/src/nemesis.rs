@@ -42,11 +42,15 @@ pub enum FaultKind {
     ClockJump,
     /// Make a broker's wall clock oscillate (±0.1–30 s every 50–1000 ms) for the window.
     ClockStrobe,
+    /// Make 5–100% of a broker's disk syncs fail with `EIO` for the window: the broker crashes
+    /// (it must not retry a failed fsync), madsim restarts it 1–10 s later, and its disk loses
+    /// everything unsynced; a restart inside the window may crash again while recovering.
+    SyncEio,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::ClogBroker,
@@ -56,6 +60,7 @@ impl FaultKind {
         FaultKind::Loss,
         FaultKind::ClockJump,
         FaultKind::ClockStrobe,
+        FaultKind::SyncEio,
     ];
 
     /// The name used in logs.
@@ -70,6 +75,7 @@ impl FaultKind {
             FaultKind::Loss => "loss",
             FaultKind::ClockJump => "clock-jump",
             FaultKind::ClockStrobe => "clock-strobe",
+            FaultKind::SyncEio => "sync-eio",
         }
     }
 }
@@ -96,6 +102,8 @@ enum Active {
     Latency,
     Loss,
     Strobe(usize),
+    /// Broker index, and the sync EIO rate to restore.
+    SyncEio(usize, f64),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -288,6 +296,19 @@ impl Nemesis {
                     broker.name, strobe.amplitude_ms, strobe.period_ms
                 ));
             }
+            FaultKind::SyncEio => {
+                let mut faults = broker.disk.faults();
+                let base_rate = faults.sync_eio_rate;
+                faults.sync_eio_rate = 0.05 + 0.95 * self.rng.unit();
+                let rate = faults.sync_eio_rate;
+                broker.disk.set_faults(faults);
+                self.active.push(Active::SyncEio(b, base_rate));
+                self.note(format!(
+                    "disk of {} fails {:.0}% of syncs with EIO",
+                    broker.name,
+                    rate * 100.0
+                ));
+            }
         }
     }
 
@@ -403,6 +424,16 @@ impl Nemesis {
                 Active::Strobe(b) => {
                     self.cluster.brokers[b].clock.set_strobe(None);
                     self.note(format!("clock {} steady", self.cluster.brokers[b].name));
+                }
+                Active::SyncEio(b, base_rate) => {
+                    let disk = &self.cluster.brokers[b].disk;
+                    let mut faults = disk.faults();
+                    faults.sync_eio_rate = base_rate;
+                    disk.set_faults(faults);
+                    self.note(format!(
+                        "disk of {} syncs normally",
+                        self.cluster.brokers[b].name
+                    ));
                 }
             }
         }

@@ -3,15 +3,16 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 use madsim::task::NodeId;
 use strata_cluster::{server, Broker, BrokerConfig};
 use strata_storage::{Clock, Disk, MemDisk, SystemClock};
 
 use crate::clock::SimClock;
-use crate::disk::FaultyDisk;
+use crate::disk::{FaultyDisk, INJECTED_EIO_MARK};
 
 /// The Kafka port every simulated broker listens on.
 pub const BROKER_PORT: u16 = 9092;
@@ -69,7 +70,13 @@ pub fn start_node(
 ) -> NodeHandle {
     let boots = Arc::new(AtomicU64::new(0));
     let ip = config.listen.ip();
-    handle
+    // madsim's `restart` does not close the node's sockets (only `kill` does), so a restart of
+    // a running node — the restart madsim schedules after a crash panic can come after the
+    // nemesis already restarted the node — would find the old listener still bound. Every boot
+    // closes them first, as a real process's death does.
+    let own_id: Arc<OnceLock<NodeId>> = Arc::new(OnceLock::new());
+    let own_id_at_boot = Arc::clone(&own_id);
+    let node = handle
         .create_node()
         .name(name)
         .ip(ip)
@@ -78,11 +85,20 @@ pub fn start_node(
             let (disk, clock, config) = (disk.clone(), clock.clone(), config.clone());
             let boot = boots.fetch_add(1, Ordering::SeqCst);
             on_boot(boot);
+            let own_id = own_id_at_boot.get().copied();
             async move {
+                if let Some(id) = own_id {
+                    NetSim::current().reset_node(id);
+                }
                 let node_id = config.node_id;
                 let listen = config.listen;
                 let broker = match Broker::open(config, disk, clock).await {
                     Ok(broker) => broker,
+                    // The process exits on an fsync failure while opening (it must not retry
+                    // one); a supervisor restarts it: a node crash, not a finding.
+                    Err(error) if mentions(&error, INJECTED_EIO_MARK) => {
+                        panic!("broker {node_id} failed to open its data dir: {error}; {CRASH_PANIC_MARK}")
+                    }
                     Err(error) => panic!("broker {node_id} failed to open its data dir: {error}"),
                 };
                 let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -94,7 +110,23 @@ pub fn start_node(
                 }
             }
         })
-        .build()
+        .build();
+    own_id
+        .set(node.id())
+        .expect("the node id is set once, after the node is built");
+    node
+}
+
+/// Whether `error` or one of its sources says `text`.
+fn mentions(error: &dyn std::error::Error, text: &str) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.to_string().contains(text) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// One simulated broker of a [`SimCluster`]: its node, disk and clock.

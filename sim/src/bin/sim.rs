@@ -3,6 +3,7 @@
 //! ```text
 //! sim sweep --seeds N [--from S] [--scenario NAME] [--jobs J] [--twice]
 //! sim replay --seed S [--scenario NAME]
+//! sim planted [--seeds N] [--from S] [--scenario NAME]
 //! ```
 
 #[cfg(not(madsim))]
@@ -29,6 +30,7 @@ mod cli {
     use std::sync::mpsc;
     use std::time::Instant;
 
+    use strata_sim::planted::{self, hunt, planted_bug, SEEDS_TO_CATCH_MAX};
     use strata_sim::run::{
         replay_report, run_seed, table_header, table_row, Scenario, SeedResult, Verdict,
     };
@@ -37,13 +39,17 @@ mod cli {
     pub const USAGE: &str = "usage:
   sim sweep --seeds N [--from S] [--scenario NAME] [--jobs J] [--twice]
   sim replay --seed S [--scenario NAME]
+  sim planted [--seeds N] [--from S] [--scenario NAME]
 
-Scenarios: crash-restart, partition, clock, mixed; and the detection scenarios lost-sync (a disk
+Scenarios: crash-restart, partition, clock, mixed, group-commit; and the detection scenarios lost-sync (a disk
 that loses acknowledged syncs) and no-fsync (a broker that acknowledges before fsync), whose seeds
 are expected to fail: they show the checker catches lost acknowledged writes; and the
 exploratory scenario bit-flip (0.1% of disk reads flip a bit), whose failures are findings. Without --scenario, seed S runs scenario
-number S mod 4 of that list (in both sweep and replay). --twice runs every seed a second time
-and fails it if the trace hash differs. --jobs runs seeds on J threads at once.";
+number S mod 5 of that list (in both sweep and replay). --twice runs every seed a second time
+and fails it if the trace hash differs. --jobs runs seeds on J threads at once.
+planted (in a build with --cfg strata_bug=\"NAME\", see sim/run planted) runs seeds of the bug's
+scenario from S (default 0) until one fails, at most N (default the stated bound), and prints
+\"caught NAME at seed S (after K seeds)\"; exit code 1 if no seed failed.";
 
     struct Options {
         seeds: u64,
@@ -109,6 +115,7 @@ and fails it if the trace hash differs. --jobs runs seeds on J threads at once."
         let options = parse(rest)?;
         match command.as_str() {
             "sweep" => Ok(sweep(&options)),
+            "planted" => planted(rest, &options),
             "replay" => {
                 let seed = options.seed.ok_or("replay needs --seed")?;
                 let result = run_seed(seed, &scenario_for(seed, options.scenario.as_deref()));
@@ -116,6 +123,50 @@ and fails it if the trace hash differs. --jobs runs seeds on J threads at once."
                 Ok(if result.verdict.is_ok() { 0 } else { 1 })
             }
             other => Err(format!("unknown command {other:?}")),
+        }
+    }
+
+    /// `sim planted`: hunts the bug compiled into this build.
+    fn planted(args: &[String], options: &Options) -> Result<i32, String> {
+        let bug = planted_bug().ok_or(
+            "this build has no planted bug: build with --cfg strata_bug=\"NAME\" (sim/run planted NAME)",
+        )?;
+        let name = match &options.scenario {
+            Some(name) => name.as_str(),
+            None => planted::scenario_for(bug).ok_or("no scenario for this bug")?,
+        };
+        let scenario = Scenario::named(name).ok_or("unknown scenario")?;
+        let seeds = if args.iter().any(|a| a == "--seeds") {
+            options.seeds
+        } else {
+            SEEDS_TO_CATCH_MAX
+        };
+        let started = Instant::now();
+        match hunt(&scenario, options.from..options.from + seeds) {
+            Some((result, ran)) => {
+                println!("{}", table_header());
+                println!("{}", table_row(&result));
+                println!(
+                    "caught {bug} at seed {} (after {ran} seeds) in scenario {name}: {:?} [{:.1} wall s]",
+                    result.seed,
+                    result.verdict,
+                    started.elapsed().as_secs_f64()
+                );
+                println!(
+                    "reproduce: sim/run planted {bug} (then sim replay --seed {} --scenario {name} in that build)",
+                    result.seed
+                );
+                Ok(0)
+            }
+            None => {
+                println!(
+                    "NOT caught {bug}: seeds {}..{} of scenario {name} all passed [{:.1} wall s]",
+                    options.from,
+                    options.from + seeds,
+                    started.elapsed().as_secs_f64()
+                );
+                Ok(1)
+            }
         }
     }
 
