@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
 
 import pytest
@@ -268,3 +269,61 @@ def test_cli_lists_describes_and_resets_a_group(broker):
     assert _committed(bootstrap, group, topic, 2) == {0: 0, 1: 0}
     listed = _strata(bootstrap, "group", "list").stdout.decode()
     assert re.search(rf"^{group}\s+Empty\s+consumer$", listed, re.M), listed
+
+
+MEMBER_SCRIPT = """
+import sys, time
+from confluent_kafka import Consumer
+conf = {"bootstrap.servers": sys.argv[1], "group.id": sys.argv[2], "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 500, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+c = Consumer(conf)
+c.subscribe([sys.argv[3]])
+while True:
+    c.poll(0.2)
+    if c.assignment():
+        print("assigned", flush=True)
+"""
+
+
+def test_three_members_share_and_a_killed_members_partitions_move_within_the_session_timeout(broker):
+    """Goal: three members (one in a separate process) split a 6-partition topic; when the
+    process is killed -9 (no LeaveGroup), its partitions go to the survivors after its session
+    times out (6 s), well before 15 s."""
+    topic = unique_name("kill")
+    group = unique_name("g")
+    create_topic(broker.bootstrap, topic, partitions=6)
+    member = subprocess.Popen([sys.executable, "-c", MEMBER_SCRIPT, broker.bootstrap, group, topic],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    c1 = consumer(broker.bootstrap, group)
+    c2 = consumer(broker.bootstrap, group)
+    try:
+        c1.subscribe([topic])
+        c2.subscribe([topic])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for c in (c1, c2):
+                poll_records(c, 0.05)
+            a1, a2 = assigned(c1), assigned(c2)
+            if len(a1) == 2 and len(a2) == 2 and not a1 & a2:
+                break
+        a1, a2 = assigned(c1), assigned(c2)
+        assert len(a1) == 2 and len(a2) == 2 and not a1 & a2, f"three-way split: {a1} {a2}"
+        assert member.stdout.readline().strip() == b"assigned"
+
+        member.kill()
+        member.wait(timeout=10)
+        killed = time.monotonic()
+        while time.monotonic() - killed < 20:
+            for c in (c1, c2):
+                poll_records(c, 0.05)
+            if assigned(c1) | assigned(c2) == set(range(6)) and not assigned(c1) & assigned(c2):
+                break
+        moved_after = time.monotonic() - killed
+        assert assigned(c1) | assigned(c2) == set(range(6)), f"{assigned(c1)} {assigned(c2)}"
+        assert not assigned(c1) & assigned(c2)
+        assert moved_after < 15, f"partitions moved after {moved_after:.1f}s"
+    finally:
+        if member.poll() is None:
+            member.kill()
+        c1.close()
+        c2.close()
