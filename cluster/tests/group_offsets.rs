@@ -241,3 +241,62 @@ fn request_offset_delete() -> OffsetDeleteRequest {
                 OffsetDeleteRequestPartition::default().with_partition_index(0)
             ])])
 }
+
+#[tokio::test]
+async fn offset_delete_refuses_topics_a_live_consumer_group_subscribes_to() {
+    use bytes::BufMut;
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Encodable;
+
+    let disk = Arc::new(MemDisk::new());
+    let broker = start_on(&disk).await;
+    let mut conn = broker.connect().await;
+    create_topic(&mut conn, "sub", 1).await;
+    create_topic(&mut conn, "other", 1).await;
+    let mut metadata = bytes::BytesMut::new();
+    metadata.put_i16(1);
+    ConsumerProtocolSubscription::default()
+        .with_topics(vec![s("sub")])
+        .encode(&mut metadata, 1)
+        .expect("encode subscription");
+    let mut params = Join::new("live");
+    params.protocols = vec![("range", metadata.freeze())];
+    let joined = join_new(&mut conn, &params).await;
+    let id = joined.member_id.to_string();
+    assert_eq!(
+        sync(&mut conn, "live", 1, &id, None, &[]).await.error_code,
+        0
+    );
+    assert_eq!(
+        commit(&mut conn, "live", 1, &id, "sub", &[(0, 1)]).await,
+        vec![0]
+    );
+    assert_eq!(
+        commit(&mut conn, "live", 1, &id, "other", &[(0, 2)]).await,
+        vec![0]
+    );
+    let request = OffsetDeleteRequest::default()
+        .with_group_id(gid("live"))
+        .with_topics(vec![
+            OffsetDeleteRequestTopic::default()
+                .with_name(topic_name("sub"))
+                .with_partitions(vec![
+                    OffsetDeleteRequestPartition::default().with_partition_index(0)
+                ]),
+            OffsetDeleteRequestTopic::default()
+                .with_name(topic_name("other"))
+                .with_partitions(vec![
+                    OffsetDeleteRequestPartition::default().with_partition_index(0)
+                ]),
+        ]);
+    let response: OffsetDeleteResponse = conn.call(ApiKey::OffsetDelete, 0, &request).await;
+    assert_eq!(response.error_code, 0);
+    assert_eq!(
+        response.topics[0].partitions[0].error_code,
+        ResponseError::GroupSubscribedToTopic.code()
+    );
+    assert_eq!(response.topics[1].partitions[0].error_code, 0);
+    assert_eq!(fetch(&mut conn, "live", "sub", &[0]).await, vec![1]);
+    assert_eq!(fetch(&mut conn, "live", "other", &[0]).await, vec![-1]);
+    broker.stop().await;
+}

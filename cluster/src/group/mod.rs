@@ -1142,6 +1142,34 @@ mod tests {
     }
 
     #[test]
+    fn subscription_topics_reads_consumer_protocol_metadata() {
+        use bytes::BufMut;
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        use kafka_protocol::protocol::{Encodable, StrBytes};
+        for version in 0..=3i16 {
+            let subscription = ConsumerProtocolSubscription::default().with_topics(vec![
+                StrBytes::from_static_str("orders"),
+                StrBytes::from_static_str("audit"),
+            ]);
+            let mut buf = bytes::BytesMut::new();
+            buf.put_i16(version);
+            subscription.encode(&mut buf, version).unwrap();
+            let bytes = buf.freeze();
+            assert_eq!(
+                subscription_topics(&bytes),
+                Some(vec!["orders".to_string(), "audit".to_string()]),
+                "v{version}"
+            );
+            for len in 0..8 {
+                assert_eq!(subscription_topics(&bytes.slice(..len)), None, "len {len}");
+            }
+        }
+        // A huge announced count is refused without allocating.
+        let hostile = Bytes::from_static(&[0, 0, 0x7f, 0xff, 0xff, 0xff, 0, 1, b'x']);
+        assert_eq!(subscription_topics(&hostile), None);
+    }
+
+    #[test]
     fn static_member_rejoin_keeps_assignment_without_rebalance() {
         let c = GroupCoordinator::default();
         let t = Duration::from_secs(1);
