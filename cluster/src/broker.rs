@@ -128,8 +128,8 @@ pub struct Partition {
     dir: PathBuf,
     /// `None` once the partition is closed (broker shutdown or topic deletion).
     log: Mutex<Option<PartitionLog>>,
-    /// Mirror of the log's durable end offset, for waiters.
-    durable_end_offset: AtomicI64,
+    /// The high watermark published by the flusher (see [`Partition::high_watermark`]).
+    high_watermark: AtomicI64,
     /// Woken whenever the durable end offset moves or the partition closes.
     durable_notify: Notify,
     /// Set while the partition is queued for the flusher.
@@ -186,9 +186,10 @@ impl Partition {
         })
     }
 
-    /// The durable end offset (high watermark) last published by the flusher.
-    pub fn durable_end_offset(&self) -> i64 {
-        self.durable_end_offset.load(Ordering::SeqCst)
+    /// The high watermark last published by the flusher: the durable end offset (the log end
+    /// with `FlushPolicy::Never`). Consumers read, and ListOffsets `latest` reports, up to here.
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark.load(Ordering::SeqCst)
     }
 
     /// Waits until every offset below `end_offset` is durable. Fails if the partition closes first.
@@ -197,7 +198,7 @@ impl Partition {
             let notified = self.durable_notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.durable_end_offset() >= end_offset {
+            if self.high_watermark() >= end_offset {
                 return Ok(());
             }
             if self.lock().is_none() {
@@ -214,8 +215,7 @@ impl Partition {
             FlushPolicy::Never => log.log_end_offset(),
             FlushPolicy::Ack | FlushPolicy::IntervalMs(_) => log.durable_end_offset(),
         };
-        self.durable_end_offset
-            .store(high_watermark, Ordering::SeqCst);
+        self.high_watermark.store(high_watermark, Ordering::SeqCst);
         self.durable_notify.notify_waiters();
     }
 }
@@ -703,7 +703,7 @@ impl Broker {
                 index,
                 dir,
                 log: Mutex::new(log),
-                durable_end_offset: AtomicI64::new(durable),
+                high_watermark: AtomicI64::new(durable),
                 durable_notify: Notify::new(),
                 dirty: AtomicBool::new(false),
                 deleted: AtomicBool::new(false),

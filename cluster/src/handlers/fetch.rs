@@ -47,9 +47,11 @@ fn read_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRes
             let offset = fetch_partition.fetch_offset;
             let limit = (fetch_partition.partition_max_bytes.max(0) as usize).min(remaining);
             let must_return_first = first_non_empty;
+            // Read before taking the log lock: the high watermark only grows, so an older value
+            // is always safe to serve up to.
+            #[cfg(not(strata_bug = "read-past-durable"))]
+            let high_watermark = partition.high_watermark();
             let result = partition.with_log(|log| {
-                #[cfg(not(strata_bug = "read-past-durable"))]
-                let high_watermark = log.durable_end_offset();
                 // Planted bug (simulation only, see docs/simulation.md): reads, and the high
                 // watermark reported, go up to the log end, past what is durable.
                 #[cfg(strata_bug = "read-past-durable")]

@@ -54,8 +54,8 @@ pub fn handle(
                         return base.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
                     let timestamp = req_partition.timestamp;
+                    let high_watermark = partition.high_watermark();
                     let result = partition.with_log(|log| {
-                        let high_watermark = log.durable_end_offset();
                         Ok(match timestamp {
                             LATEST_TIMESTAMP => (-1, high_watermark),
                             EARLIEST_TIMESTAMP => (-1, log.log_start_offset()),
