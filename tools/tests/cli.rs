@@ -13,6 +13,8 @@ struct Serve {
     child: Option<Child>,
     bootstrap: String,
     log: mpsc::Receiver<String>,
+    /// What the broker logged before it was listening.
+    startup_log: Vec<String>,
 }
 
 impl Serve {
@@ -39,6 +41,7 @@ impl Serve {
             }
         });
         let marker = "strata listening on ";
+        let mut startup_log = Vec::new();
         loop {
             let line = match rx.recv_timeout(Duration::from_secs(20)) {
                 Ok(line) => line,
@@ -57,8 +60,10 @@ impl Serve {
                     child: Some(child),
                     bootstrap,
                     log: rx,
+                    startup_log,
                 };
             }
+            startup_log.push(line);
         }
     }
 
@@ -248,34 +253,62 @@ fn topic_produce_consume_round_trip_and_clean_shutdown() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Goal: a batch corrupted in the middle of a partition's log is never silently dropped: the
+/// broker names the file and byte position, keeps that partition offline (reads and writes get
+/// KAFKA_STORAGE_ERROR instead of data with a hole), and keeps serving every other partition.
 #[test]
-fn corrupt_data_dir_is_a_clear_startup_error() {
+fn corrupt_log_takes_its_partition_offline_with_a_clear_error() {
     let dir = temp_dir("corrupt");
     let data = dir.join("data");
     let serve = Serve::start(&data);
     serve.ok(&["topic", "create", "t"], None);
-    serve.ok(&["produce", "t"], Some("a\nb\nc\n"));
+    serve.ok(&["topic", "create", "healthy"], None);
+    for value in ["a", "b", "c"] {
+        serve.ok(&["produce", "t"], Some(&format!("{value}\n")));
+    }
     assert_eq!(serve.terminate(), Some(0));
 
     let log_file = data.join("t-0").join("00000000000000000000.log");
     let mut bytes = std::fs::read(&log_file).expect("read log");
     assert!(bytes.len() > 70, "{} bytes", bytes.len());
-    bytes[70] ^= 0xff;
+    // Inside the first batch's records, with two valid batches after it.
+    bytes[65] ^= 0xff;
     std::fs::write(&log_file, &bytes).expect("corrupt log");
 
-    let output = Command::new(STRATA)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run strata serve");
-    assert!(!output.status.success(), "a corrupt log must stop startup");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let serve = Serve::start(&data);
+    let startup = serve.startup_log.join("\n");
     assert!(
-        stderr.contains("00000000000000000000.log") && stderr.contains("corrupt"),
+        startup.contains("00000000000000000000.log") && startup.contains("corrupt"),
+        "the startup log names the damaged file: {startup}"
+    );
+    let consume = serve.cli(
+        &[
+            "consume",
+            "t",
+            "--from-beginning",
+            "--count",
+            "3",
+            "--timeout-ms",
+            "3000",
+        ],
+        None,
+    );
+    assert!(
+        !consume.status.success(),
+        "the damaged partition serves no data"
+    );
+    let stderr = String::from_utf8_lossy(&consume.stderr);
+    assert!(
+        stderr.contains("KAFKA_STORAGE_ERROR") || stderr.contains("no leader for t-0"),
         "{stderr}"
     );
+    serve.ok(&["produce", "healthy"], Some("still here\n"));
+    let out = serve.ok(
+        &["consume", "healthy", "--from-beginning", "--count", "1"],
+        None,
+    );
+    assert_eq!(out, "still here\n");
+    assert_eq!(serve.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
