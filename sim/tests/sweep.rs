@@ -8,13 +8,13 @@
 
 use strata_sim::run::{run_seed, simulate, Scenario, DETECTION_SCENARIOS, SCENARIOS};
 
-/// Seeds per scenario in the big sweep; `SIM_SEEDS_PER_SCENARIO` overrides (CI: 50, i.e. 200
-/// seeds in all).
+/// Seeds per scenario in the big sweep; `SIM_SEEDS_PER_SCENARIO` overrides (CI: 40, i.e. 200
+/// seeds in all over the 5 scenarios).
 fn seeds_per_scenario() -> u64 {
     std::env::var("SIM_SEEDS_PER_SCENARIO")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50)
+        .unwrap_or(40)
 }
 
 #[test]

@@ -152,8 +152,11 @@ scenario from S (default 0) until one fails, at most N (default the stated bound
                     result.verdict,
                     started.elapsed().as_secs_f64()
                 );
+                let exe = std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "sim".to_string());
                 println!(
-                    "reproduce: sim/run planted {bug} (then sim replay --seed {} --scenario {name} in that build)",
+                    "reproduce: {exe} replay --seed {} --scenario {name}",
                     result.seed
                 );
                 Ok(0)

@@ -1,0 +1,41 @@
+//! Goal: the checker catches a planted bug within the stated number of seeds
+//! ([`SEEDS_TO_CATCH_MAX`]), through the same code path as `sim/run planted`.
+//!
+//! Compiled only in a build with a planted bug (a normal or madsim-only build has nothing to
+//! catch, so there is no test):
+//! `RUSTFLAGS='--cfg madsim --cfg strata_bug="broken-dedupe"' CARGO_TARGET_DIR=target-sim-bug/broken-dedupe cargo test -p strata-sim --test planted`.
+#![cfg(all(
+    madsim,
+    any(
+        strata_bug = "ack-before-fsync",
+        strata_bug = "broken-dedupe",
+        strata_bug = "read-past-durable",
+        strata_bug = "recovery-truncates-too-far",
+        strata_bug = "recovery-keeps-torn"
+    )
+))]
+
+use strata_sim::planted::{hunt, planted_bug, scenario_for, PLANTED_BUGS, SEEDS_TO_CATCH_MAX};
+use strata_sim::run::{Scenario, Verdict};
+
+#[test]
+fn the_planted_bug_is_caught_within_the_stated_number_of_seeds() {
+    let bug = planted_bug().expect("this test is compiled only with a planted bug");
+    assert!(PLANTED_BUGS.contains(&bug));
+    let name = scenario_for(bug).expect("every planted bug has a scenario");
+    let scenario = Scenario::named(name).expect("scenario");
+    let Some((result, ran)) = hunt(&scenario, 0..SEEDS_TO_CATCH_MAX) else {
+        panic!("{bug} was not caught in seeds 0..{SEEDS_TO_CATCH_MAX} of {name}");
+    };
+    eprintln!(
+        "caught {bug} at seed {} (after {ran} seeds) in {name}: {:?}",
+        result.seed, result.verdict
+    );
+    // Caught by the checker (or the final read), not by a harness panic.
+    assert!(
+        matches!(result.verdict, Verdict::Invalid(_)),
+        "{bug} seed {}: {:?}",
+        result.seed,
+        result.verdict
+    );
+}
