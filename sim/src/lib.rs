@@ -10,6 +10,7 @@
 //! - [`node`]: brokers on simulated nodes; a node's disk crashes whenever the node restarts.
 //! - [`nemesis`]: the fault schedule drawn from the seed.
 //! - [`workload`]: producers and consumers recording a Jepsen-style history.
+//! - [`group_workload`]: consumer-group committers (`commit` / `fetch-offsets` operations).
 //! - [`trace`]: the trace hash that proves a seed replays identically.
 //! - [`run`]: scenarios and the per-seed runner used by `sim/run` and the tests.
 //! - [`planted`]: known bugs planted with `--cfg strata_bug="NAME"` that the checker must catch.
@@ -20,6 +21,8 @@
 pub mod clock;
 #[cfg(madsim)]
 pub mod disk;
+#[cfg(madsim)]
+pub mod group_workload;
 #[cfg(madsim)]
 pub mod nemesis;
 #[cfg(madsim)]

@@ -8,6 +8,8 @@
 //! - **Consumers** are assigned a subset of the partitions, poll them (one fetch per assigned
 //!   partition per `poll` operation) and now and then seek: a new `assign` operation followed by
 //!   positions at offset 0, at the latest offset or where they were.
+//! - **Committers** ([`crate::group_workload`]) commit consumer-group offsets monotonically
+//!   and read them back (`commit` / `fetch-offsets` operations).
 //! - **The final read** (after the nemesis healed everything) polls every partition from offset
 //!   0 up to its high watermark as one more process.
 //!
@@ -45,6 +47,8 @@ pub struct WorkloadConfig {
     pub producers: usize,
     /// Consumer processes.
     pub consumers: usize,
+    /// Consumer-group committer processes (see [`crate::group_workload`]), one group each.
+    pub committers: usize,
     /// Pause between two operations of one worker, in ms.
     pub think_ms: Range<u64>,
     /// The client's request timeout (also the producer's).
@@ -62,6 +66,7 @@ impl Default for WorkloadConfig {
             partitions: 3,
             producers: 4,
             consumers: 2,
+            committers: 2,
             think_ms: 20..200,
             request_timeout_ms: 2_000,
             op_timeout_ms: 15_000,
@@ -541,7 +546,8 @@ pub struct Workers {
     pub nodes: Vec<madsim::task::NodeId>,
 }
 
-/// Starts the producers (nodes `producer-<i>`) and consumers (nodes `consumer-<i>`).
+/// Starts the producers (nodes `producer-<i>`), consumers (nodes `consumer-<i>`) and group
+/// committers (nodes `committer-<i>`).
 pub fn spawn_workers(
     handle: &Handle,
     bootstrap: &str,
@@ -578,6 +584,22 @@ pub fn spawn_workers(
             .build();
         nodes.push(node.id());
         joins.push(node.spawn(run_consumer(
+            index,
+            bootstrap.to_string(),
+            config.clone(),
+            recorder.clone(),
+            seed,
+            stop_at,
+        )));
+    }
+    for index in 0..config.committers {
+        let node = handle
+            .create_node()
+            .name(format!("committer-{index}"))
+            .ip(client_ip(config.producers + config.consumers + index))
+            .build();
+        nodes.push(node.id());
+        joins.push(node.spawn(crate::group_workload::run_committer(
             index,
             bootstrap.to_string(),
             config.clone(),
