@@ -1069,6 +1069,13 @@ async fn append_durable(
         records.len() as i64,
         "one offset per offsets record"
     );
+    // Planted bug (simulation only, see docs/simulation.md): OffsetCommit answers (and the
+    // offsets become visible) before the flusher has made the record durable.
+    // (`if true` keeps the code below reachable for the compiler.)
+    #[cfg(strata_bug = "offsets-not-durable")]
+    if true {
+        return Ok(outcome.base_offset);
+    }
     match tokio::time::timeout(
         Duration::from_millis(OFFSET_COMMIT_DURABLE_TIMEOUT_MS),
         partition.wait_durable(outcome.last_offset + 1),
