@@ -13,18 +13,20 @@
 //! | `read-past-durable` | `cluster/src/handlers/fetch.rs` | fetch serves (and reports as high watermark) the log end, not the durable end |
 //! | `recovery-truncates-too-far` | `storage-tiered/src/log.rs` | recovery also drops the last valid batch before a torn tail |
 //! | `recovery-keeps-torn` | `storage-tiered/src/log.rs` | recovery keeps the torn tail's bytes as if valid |
+//! | `offsets-not-durable` | `cluster/src/group/mod.rs` | OffsetCommit answers before its `__consumer_offsets` record is durable |
 
 use std::ops::Range;
 
 use crate::run::{run_seed, Scenario, SeedResult};
 
 /// Every planted bug's name.
-pub const PLANTED_BUGS: [&str; 5] = [
+pub const PLANTED_BUGS: [&str; 6] = [
     "ack-before-fsync",
     "broken-dedupe",
     "read-past-durable",
     "recovery-truncates-too-far",
     "recovery-keeps-torn",
+    "offsets-not-durable",
 ];
 
 /// The most seeds [`hunt`] may need to catch any planted bug (the stated bound, checked by
@@ -43,6 +45,8 @@ pub fn planted_bug() -> Option<&'static str> {
         Some("recovery-truncates-too-far")
     } else if cfg!(strata_bug = "recovery-keeps-torn") {
         Some("recovery-keeps-torn")
+    } else if cfg!(strata_bug = "offsets-not-durable") {
+        Some("offsets-not-durable")
     } else {
         None
     }
@@ -58,7 +62,8 @@ pub fn scenario_for(bug: &str) -> Option<&'static str> {
         "ack-before-fsync"
         | "read-past-durable"
         | "recovery-truncates-too-far"
-        | "recovery-keeps-torn" => Some("group-commit"),
+        | "recovery-keeps-torn"
+        | "offsets-not-durable" => Some("group-commit"),
         _ => None,
     }
 }

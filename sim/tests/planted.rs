@@ -11,7 +11,8 @@
         strata_bug = "broken-dedupe",
         strata_bug = "read-past-durable",
         strata_bug = "recovery-truncates-too-far",
-        strata_bug = "recovery-keeps-torn"
+        strata_bug = "recovery-keeps-torn",
+        strata_bug = "offsets-not-durable"
     )
 ))]
 
