@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need, on a fresh Debian machine as root (idempotent, quiet):
 #   - Debian packages: kcat and librdkafka-dev (librdkafka 2.0.x), python3-venv if venv is missing;
-#   - a Python virtualenv at .venv with the pinned packages of tests/requirements.txt.
+#   - a Python virtualenv at .venv with the pinned packages of tests/requirements.txt;
+#   - Node.js and npm (Debian's, if missing) and kafkajs, pinned by tests/kafkajs/package-lock.json
+#     (npm ci into tests/kafkajs/node_modules).
 # Usage: bash scripts/setup-test-env.sh   (from anywhere; works on the repository it lives in)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -14,6 +16,8 @@ dpkg -s librdkafka-dev >/dev/null 2>&1 || apt_packages+=(librdkafka-dev)
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     apt_packages+=(python3-venv)
 fi
+command -v node >/dev/null 2>&1 || apt_packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || apt_packages+=(npm)
 if ((${#apt_packages[@]})); then
     echo "setup: apt-get install ${apt_packages[*]}"
     apt-get update -qq >/dev/null
@@ -35,4 +39,15 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
     echo "$want" >"$stamp"
 fi
 
-echo "setup: kcat with $(kcat -V 2>&1 | grep -o 'librdkafka [0-9.]*' | head -1); $(.venv/bin/python -c 'import confluent_kafka, kafka; print("confluent-kafka %s (librdkafka %s), kafka-python %s" % (confluent_kafka.version(), confluent_kafka.libversion()[0], kafka.__version__))')"
+# kafkajs for tests/test_kafkajs.py: npm ci only when the lock file changed (the stamp holds its
+# checksum) or node_modules is gone.
+kafkajs_stamp=tests/kafkajs/node_modules/.strata-lock.sha256
+kafkajs_want=$(sha256sum tests/kafkajs/package-lock.json | cut -d' ' -f1)
+if [[ ! -f $kafkajs_stamp || $(cat "$kafkajs_stamp") != "$kafkajs_want" ]]; then
+    echo "setup: npm ci in tests/kafkajs"
+    (cd tests/kafkajs && timeout 300 env npm_config_update_notifier=false npm_config_fund=false \
+        npm ci --no-audit --no-fund --loglevel=error </dev/null >/dev/null)
+    echo "$kafkajs_want" >"$kafkajs_stamp"
+fi
+
+echo "setup: kcat with $(kcat -V 2>&1 | grep -o 'librdkafka [0-9.]*' | head -1); $(.venv/bin/python -c 'import confluent_kafka, kafka; print("confluent-kafka %s (librdkafka %s), kafka-python %s" % (confluent_kafka.version(), confluent_kafka.libversion()[0], kafka.__version__))'); node $(node --version), kafkajs $(node -p 'require("./tests/kafkajs/node_modules/kafkajs/package.json").version')"
