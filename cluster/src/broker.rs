@@ -32,6 +32,7 @@ use uuid::Uuid;
 use crate::config::{BrokerConfig, FlushPolicy, TopicConfig};
 use crate::errors::BrokerError;
 use crate::group::GroupCoordinator;
+use crate::metrics::Metrics;
 
 /// Producer ids are reserved on disk in blocks of this many.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -282,6 +283,7 @@ pub struct Broker {
     bound_addr: Mutex<Option<SocketAddr>>,
     id_counter: AtomicU64,
     groups: GroupCoordinator,
+    metrics: Metrics,
 }
 
 impl Broker {
@@ -322,6 +324,7 @@ impl Broker {
             bound_addr: Mutex::new(None),
             id_counter: AtomicU64::new(0),
             groups: GroupCoordinator::default(),
+            metrics: Metrics::new(),
         };
         broker.remove_tmp_files()?;
         broker.cluster_id = broker.load_or_create_cluster_id()?;
@@ -370,6 +373,11 @@ impl Broker {
     /// The group coordinator (consumer groups and committed offsets).
     pub fn groups(&self) -> &GroupCoordinator {
         &self.groups
+    }
+
+    /// The Prometheus metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The clock.
@@ -992,7 +1000,9 @@ impl Broker {
         }
         let never = self.config.flush == FlushPolicy::Never;
         if !never {
+            let started = std::time::Instant::now();
             sync_files(files).await;
+            self.metrics.record_fsync(started.elapsed());
         }
         for (partition, end_offset) in targets {
             if let Some(log) = partition.lock().as_mut() {

@@ -47,6 +47,9 @@ pub struct BrokerConfig {
     pub log_defaults: LogConfig,
     /// log.retention.check.interval.ms, default 300000.
     pub retention_check_interval_ms: u64,
+    /// Where [`crate::server::serve`] serves Prometheus metrics (`GET /metrics`); `None` (the
+    /// library default) serves none. `strata serve` defaults to 127.0.0.1:9644.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for BrokerConfig {
@@ -63,6 +66,7 @@ impl Default for BrokerConfig {
             message_bytes_max: 1024 * 1024 + 12,
             log_defaults: LogConfig::default(),
             retention_check_interval_ms: 300_000,
+            metrics_listen: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! - [`broker::Broker`] owns topics, partitions, the flusher and the retention task.
 //! - [`config`] holds the broker config and topic configs with Kafka's names.
 //! - [`errors`] is the one place that maps internal errors to Kafka error codes.
+//! - [`metrics`] holds the Prometheus metrics and serves them over HTTP.
 
 pub mod broker;
 pub mod client;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod errors;
 pub mod group;
 pub mod handlers;
+pub mod metrics;
 pub mod server;
 
 pub use broker::Broker;

@@ -179,6 +179,7 @@ async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> std
 /// Serves one connection until the peer closes it, it misbehaves, or the broker shuts down.
 async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    let _connection = broker.metrics().connection_opened();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let max_bytes = broker.config().request_bytes_max;
     loop {
@@ -195,6 +196,7 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
                 break;
             }
             Err(ReadError::BadLength(length)) => {
+                broker.metrics().record_bad_frame();
                 tracing::warn!(%peer, length, max_bytes, "closing connection: bad frame length");
                 break;
             }
@@ -223,6 +225,7 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
                 }
             }
             Err(error) => {
+                broker.metrics().record_bad_frame();
                 tracing::warn!(%peer, %error, "closing connection: undecodable request");
                 break;
             }
@@ -240,7 +243,13 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
                 .unwrap_or_default(),
             client_host: format!("/{}", peer.ip()),
         };
-        match handlers::handle_in_context(&broker, decoded.request, version, &context).await {
+        let started = std::time::Instant::now();
+        let outcome =
+            handlers::handle_in_context(&broker, decoded.request, version, &context).await;
+        broker
+            .metrics()
+            .record_request(api_key, started.elapsed(), &outcome);
+        match outcome {
             Outcome::Respond(response) => {
                 match encode_response(correlation_id, api_key, version, &response) {
                     Ok(bytes) => {
@@ -267,6 +276,11 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
 
 /// Accepts Kafka connections on `listener` until `shutdown` resolves; then stops accepting, and
 /// flushes and closes every partition.
+///
+/// With `metrics_listen` set in the config, also serves Prometheus metrics there (see
+/// [`crate::metrics`]). A metrics address that cannot be bound is logged as an error and the
+/// broker serves Kafka clients without metrics: the endpoint is auxiliary, and a second broker
+/// on the same host with the default metrics port must still serve.
 pub async fn serve(
     broker: Arc<Broker>,
     listener: TcpListener,
@@ -275,6 +289,15 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         broker.set_bound_addr(addr);
         tracing::info!(%addr, "listening for Kafka clients");
+    }
+    if let Some(metrics_addr) = broker.config().metrics_listen {
+        match crate::metrics::spawn_endpoint(Arc::clone(&broker), metrics_addr).await {
+            Ok(bound) => tracing::info!("metrics listening on http://{bound}/metrics"),
+            Err(error) => tracing::error!(
+                %error,
+                "cannot listen for metrics on {metrics_addr}; serving without a metrics endpoint"
+            ),
+        }
     }
     tokio::pin!(shutdown);
     loop {

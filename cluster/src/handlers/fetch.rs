@@ -125,6 +125,13 @@ fn has_partition_error(response: &FetchResponse) -> bool {
 
 /// Handles a Fetch request, waiting up to `max_wait_ms` for `min_bytes` of durable data.
 pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
+    let started = std::time::Instant::now();
+    let response = long_poll(broker, request, version).await;
+    broker.metrics().record_fetch(&response, started.elapsed());
+    response
+}
+
+async fn long_poll(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
     let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let deadline = tokio::time::Instant::now() + max_wait;
     let min_bytes = request.min_bytes.max(0) as usize;

@@ -112,6 +112,9 @@ fn append_partition(
     let outcome = broker
         .append(partition, &mut buffer)
         .map_err(|e| (e.response_error(), e.to_string()))?;
+    broker
+        .metrics()
+        .record_produced(partition.topic(), buffer.len(), &outcome);
     let log_start = partition
         .with_log(|log| Ok(log.log_start_offset()))
         .map_err(|e| (e.response_error(), e.to_string()))?;
