@@ -244,7 +244,9 @@ def test_kafkajs_consumer_reads_back_what_was_produced(broker):
 def test_kafkajs_two_consumers_share_a_topic(broker):
     """Goal: two kafkajs consumers in one group split a 4-partition topic (each gets some
     partitions, none shared), and together receive every record produced afterwards exactly once,
-    each partition in order, from the member that owns it."""
+    each partition in order, from the member that owns it. When one disconnects, the other takes
+    over all 4 partitions well within the session timeout and continues right after what was
+    consumed (nothing redelivered, nothing lost)."""
     topic = unique_name("kjs-pair")
     per_partition = 25
     out = run_scenario(broker, "twoConsumers", {
@@ -262,7 +264,18 @@ def test_kafkajs_two_consumers_share_a_topic(broker):
         assert set(got) == set(owned), f"member {name} got records of partitions it does not own"
         for p, seen in got.items():
             assert [int(r["offset"]) for r in seen] == list(range(per_partition)), (name, p)
-            assert [unhex(r["value"]) for r in seen] == [f"v-{p}-{i}".encode() for i in range(per_partition)]
+            assert [unhex(r["value"]) for r in seen] == [f"v0-{p}-{i}".encode() for i in range(per_partition)]
+
+    after = out["afterHandover"]
+    assert after["assignment"] == [0, 1, 2, 3]
+    assert out["handoverMs"] < 6000, f"handover took {out['handoverMs']} ms (LeaveGroup ignored?)"
+    assert after["aRecords"] == [], "the member that left still received records"
+    got = by_partition(after["records"])
+    assert sorted(got) == [0, 1, 2, 3]
+    for p, seen in got.items():
+        assert [unhex(r["value"]) for r in seen] == [f"v1-{p}-{i}".encode() for i in range(per_partition)], (
+            f"partition {p} after the handover: redelivered or lost records")
+        assert [int(r["offset"]) for r in seen] == list(range(per_partition, 2 * per_partition)), p
 
 
 def test_kafkajs_committed_offsets_resume(broker):

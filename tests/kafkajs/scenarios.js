@@ -265,6 +265,8 @@ async function consumeAll(bootstrap, { topic, groupId, count, settleMs = 1000 })
 /**
  * Two consumers of one group on `topic`: waits until their assignments are disjoint and cover every
  * partition, then produces `perPartition` records to each partition and reads until all arrived.
+ * Then member a disconnects (LeaveGroup); once b owns every partition, `perPartition` more records
+ * go to each partition and b reads them (b's records are split into before/after the handover).
  */
 async function twoConsumers(bootstrap, { topic, groupId, partitions, perPartition, settleMs = 1500 }) {
   await createTopic(bootstrap, topic, partitions)
@@ -277,6 +279,21 @@ async function twoConsumers(bootstrap, { topic, groupId, partitions, perPartitio
   }))
   const all = () => members.flatMap(m => m.records)
   const owned = m => (m.state.assignment && m.state.assignment[topic]) || []
+  const produceRound = async round => {
+    const producer = kafka.producer({ allowAutoTopicCreation: false })
+    await producer.connect()
+    try {
+      const messages = []
+      for (let p = 0; p < partitions; p++) {
+        for (let i = 0; i < perPartition; i++) {
+          messages.push({ partition: p, key: `k${round}-${p}-${i}`, value: `v${round}-${p}-${i}` })
+        }
+      }
+      return metaView(await producer.send({ topic, acks: -1, messages }))
+    } finally {
+      await producer.disconnect()
+    }
+  }
   try {
     for (const m of members) {
       trackAssignment(m.consumer, m.state)
@@ -297,31 +314,31 @@ async function twoConsumers(bootstrap, { topic, groupId, partitions, perPartitio
       },
       30000
     )
-    const assignments = Object.fromEntries(members.map(m => [m.name, [...owned(m)].sort()]))
+    const assignments = Object.fromEntries(members.map(m => [m.name, [...owned(m)].sort((x, y) => x - y)]))
 
-    const producer = kafka.producer({ allowAutoTopicCreation: false })
-    await producer.connect()
-    const produced = []
-    try {
-      const messages = []
-      for (let p = 0; p < partitions; p++) {
-        for (let i = 0; i < perPartition; i++) {
-          messages.push({ partition: p, key: `k-${p}-${i}`, value: `v-${p}-${i}` })
-        }
-      }
-      const meta = await producer.send({ topic, acks: -1, messages })
-      produced.push(...metaView(meta))
-    } finally {
-      await producer.disconnect()
-    }
+    const produced = await produceRound(0)
     const total = partitions * perPartition
     await waitFor(`${total} records across both members`, () => all().length >= total, 30000)
     await sleep(settleMs)
+    const finalAssignments = Object.fromEntries(members.map(m => [m.name, [...owned(m)].sort((x, y) => x - y)]))
+    const records = Object.fromEntries(members.map(m => [m.name, m.records.splice(0)]))
+
+    // Handover: a leaves, b must take every partition and continue after a's commits.
+    const [a, b] = members
+    const leftAt = Date.now()
+    await a.consumer.disconnect()
+    await waitFor('b owning every partition after a left', () => owned(b).length === partitions, 30000)
+    const handoverMs = Date.now() - leftAt
+    const producedAfter = await produceRound(1)
+    await waitFor(`${total} records at b after the handover`, () => b.records.length >= total, 30000)
+    await sleep(settleMs)
     return {
       assignments,
-      finalAssignments: Object.fromEntries(members.map(m => [m.name, [...owned(m)].sort()])),
+      finalAssignments,
       produced,
-      records: Object.fromEntries(members.map(m => [m.name, m.records])),
+      records,
+      handoverMs,
+      afterHandover: { assignment: [...owned(b)].sort((x, y) => x - y), produced: producedAfter, records: b.records, aRecords: a.records },
     }
   } finally {
     for (const m of members) await m.consumer.disconnect()
