@@ -281,7 +281,8 @@ def test_kafkajs_two_consumers_share_a_topic(broker):
 def test_kafkajs_committed_offsets_resume(broker):
     """Goal: a kafkajs consumer that commits each record it processes (commitOffsets, autoCommit
     off) and then disconnects leaves committed offsets that admin.fetchOffsets reports; a new member
-    of the same group resumes exactly after them: no record skipped, none processed twice."""
+    of the same group resumes exactly after them: no record skipped, none processed twice. Once
+    both left, admin.listGroups and admin.describeGroups show an empty consumer group."""
     topic = unique_name("kjs-resume")
     create_topic(broker.bootstrap, topic, partitions=2)
     records = [{"partition": p, "key": f"{p}-{i}".encode(), "value": f"v{p}-{i}".encode()}
@@ -289,8 +290,9 @@ def test_kafkajs_committed_offsets_resume(broker):
     assert all(d.error is None for d in produce(broker.bootstrap, topic, records))
     stop_after = 5  # fewer than one partition holds: the first member stops inside a partition
 
+    group = unique_name("kjs-g")
     out = run_scenario(broker, "commitResume", {
-        "topic": topic, "groupId": unique_name("kjs-g"), "stopAfter": stop_after, "total": len(records)})
+        "topic": topic, "groupId": group, "stopAfter": stop_after, "total": len(records)})
 
     phase1, phase2 = out["phase1"], out["phase2"]
     assert len(phase1) == stop_after
@@ -310,6 +312,10 @@ def test_kafkajs_committed_offsets_resume(broker):
         assert [int(r["offset"]) for r in seen] == list(range(start, 10)), p
     [after] = out["committedAfter"]
     assert {x["partition"]: int(x["offset"]) for x in after["partitions"]} == {0: 10, 1: 10}
+    # Both members left: the group is listed and described as an empty consumer group.
+    assert [(g["groupId"], g["protocolType"]) for g in out["listedGroups"]] == [(group, "consumer")]
+    assert out["describedGroups"] == [{"groupId": group, "errorCode": 0, "state": "Empty",
+                                       "protocolType": "consumer", "members": 0}]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -349,7 +349,8 @@ async function twoConsumers(bootstrap, { topic, groupId, partitions, perPartitio
  * Phase 1: a consumer of `groupId` processes the first `stopAfter` records it gets, committing each
  * one's offset (autoCommit off: commitOffsets), then disconnects. Phase 2: a new consumer of the
  * same group reads everything that remains (`total - stopAfter` records). Also returns what
- * admin.fetchOffsets reports between and after the phases.
+ * admin.fetchOffsets reports between and after the phases, and the group as admin.listGroups and
+ * admin.describeGroups show it once both members left.
  */
 async function commitResume(bootstrap, { topic, groupId, stopAfter, total, settleMs = 1500 }) {
   const kafka = kafkaFor(bootstrap, 'it-resume')
@@ -390,6 +391,14 @@ async function commitResume(bootstrap, { topic, groupId, stopAfter, total, settl
       await second.disconnect() // autoCommit (the default) commits what was processed
     }
     result.committedAfter = await adm.fetchOffsets({ groupId, topics: [topic] })
+    result.listedGroups = (await adm.listGroups()).groups.filter(g => g.groupId === groupId)
+    result.describedGroups = (await adm.describeGroups([groupId])).groups.map(g => ({
+      groupId: g.groupId,
+      errorCode: g.errorCode,
+      state: g.state,
+      protocolType: g.protocolType,
+      members: g.members.length,
+    }))
     return result
   } finally {
     await adm.disconnect()
