@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// When to fsync: ack (default: before acks=all answers), never, interval:MS.
     #[arg(long)]
     flush: Option<String>,
+    /// Address of the Prometheus metrics endpoint (GET /metrics; default 127.0.0.1:9644), or
+    /// `none` to serve no metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 /// Runs the broker: open the data dir, bind, serve until a shutdown signal, then flush and
@@ -46,6 +50,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         advertised_host: args.advertised_host,
         node_id: args.node_id,
         flush: args.flush,
+        metrics_listen: args.metrics_listen,
     };
     let config = serve_config::build(file, flags)?;
     let data_dir = config.data_dir.clone();

@@ -22,6 +22,7 @@ use strata_cluster::config::{BrokerConfig, FlushPolicy};
 /// message_max_bytes = 1048588
 /// request_max_bytes = 104857600
 /// retention_check_interval_ms = 300000
+/// metrics_listen = "127.0.0.1:9644"  # Prometheus GET /metrics; "none" disables
 ///
 /// [log]                       # defaults of the topic configs, Kafka names
 /// "segment.bytes" = 1073741824
@@ -43,6 +44,7 @@ pub struct FileConfig {
     pub message_max_bytes: Option<usize>,
     pub request_max_bytes: Option<usize>,
     pub retention_check_interval_ms: Option<u64>,
+    pub metrics_listen: Option<String>,
     pub log: Option<BTreeMap<String, toml::Value>>,
 }
 
@@ -54,6 +56,20 @@ pub struct FlagOverrides {
     pub advertised_host: Option<String>,
     pub node_id: Option<i32>,
     pub flush: Option<String>,
+    pub metrics_listen: Option<String>,
+}
+
+/// Where `strata serve` serves Prometheus metrics unless told otherwise.
+pub const METRICS_LISTEN_DEFAULT: &str = "127.0.0.1:9644";
+
+/// Parses a metrics address: `HOST:PORT`, or `none` (no metrics endpoint).
+pub fn parse_metrics_listen(s: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    parse_listen(s.trim())
+        .map(Some)
+        .with_context(|| format!("bad metrics address {s:?} (expected HOST:PORT or none)"))
 }
 
 /// Parses a TOML config file's text.
@@ -128,6 +144,13 @@ pub fn build(file: FileConfig, flags: FlagOverrides) -> anyhow::Result<BrokerCon
     if let Some(flush) = flags.flush.as_deref().or(file.flush.as_deref()) {
         config.flush = parse_flush(flush)?;
     }
+    config.metrics_listen = parse_metrics_listen(
+        flags
+            .metrics_listen
+            .as_deref()
+            .or(file.metrics_listen.as_deref())
+            .unwrap_or(METRICS_LISTEN_DEFAULT),
+    )?;
     if let Some(n) = file.num_partitions {
         if n < 1 {
             bail!("num_partitions must be >= 1, not {n}");
@@ -249,6 +272,38 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:9092".parse().expect("addr"));
         assert_eq!(config.data_dir, PathBuf::from("./strata-data"));
         assert_eq!(config.flush, FlushPolicy::Ack);
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9644".parse().expect("addr"))
+        );
+    }
+
+    #[test]
+    fn metrics_listen_from_file_flag_or_none() {
+        let file = parse_file("metrics_listen = \"0.0.0.0:19644\"\n").expect("parse");
+        let config = build(file, FlagOverrides::default()).expect("build");
+        assert_eq!(
+            config.metrics_listen,
+            Some("0.0.0.0:19644".parse().expect("addr"))
+        );
+        let file = parse_file("metrics_listen = \"0.0.0.0:19644\"\n").expect("parse");
+        let flags = FlagOverrides {
+            metrics_listen: Some("none".to_string()),
+            ..FlagOverrides::default()
+        };
+        assert_eq!(build(file, flags).expect("build").metrics_listen, None);
+        let file = parse_file("metrics_listen = \"NONE\"\n").expect("parse");
+        assert_eq!(
+            build(file, FlagOverrides::default())
+                .expect("build")
+                .metrics_listen,
+            None
+        );
+        let flags = FlagOverrides {
+            metrics_listen: Some("nowhere".to_string()),
+            ..FlagOverrides::default()
+        };
+        assert!(build(FileConfig::default(), flags).is_err());
     }
 
     #[test]

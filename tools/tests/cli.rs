@@ -18,10 +18,12 @@ struct Serve {
 }
 
 impl Serve {
-    /// Starts `strata serve` on 127.0.0.1:0 and waits for its "strata listening on" line.
+    /// Starts `strata serve` on 127.0.0.1:0 (metrics on 127.0.0.1:0 too) and waits for its
+    /// "strata listening on" line.
     fn start(data_dir: &Path) -> Serve {
         let mut child = Command::new(STRATA)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -308,6 +310,36 @@ fn corrupt_log_takes_its_partition_offline_with_a_clear_error() {
         None,
     );
     assert_eq!(out, "still here\n");
+    assert_eq!(serve.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serve_logs_and_serves_its_metrics_address() {
+    let dir = temp_dir("metrics");
+    let serve = Serve::start(&dir);
+    let marker = "metrics listening on http://";
+    let addr = loop {
+        let line = serve
+            .log
+            .recv_timeout(Duration::from_secs(20))
+            .expect("strata serve logs its metrics address");
+        if let Some(at) = line.find(marker) {
+            let rest = &line[at + marker.len()..];
+            break rest[..rest.find('/').expect("a /metrics path")].to_string();
+        }
+    };
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect to metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: strata\r\n\r\n")
+        .expect("write request");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).expect("read answer");
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("\nstrata_connections 0\n"), "{answer}");
     assert_eq!(serve.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
