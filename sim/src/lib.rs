@@ -11,6 +11,8 @@
 //! - [`nemesis`]: the fault schedule drawn from the seed.
 //! - [`workload`]: producers and consumers recording a Jepsen-style history.
 //! - [`group_workload`]: consumer-group committers (`commit` / `fetch-offsets` operations).
+//! - [`object_store`]: the shared object store (survives node crashes) with seeded latency,
+//!   errors and failed multipart uploads, for tiered storage.
 //! - [`trace`]: the trace hash that proves a seed replays identically.
 //! - [`run`]: scenarios and the per-seed runner used by `sim/run` and the tests.
 //! - [`planted`]: known bugs planted with `--cfg strata_bug="NAME"` that the checker must catch.
@@ -27,6 +29,8 @@ pub mod group_workload;
 pub mod nemesis;
 #[cfg(madsim)]
 pub mod node;
+#[cfg(madsim)]
+pub mod object_store;
 #[cfg(madsim)]
 pub mod planted;
 #[cfg(madsim)]
