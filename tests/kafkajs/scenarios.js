@@ -407,8 +407,8 @@ async function commitResume(bootstrap, { topic, groupId, stopAfter, total, settl
 
 /**
  * Produces the given records (with explicit timestamps), then asks admin.fetchTopicOffsets and
- * admin.fetchTopicOffsetsByTimestamp for each of `timestamps`, and admin.fetchOffsets after a
- * commit through admin.setOffsets-free path: a consumer commit of `commit` offsets.
+ * admin.fetchTopicOffsetsByTimestamp for each of `timestamps`, and admin.fetchOffsets of `groupId`
+ * before and after a member of it commits the `commit` offsets (consumer.commitOffsets).
  */
 async function offsets(bootstrap, { topic, partitions, records, timestamps, groupId, commit }) {
   await createTopic(bootstrap, topic, partitions)
