@@ -356,31 +356,44 @@ impl Metrics {
         if let Some(histogram) = self.request_durations.get(&(api_key as i16)) {
             histogram.observe(elapsed.as_secs_f64());
         }
-        let codes: Box<dyn Iterator<Item = i16> + '_> = match outcome {
-            Outcome::Respond(Response::Produce(r)) => Box::new(
-                r.responses
+        match outcome {
+            Outcome::Respond(Response::Produce(r)) => {
+                for code in r
+                    .responses
                     .iter()
-                    .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code)),
-            ),
-            Outcome::Respond(Response::Fetch(r)) => Box::new(
-                r.responses
+                    .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code))
+                {
+                    self.record_partition_error(api_key, code);
+                }
+            }
+            Outcome::Respond(Response::Fetch(r)) => {
+                for code in r
+                    .responses
                     .iter()
-                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
-            ),
-            _ => return,
-        };
-        for code in codes.filter(|code| *code != 0) {
-            let error = match ResponseError::try_from_code(code) {
-                Some(error) => format!("{error:?}"),
-                None => format!("code_{code}"),
-            };
-            self.partition_errors
-                .get_or_create(&ErrorLabels {
-                    api: api_name(api_key),
-                    error,
-                })
-                .inc();
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                {
+                    self.record_partition_error(api_key, code);
+                }
+            }
+            _ => {}
         }
+    }
+
+    /// Counts a partition answered with `code` (0, no error, counts nothing).
+    fn record_partition_error(&self, api_key: ApiKey, code: i16) {
+        if code == 0 {
+            return;
+        }
+        let error = match ResponseError::try_from_code(code) {
+            Some(error) => format!("{error:?}"),
+            None => format!("code_{code}"),
+        };
+        self.partition_errors
+            .get_or_create(&ErrorLabels {
+                api: api_name(api_key),
+                error,
+            })
+            .inc();
     }
 
     /// Counts a frame that closed its connection.
