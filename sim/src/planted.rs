@@ -4,7 +4,7 @@
 //! Each bug is a few lines of production code guarded by `#[cfg(strata_bug = "NAME")]`; the
 //! normal build does not contain them. `sim/run planted NAME` (or `--all`) builds the simulator
 //! with `RUSTFLAGS="--cfg madsim --cfg strata_bug=\"NAME\""` in its own target dir and runs
-//! [`hunt`] on the bug's scenario ([`scenario_for`]) until a seed fails.
+//! [`hunt`] on the bug's scenario ([`scenario_for`]) until the checker fails a seed.
 //!
 //! | bug | where | what |
 //! |---|---|---|
@@ -17,7 +17,7 @@
 
 use std::ops::Range;
 
-use crate::run::{run_seed, Scenario, SeedResult};
+use crate::run::{run_seed, Scenario, SeedResult, Verdict};
 
 /// Every planted bug's name.
 pub const PLANTED_BUGS: [&str; 6] = [
@@ -68,13 +68,34 @@ pub fn scenario_for(bug: &str) -> Option<&'static str> {
     }
 }
 
-/// Runs the seeds of `seeds` in order on `scenario` until one does not pass. Returns the
-/// failing seed's result and how many seeds ran, or `None` if every seed passed.
-pub fn hunt(scenario: &Scenario, seeds: Range<u64>) -> Option<(SeedResult, u64)> {
+/// What [`hunt`] found.
+#[derive(Debug, Clone)]
+pub struct Caught {
+    /// The first seed the checker failed (an [`Verdict::Invalid`] verdict).
+    pub result: SeedResult,
+    /// Seeds run up to and including it.
+    pub seeds_run: u64,
+    /// Seeds before it whose simulation panicked (e.g. a broker that refused to open a corrupt
+    /// log): not counted as caught, since the checker did not see them.
+    pub panicked: Vec<SeedResult>,
+}
+
+/// Runs the seeds of `seeds` in order on `scenario` until the checker fails one (an
+/// [`Verdict::Invalid`] verdict; a panicking seed does not count). `None` if none did.
+pub fn hunt(scenario: &Scenario, seeds: Range<u64>) -> Option<Caught> {
+    let mut panicked = Vec::new();
     for (ran, seed) in seeds.enumerate() {
         let result = run_seed(seed, scenario);
-        if !result.verdict.is_ok() {
-            return Some((result, ran as u64 + 1));
+        match result.verdict {
+            Verdict::Ok => {}
+            Verdict::Invalid(_) => {
+                return Some(Caught {
+                    result,
+                    seeds_run: ran as u64 + 1,
+                    panicked,
+                })
+            }
+            Verdict::Panic(_) => panicked.push(result),
         }
     }
     None

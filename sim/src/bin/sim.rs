@@ -143,15 +143,26 @@ scenario from S (default 0) until one fails, at most N (default the stated bound
         };
         let started = Instant::now();
         match hunt(&scenario, options.from..options.from + seeds) {
-            Some((result, ran)) => {
+            Some(caught) => {
+                let result = &caught.result;
                 println!("{}", table_header());
-                println!("{}", table_row(&result));
+                for panicked in &caught.panicked {
+                    println!("{}", table_row(panicked));
+                }
+                println!("{}", table_row(result));
                 println!(
-                    "caught {bug} at seed {} (after {ran} seeds) in scenario {name}: {:?} [{:.1} wall s]",
+                    "caught {bug} at seed {} (after {} seeds) in scenario {name}: {:?} [{:.1} wall s]",
                     result.seed,
+                    caught.seeds_run,
                     result.verdict,
                     started.elapsed().as_secs_f64()
                 );
+                if !caught.panicked.is_empty() {
+                    println!(
+                        "({} earlier seeds panicked, not counted as caught by the checker)",
+                        caught.panicked.len()
+                    );
+                }
                 let exe = std::env::current_exe()
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|_| "sim".to_string());
