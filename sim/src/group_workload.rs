@@ -1,8 +1,8 @@
 //! The consumer-group workload: committer processes that commit group offsets and read them
 //! back, so the checker's `group-offset-regression` check runs under the nemesis.
 //!
-//! Each committer process (node `committer-<i>`) owns one consumer group, `group-<i>`, and
-//! alternates two operations:
+//! Each committer process (node `committer-<i>`) owns one consumer group at a time,
+//! `group-<i>.<n>` (`n` from 0), and alternates two operations:
 //!
 //! - **`commit`**: a simple commit (generation -1, no members, as `Client::commit_group_offsets`
 //!   sends it) of a random non-empty subset of the topic's partitions. Every commit of a
@@ -15,7 +15,22 @@
 //! Outcomes: a commit the coordinator acknowledged is `ok`; an error that says the commit
 //! certainly did not happen (neither ambiguous nor retriable) is `fail`; anything else
 //! (timeouts, lost connections, coordinator not available) is `info`, after which the worker
-//! continues under a fresh process id. A fetch has no effect, so any failed fetch is `fail`.
+//! continues under a fresh process id **and with a new group** (`n + 1`). A fetch has no effect,
+//! so any failed fetch is `fail`.
+//!
+//! Why a new group: a commit whose reply never came may still be in flight (a clogged link
+//! delivers it seconds later, after the client gave up) and land after a later, higher commit.
+//! Nothing fences a simple commit (generation -1), in Kafka either, so that late write would
+//! legitimately move the committed offset back; the partition scenario produced exactly that
+//! (a `commit` timed out, the next commits were acknowledged, then fetches returned the timed-out
+//! commit's lower offsets). The worker therefore never commits to a group again once it has an
+//! ambiguous commit. It does keep fetching the groups it left (half of its fetches go to one
+//! of them, drawn at random among those with an acknowledged commit): a group's last commit
+//! may still land, but it carries higher offsets than every commit before it, so it can only
+//! move the offsets forward; a fetch below an acknowledged commit there is a lost commit. This
+//! is what catches an acknowledged commit lost in a crash: the crash makes the commits after it
+//! ambiguous, so the group is left behind. The final read ([`final_fetch`]) also fetches every
+//! group once everything is healed.
 //!
 //! An acknowledged commit is durable (the coordinator appended it to `__consumer_offsets` and
 //! waited for the fsync): no crash, torn tail or partition may make a later fetch return a
@@ -25,15 +40,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use jepsen_like::history::{GroupOffsets, Key, OpKind, OpValue};
-use strata_cluster::client::{ClientConfig, ClientError};
+use strata_cluster::client::{Client, ClientConfig, ClientError, CommittedOffset};
 
 use crate::rng::SimRng;
 use crate::trace::derive_seed;
 use crate::workload::{connect, Recorder, WorkloadConfig};
 
-/// The consumer group committer `index` owns.
-pub fn group_name(index: usize) -> String {
-    format!("group-{index}")
+/// The consumer group committer `index` owns after `ambiguous` ambiguous (`info`) commits.
+pub fn group_name(index: usize, ambiguous: u64) -> String {
+    format!("group-{index}.{ambiguous}")
 }
 
 /// Largest step (exclusive) by which one commit advances a partition's offset.
@@ -60,6 +75,18 @@ fn fetched_offsets(group: &str, offsets: BTreeMap<Key, u64>) -> OpValue {
     })
 }
 
+/// The workload topic's offsets among `committed`.
+fn offsets_of(config: &WorkloadConfig, committed: Vec<CommittedOffset>) -> BTreeMap<Key, u64> {
+    let mut offsets = BTreeMap::new();
+    for c in committed.into_iter().filter(|c| c.topic == config.topic) {
+        // `committed_offsets` leaves out partitions without a commit (-1).
+        if let Ok(offset) = u64::try_from(c.offset) {
+            offsets.insert(key(config, c.partition), offset);
+        }
+    }
+    offsets
+}
+
 /// Whether a failed commit certainly did not commit anything.
 fn commit_definitely_failed(error: &ClientError) -> bool {
     !error.is_ambiguous() && !error.is_retriable()
@@ -77,7 +104,11 @@ pub async fn run_committer(
     let mut rng = SimRng::new(derive_seed(seed, &format!("committer-{index}")));
     let mut process = recorder.fresh_process();
     let name = format!("committer-{index}");
-    let group = group_name(index);
+    let mut ambiguous: u64 = 0;
+    let mut group = group_name(index, ambiguous);
+    // Groups left behind (after an ambiguous commit) that have an acknowledged commit.
+    let mut left_acked: Vec<String> = Vec::new();
+    let mut group_acked = false;
     let client_config = ClientConfig {
         request_timeout_ms: config.request_timeout_ms,
         client_id: name,
@@ -115,6 +146,7 @@ pub async fn run_committer(
                     });
             match outcome {
                 Ok(()) => {
+                    group_acked = true;
                     recorder.complete(process, OpKind::Ok, group_offsets(&group, offsets), None)
                 }
                 Err(error) if commit_definitely_failed(&error) => recorder.complete(
@@ -131,23 +163,29 @@ pub async fn run_committer(
                         Some(error.to_string()),
                     );
                     process = recorder.fresh_process();
+                    if group_acked {
+                        left_acked.push(group.clone());
+                    }
+                    ambiguous += 1;
+                    group = group_name(index, ambiguous);
+                    group_acked = false;
                 }
             }
         } else {
+            // The current group, or one left behind.
+            let fetched = if !left_acked.is_empty() && rng.chance(0.5) {
+                left_acked[rng.index(left_acked.len())].clone()
+            } else {
+                group.clone()
+            };
+            let group = fetched;
             recorder.invoke(process, fetched_offsets(&group, BTreeMap::new()));
             let outcome = tokio::time::timeout(op_timeout, client.committed_offsets(&group))
                 .await
                 .unwrap_or_else(|_| Err(ClientError::Cancelled("fetch timed out".to_string())));
             match outcome {
                 Ok(committed) => {
-                    let mut offsets = BTreeMap::new();
-                    for c in committed.into_iter().filter(|c| c.topic == config.topic) {
-                        // `committed_offsets` leaves out partitions without a commit (-1).
-                        let Ok(offset) = u64::try_from(c.offset) else {
-                            continue;
-                        };
-                        offsets.insert(key(&config, c.partition), offset);
-                    }
+                    let offsets = offsets_of(&config, committed);
                     recorder.complete(process, OpKind::Ok, fetched_offsets(&group, offsets), None);
                 }
                 Err(error) => recorder.complete(
@@ -159,4 +197,55 @@ pub async fn run_committer(
             }
         }
     }
+}
+
+/// The groups' part of the final read: with everything healed, lists the groups and fetches
+/// the committed offsets of each one whose name a committer uses, as `fetch-offsets` operations
+/// of `process` (retrying every 500 ms until `deadline`). Returns whether every group was read.
+pub async fn final_fetch(
+    client: &Client,
+    config: &WorkloadConfig,
+    recorder: &Recorder,
+    process: u64,
+    deadline: Instant,
+) -> bool {
+    let groups = loop {
+        match client.list_groups().await {
+            Ok(groups) => break groups,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            Err(_) => return false,
+        }
+    };
+    let op_timeout = Duration::from_millis(config.op_timeout_ms);
+    for listing in groups.iter().filter(|g| g.group_id.starts_with("group-")) {
+        let group = &listing.group_id;
+        loop {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            recorder.invoke(process, fetched_offsets(group, BTreeMap::new()));
+            let outcome = tokio::time::timeout(op_timeout, client.committed_offsets(group))
+                .await
+                .unwrap_or_else(|_| Err(ClientError::Cancelled("fetch timed out".to_string())));
+            match outcome {
+                Ok(committed) => {
+                    let offsets = offsets_of(config, committed);
+                    recorder.complete(process, OpKind::Ok, fetched_offsets(group, offsets), None);
+                    break;
+                }
+                Err(error) => {
+                    recorder.complete(
+                        process,
+                        OpKind::Fail,
+                        fetched_offsets(group, BTreeMap::new()),
+                        Some(error.to_string()),
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+    true
 }

@@ -11,7 +11,7 @@
 //! - **Committers** ([`crate::group_workload`]) commit consumer-group offsets monotonically
 //!   and read them back (`commit` / `fetch-offsets` operations).
 //! - **The final read** (after the nemesis healed everything) polls every partition from offset
-//!   0 up to its high watermark as one more process.
+//!   0 up to its high watermark as one more process, then fetches every group's offsets.
 //!
 //! Outcomes: an acknowledged send is `ok` with its offsets; an error that says the write
 //! certainly did not happen (neither ambiguous nor retriable) is `fail`; anything else (timeouts,
@@ -466,7 +466,9 @@ fn error_needs_seek(error: &str) -> bool {
 
 /// The final read: with the system healed, reads every partition from offset 0 up to the high
 /// watermark it has when the read starts, as one more process (an `assign` of every partition,
-/// then polls). Gives up at `deadline`; returns whether every partition was read to its end.
+/// then polls), then fetches the committed offsets of every consumer group
+/// ([`crate::group_workload::final_fetch`]). Gives up at `deadline`; returns whether every
+/// partition was read to its end and every group's offsets were fetched.
 pub async fn final_read(
     bootstrap: String,
     config: WorkloadConfig,
@@ -535,6 +537,9 @@ pub async fn final_read(
             }
         }
     }
+    // Then every consumer group's committed offsets.
+    complete &=
+        crate::group_workload::final_fetch(&client, &config, &recorder, process, deadline).await;
     complete
 }
 
