@@ -67,6 +67,13 @@ fi
 if [[ -d sim/tests ]] && [[ -n $(find sim/tests -type f -name '*.rs' -print -quit) ]]; then
     step "simulation tests (--cfg madsim)" 1200 env RUSTFLAGS="--cfg madsim" \
         CARGO_TARGET_DIR="$sim_target_dir" cargo test -p strata-sim
+    # Planted bugs (docs/simulation.md): the checker must catch each. Each variant is a separate
+    # --cfg build; CI proves two of them, `sim/run planted --all` runs every one.
+    for bug in ack-before-fsync broken-dedupe; do
+        step "planted bug $bug is caught (--cfg strata_bug)" 900 env \
+            RUSTFLAGS="--cfg madsim --cfg strata_bug=\"$bug\"" \
+            CARGO_TARGET_DIR="$sim_target_dir-bug/$bug" cargo test -p strata-sim --test planted
+    done
 else
     skip "simulation tests" "sim/tests has no test files"
 fi
