@@ -24,14 +24,16 @@
 //! - **Errors.** After its latency a request fails with probability
 //!   [`ObjectStoreFaults::error_rate`] (a multipart part with
 //!   [`ObjectStoreFaults::part_error_rate`]) and has no effect: the error is certain.
-//! - **Lost replies.** With probability [`ObjectStoreFaults::lost_reply_rate`] a `put`,
-//!   `delete` or `copy` takes effect and then fails (the reply was lost): the caller cannot
-//!   tell it from an error without effect, as with a timed-out S3 request. A multipart
-//!   `complete` is never ambiguous here, so a failed upload never leaves an object.
+//! - **Lost replies.** With probability [`ObjectStoreFaults::lost_reply_rate`] a `put` or
+//!   `copy` takes effect and then fails (the reply was lost): the caller cannot tell it from an
+//!   error without effect, as with a timed-out S3 request. A multipart `complete` is never
+//!   ambiguous here, so a failed upload never leaves an object; nor is a delete.
 //! - **Outages.** [`FaultyObjectStore::set_outage`] makes every request fail without effect (after
 //!   its latency) until it is turned off: the nemesis's "object store unavailable" window.
-//! - Streaming calls (`list`, `list_with_offset`, `delete_stream`) fail as a whole (the stream
-//!   yields one error and ends) with the error probability or during an outage, without latency.
+//! - Deletes (`delete`, `delete_stream`) are one request per location: each waits its latency
+//!   and may fail without effect. Listings (`list`, `list_with_offset`) fail as a whole (the
+//!   stream yields one error and ends) with the error probability or during an outage, without
+//!   latency.
 //!
 //! Every draw comes from one RNG seeded at creation, in the order requests arrive, so under
 //! madsim a seed gives the same faults every run. Each request and its outcome also goes into
@@ -74,7 +76,7 @@ pub struct ObjectStoreFaults {
     pub error_rate: f64,
     /// Probability that a multipart part fails (the upload cannot complete).
     pub part_error_rate: f64,
-    /// Probability that a `put`, `delete` or `copy` takes effect and then reports an error.
+    /// Probability that a `put` or `copy` takes effect and then reports an error.
     pub lost_reply_rate: f64,
 }
 
@@ -421,8 +423,23 @@ impl ObjectStore for FaultyObjectStore {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        let inner = self.shared.inner.clone();
-        self.stream_fault("delete-stream", "", move || inner.delete_stream(locations))
+        // Each location is a request of its own (`ObjectStoreExt::delete` is a one-item
+        // stream): it waits its latency and may fail; a failed one never reaches the inner
+        // store, which passes the error on in its place.
+        let shared = self.shared.clone();
+        let admitted = locations
+            .then(move |location| {
+                let shared = shared.clone();
+                async move {
+                    let path = location?;
+                    match shared.admit("delete", path.as_ref(), false, false).await {
+                        Fate::Fail => Err(injected("delete", path.as_ref(), "request failed")),
+                        Fate::Succeed | Fate::LoseReply => Ok(path),
+                    }
+                }
+            })
+            .boxed();
+        self.shared.inner.delete_stream(admitted)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {

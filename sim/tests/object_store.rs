@@ -276,12 +276,20 @@ fn lost_replies_take_effect_and_outages_do_not() {
                 "a put during an outage has no effect"
             );
             assert!(store.list(None).next().await.expect("one item").is_err());
+            let existing = Path::from("ambiguous");
+            assert!(store.delete(&existing).await.is_err());
+            assert!(
+                direct.head(&existing).await.is_ok(),
+                "a delete during an outage has no effect"
+            );
             store.set_outage(false);
             store
                 .put(&path, PutPayload::from_static(b"b"))
                 .await
                 .expect("the outage is over");
-            assert_eq!(store.stats().errors, 2);
+            assert_eq!(store.stats().errors, 3);
+            store.delete(&existing).await.expect("the outage is over");
+            assert!(direct.head(&existing).await.is_err(), "deleted");
         })
     });
 }
