@@ -180,7 +180,12 @@ impl Partition {
     ) -> Result<R, BrokerError> {
         let mut guard = self.lock();
         let log = guard.as_mut().ok_or_else(|| self.closed_error())?;
-        f(log).map_err(|source| BrokerError::Log {
+        let result = f(log);
+        if let Err(LogError::SyncFailed { context, source }) = &result {
+            // A roll's directory sync, a checkpoint, a truncation: any failed fsync crashes.
+            abort_on_sync_failure(context, source);
+        }
+        result.map_err(|source| BrokerError::Log {
             topic: self.topic.clone(),
             partition: self.index,
             source,

@@ -121,6 +121,9 @@ pub fn log_error(error: &LogError) -> ResponseError {
         // offline log dir. (A failed fsync never gets here: the broker aborts instead.)
         LogError::Io { .. } => ResponseError::KafkaStorageError,
         // Disk full: Kafka marks the log dir offline and answers KAFKA_STORAGE_ERROR (56).
+        // Only reached if a caller did not crash first (`Partition::with_log` aborts the process
+        // on it): the log's state on disk is unknown.
+        LogError::SyncFailed { .. } => ResponseError::KafkaStorageError,
         LogError::StorageFull => ResponseError::KafkaStorageError,
         // Bad CRC, truncated batch, inconsistent lengths: CORRUPT_MESSAGE (2).
         LogError::CorruptInput(_) => ResponseError::CorruptMessage,

@@ -1,5 +1,6 @@
-//! A failed fsync crashes the broker process (no retry, no acknowledgement). Runs the scenario in
-//! a child process (this test binary, re-executed) and checks it died of SIGABRT.
+//! A failed fsync crashes the broker process (no retry, no acknowledgement): the flusher's fsync of
+//! produced data, and the log's own syncs (here: the directory sync of a segment roll). Runs each
+//! scenario in a child process (this test binary, re-executed) and checks it died of SIGABRT.
 
 mod broker_util;
 
@@ -18,29 +19,54 @@ use strata_storage::MemDisk;
 
 const CHILD_ENV: &str = "STRATA_FSYNC_ABORT_CHILD";
 
-async fn child_scenario() {
+/// Child side. `roll`: flush policy `never` (the flusher syncs nothing) and tiny segments, so the
+/// only fsync that fails is the directory sync of the roll that the second produce triggers.
+async fn child_scenario(roll: bool) {
     let disk = Arc::new(MemDisk::new());
-    let broker = TestBroker::start_with(BrokerConfig::default(), Arc::clone(&disk)).await;
+    let config = if roll {
+        BrokerConfig {
+            flush: strata_cluster::FlushPolicy::Never,
+            ..BrokerConfig::default()
+        }
+    } else {
+        BrokerConfig::default()
+    };
+    let broker = TestBroker::start_with(config, Arc::clone(&disk)).await;
     let mut conn = broker.connect().await;
     let name = TopicName(StrBytes::from_static_str("sync"));
+    let mut topic = CreatableTopic::default()
+        .with_name(name.clone())
+        .with_num_partitions(1)
+        .with_replication_factor(1);
+    if roll {
+        topic = topic.with_configs(vec![
+            kafka_protocol::messages::create_topics_request::CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("segment.bytes"))
+                .with_value(Some(StrBytes::from_static_str("100"))),
+        ]);
+    }
     let request = CreateTopicsRequest::default()
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(name.clone())
-            .with_num_partitions(1)
-            .with_replication_factor(1)])
+        .with_topics(vec![topic])
         .with_timeout_ms(5000);
     let response: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &request).await;
     assert_eq!(response.topics[0].error_code, 0);
+    let produce = |acks: i16| {
+        ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name.clone())
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch(&[&[7u8; 120]], None)))])])
+    };
+    if roll {
+        let response: ProduceResponse = conn.call(ApiKey::Produce, 9, &produce(1)).await;
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    }
     disk.set_fail_syncs(true);
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name)
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(batch(&[b"never acknowledged"], None)))])]);
-    let response: ProduceResponse = conn.call(ApiKey::Produce, 9, &request).await;
+    let acks = if roll { 1 } else { -1 };
+    let response: ProduceResponse = conn.call(ApiKey::Produce, 9, &produce(acks)).await;
     // Reaching this line means the broker answered instead of crashing.
     println!(
         "ANSWERED error_code={}",
@@ -50,18 +76,22 @@ async fn child_scenario() {
 
 #[tokio::test]
 async fn fsync_failure_aborts_the_process() {
+    expect_abort("fsync_failure_aborts_the_process", false).await;
+}
+
+#[tokio::test]
+async fn failed_directory_sync_of_a_roll_aborts_the_process() {
+    expect_abort("failed_directory_sync_of_a_roll_aborts_the_process", true).await;
+}
+
+async fn expect_abort(test_name: &str, roll: bool) {
     if std::env::var_os(CHILD_ENV).is_some() {
-        child_scenario().await;
+        child_scenario(roll).await;
         return;
     }
     let exe = std::env::current_exe().expect("test binary path");
     let output = Command::new(exe)
-        .args([
-            "--exact",
-            "fsync_failure_aborts_the_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, "1")
         .output()
         .expect("run child");

@@ -18,6 +18,16 @@ pub enum LogError {
         #[source]
         source: io::Error,
     },
+    /// An fsync (of a file or a directory) failed. The kernel may have dropped the dirty pages, so
+    /// what the log believes written may be gone: the caller must crash, not retry.
+    #[error("fsync failed {context}: {source}")]
+    SyncFailed {
+        /// What the log was syncing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
     /// The disk is full (`ENOSPC`).
     #[error("no space left on the storage device")]
     StorageFull,

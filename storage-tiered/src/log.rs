@@ -154,6 +154,14 @@ fn io_error(context: impl FnOnce() -> String) -> impl FnOnce(io::Error) -> LogEr
     move |e| LogError::io(context(), e)
 }
 
+/// Maps a failed fsync to [`LogError::SyncFailed`] (whatever the errno, ENOSPC included).
+fn sync_error(context: impl FnOnce() -> String) -> impl FnOnce(io::Error) -> LogError {
+    move |source| LogError::SyncFailed {
+        context: context(),
+        source,
+    }
+}
+
 /// Planted bug `recovery-truncates-too-far`: the byte position of the last whole batch in the
 /// first `valid_end` bytes of `file` (0 if there is none), where recovery then truncates.
 #[cfg(strata_bug = "recovery-truncates-too-far")]
@@ -211,10 +219,10 @@ fn write_checkpoint(disk: &dyn Disk, dir: &Path, name: &str, value: i64) -> Resu
     file.set_len(0).map_err(io_error(context))?;
     file.append(format!("{CHECKPOINT_VERSION}\n{value}\n").as_bytes())
         .map_err(io_error(context))?;
-    file.sync().map_err(io_error(context))?;
+    file.sync().map_err(sync_error(context))?;
     drop(file);
     disk.rename(&tmp, &path).map_err(io_error(context))?;
-    disk.sync_dir(dir).map_err(io_error(context))?;
+    disk.sync_dir(dir).map_err(sync_error(context))?;
     Ok(())
 }
 
@@ -241,7 +249,7 @@ impl PartitionLog {
                 .map_err(io_error(|| format!("creating {}", dir.display())))?;
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
                 disk.sync_dir(parent)
-                    .map_err(io_error(|| format!("syncing {}", parent.display())))?;
+                    .map_err(sync_error(|| format!("syncing {}", parent.display())))?;
             }
         }
         let names = disk
@@ -343,7 +351,7 @@ impl PartitionLog {
                 segment
                     .file
                     .sync()
-                    .map_err(io_error(|| format!("syncing {}", segment.path.display())))?;
+                    .map_err(sync_error(|| format!("syncing {}", segment.path.display())))?;
             }
         }
         log.durable_end_offset = log.log_end_offset;
@@ -468,7 +476,7 @@ impl PartitionLog {
                         "truncating the torn tail of the log (unsynced data lost in a crash)"
                     );
                     segment.file.set_len(position).map_err(io_error(context))?;
-                    segment.file.sync().map_err(io_error(context))?;
+                    segment.file.sync().map_err(sync_error(context))?;
                     #[cfg(strata_bug = "recovery-truncates-too-far")]
                     {
                         let (path, file) = (segment.path.clone(), Arc::clone(&segment.file));
@@ -539,7 +547,7 @@ impl PartitionLog {
     fn sync_dir(&self) -> Result<(), LogError> {
         self.disk
             .sync_dir(&self.dir)
-            .map_err(io_error(|| format!("syncing {}", self.dir.display())))
+            .map_err(sync_error(|| format!("syncing {}", self.dir.display())))
     }
 
     fn remove_segment_files(&self, base: i64) -> Result<(), LogError> {
@@ -783,7 +791,7 @@ impl PartitionLog {
     pub fn flush(&mut self) -> Result<(), LogError> {
         let target = self.sync_target();
         for file in &target.files {
-            file.sync().map_err(io_error(|| {
+            file.sync().map_err(sync_error(|| {
                 format!("syncing a segment of {}", self.dir.display())
             }))?;
         }
