@@ -744,26 +744,18 @@ impl Client {
                 async move { conn.request(request).await }
             })
             .await?;
-        let Some(result) = response
-            .results
-            .iter()
-            .find(|r| r.resource_name.as_str() == name)
-        else {
-            return Err(ClientError::Protocol {
-                addr: String::new(),
-                reason: format!("DescribeConfigs response does not mention {name}"),
-            });
-        };
-        if result.error_code != 0 {
-            return Err(ClientError::from_code(
-                result.error_code,
-                format!("describe configs of {name}"),
-                result
-                    .error_message
-                    .as_ref()
-                    .map(|m| m.as_str().to_string()),
-            ));
-        }
+        let result = resource_result(
+            &response.results,
+            |r| {
+                (
+                    r.resource_name.as_str(),
+                    r.error_code,
+                    r.error_message.as_ref(),
+                )
+            },
+            name,
+            "describe configs",
+        )?;
         // Config sources: 1 = DYNAMIC_TOPIC_CONFIG (set on the topic); others are defaults.
         let mut configs: Vec<TopicConfigEntry> = result
             .configs
@@ -816,26 +808,18 @@ impl Client {
                 async move { conn.request(request).await }
             })
             .await?;
-        let Some(result) = response
-            .responses
-            .iter()
-            .find(|r| r.resource_name.as_str() == name)
-        else {
-            return Err(ClientError::Protocol {
-                addr: String::new(),
-                reason: format!("IncrementalAlterConfigs response does not mention {name}"),
-            });
-        };
-        if result.error_code != 0 {
-            return Err(ClientError::from_code(
-                result.error_code,
-                format!("alter configs of {name}"),
-                result
-                    .error_message
-                    .as_ref()
-                    .map(|m| m.as_str().to_string()),
-            ));
-        }
+        resource_result(
+            &response.responses,
+            |r| {
+                (
+                    r.resource_name.as_str(),
+                    r.error_code,
+                    r.error_message.as_ref(),
+                )
+            },
+            name,
+            "alter configs",
+        )?;
         Ok(())
     }
 
@@ -1030,4 +1014,29 @@ impl Client {
     {
         self.on_leader(topic, partition, false, call).await
     }
+}
+
+/// The entry for resource `name` in a config response's per-resource results (`fields` gives an
+/// entry's resource name, error code and error message): an error if it is missing or failed.
+fn resource_result<'a, T>(
+    results: &'a [T],
+    fields: impl Fn(&T) -> (&str, i16, Option<&StrBytes>),
+    name: &str,
+    action: &str,
+) -> Result<&'a T, ClientError> {
+    let Some(result) = results.iter().find(|r| fields(r).0 == name) else {
+        return Err(ClientError::Protocol {
+            addr: String::new(),
+            reason: format!("the {action} response does not mention {name}"),
+        });
+    };
+    let (_, error_code, error_message) = fields(result);
+    if error_code != 0 {
+        return Err(ClientError::from_code(
+            error_code,
+            format!("{action} of {name}"),
+            error_message.map(|m| m.as_str().to_string()),
+        ));
+    }
+    Ok(result)
 }
