@@ -645,22 +645,12 @@ impl Client {
             })
             .await?;
         self.invalidate_topic(name);
-        let Some(result) = response.topics.iter().find(|t| t.name.0.as_str() == name) else {
-            return Err(ClientError::Protocol {
-                addr: String::new(),
-                reason: format!("CreateTopics response does not mention {name}"),
-            });
-        };
-        if result.error_code != 0 {
-            return Err(ClientError::from_code(
-                result.error_code,
-                format!("create topic {name}"),
-                result
-                    .error_message
-                    .as_ref()
-                    .map(|m| m.as_str().to_string()),
-            ));
-        }
+        resource_result(
+            &response.topics,
+            |t| (t.name.0.as_str(), t.error_code, t.error_message.as_ref()),
+            name,
+            "create topic",
+        )?;
         Ok(())
     }
 
@@ -692,26 +682,15 @@ impl Client {
             self.invalidate_topic(name);
         }
         for name in names {
-            let result = response
-                .responses
-                .iter()
-                .find(|r| r.name.as_ref().map(|n| n.0.as_str()) == Some(*name));
-            let Some(result) = result else {
-                return Err(ClientError::Protocol {
-                    addr: String::new(),
-                    reason: format!("DeleteTopics response does not mention {name}"),
-                });
-            };
-            if result.error_code != 0 {
-                return Err(ClientError::from_code(
-                    result.error_code,
-                    format!("delete topic {name}"),
-                    result
-                        .error_message
-                        .as_ref()
-                        .map(|m| m.as_str().to_string()),
-                ));
-            }
+            resource_result(
+                &response.responses,
+                |r| {
+                    let topic = r.name.as_ref().map_or("", |n| n.0.as_str());
+                    (topic, r.error_code, r.error_message.as_ref())
+                },
+                name,
+                "delete topic",
+            )?;
         }
         Ok(())
     }
@@ -1016,7 +995,7 @@ impl Client {
     }
 }
 
-/// The entry for resource `name` in a config response's per-resource results (`fields` gives an
+/// The entry for `name` in a response's per-topic or per-resource results (`fields` gives an
 /// entry's resource name, error code and error message): an error if it is missing or failed.
 fn resource_result<'a, T>(
     results: &'a [T],
