@@ -6,6 +6,7 @@
 //! - [`batch`]: Kafka v2 record batch headers ([`BatchHeader`]), CRC-32C, offset rewriting.
 //! - [`producer_state`]: idempotent-producer sequence checks.
 //! - [`log`]: [`PartitionLog`], with its segments and indexes.
+//! - [`tier`]: the remote tier: Parquet files in an object store, manifests, remote reads.
 //!
 //! This crate knows nothing of the Kafka wire protocol beyond the record-batch format, and
 //! touches `std::fs` and the system time only in [`RealDisk`] and [`SystemClock`].
@@ -18,6 +19,7 @@ pub mod index;
 pub mod log;
 pub mod producer_state;
 mod segment;
+pub mod tier;
 
 pub use batch::{BatchError, BatchHeader, Compression, TimestampType};
 pub use clock::{Clock, ManualClock, SystemClock};
