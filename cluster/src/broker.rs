@@ -15,6 +15,7 @@
 //! neither is ever held across an `.await`. Admin operations (create, delete, alter) serialize on
 //! one std `Mutex`.
 
+use object_store::ObjectStore;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -289,14 +290,29 @@ pub struct Broker {
     id_counter: AtomicU64,
     groups: GroupCoordinator,
     metrics: Metrics,
+    /// The remote tier's object store, if any.
+    remote_store: Option<Arc<dyn ObjectStore>>,
 }
 
 impl Broker {
-    /// Opens the data dir (recovering every partition) and starts the flusher and retention tasks.
+    /// Opens the data dir (recovering every partition) and starts the flusher and retention
+    /// tasks, with no remote tier (`remote.storage.enable` topics keep everything local).
     pub async fn open(
         config: BrokerConfig,
         disk: Arc<dyn Disk>,
         clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Broker>, BrokerError> {
+        Broker::open_with_store(config, disk, clock, None).await
+    }
+
+    /// [`Broker::open`] with the object store of the remote tier (already scoped to the
+    /// configured prefix): topics with `remote.storage.enable=true` offload closed segments to it
+    /// as Parquet files and serve reads below the local start offset from it.
+    pub async fn open_with_store(
+        config: BrokerConfig,
+        disk: Arc<dyn Disk>,
+        clock: Arc<dyn Clock>,
+        remote_store: Option<Arc<dyn ObjectStore>>,
     ) -> Result<Arc<Broker>, BrokerError> {
         let data_dir = config.data_dir.clone();
         let meta_dir = data_dir.join(META_DIR);
@@ -330,6 +346,7 @@ impl Broker {
             id_counter: AtomicU64::new(0),
             groups: GroupCoordinator::default(),
             metrics: Metrics::new(),
+            remote_store,
         };
         broker.remove_tmp_files()?;
         broker.cluster_id = broker.load_or_create_cluster_id()?;
