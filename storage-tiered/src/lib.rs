@@ -25,6 +25,6 @@ pub use batch::{BatchError, BatchHeader, Compression, TimestampType};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use disk::{Disk, DiskFile, MemDisk, RealDisk};
 pub use error::LogError;
-pub use log::{AppendOutcome, LogConfig, PartitionLog, SyncTarget};
+pub use log::{AppendOutcome, ClosedSegment, LogConfig, PartitionLog, SyncTarget};
 pub use producer_state::ProducerStateManager;
 pub use segment::{parse_segment_file_name, segment_file_name};

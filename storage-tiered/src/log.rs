@@ -122,6 +122,32 @@ impl std::fmt::Debug for SyncTarget {
     }
 }
 
+/// A closed segment, as the remote tier sees it.
+#[derive(Clone)]
+pub struct ClosedSegment {
+    /// Its first offset.
+    pub base_offset: i64,
+    /// The offset after its last batch.
+    pub next_offset: i64,
+    /// Bytes of batches in it.
+    pub size_bytes: u64,
+    /// Its largest timestamp (or creation time if none), as retention sees it.
+    pub retention_timestamp_ms: i64,
+    /// The file: closed segments are never written again, so it can be read without the
+    /// log's lock (an open handle stays readable even if retention removes the file).
+    pub file: Arc<dyn DiskFile>,
+}
+
+impl std::fmt::Debug for ClosedSegment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClosedSegment")
+            .field("base_offset", &self.base_offset)
+            .field("next_offset", &self.next_offset)
+            .field("size_bytes", &self.size_bytes)
+            .finish()
+    }
+}
+
 /// The local log of one partition; see the [module docs](self).
 pub struct PartitionLog {
     disk: Arc<dyn Disk>,
@@ -953,8 +979,47 @@ impl PartitionLog {
                 count += 1;
             }
         }
+        self.delete_oldest_segments(count)?;
+        Ok(count)
+    }
+
+    /// Closed segments, oldest first (for the remote tier).
+    pub fn closed_segments(&self) -> Vec<ClosedSegment> {
+        self.segments
+            .values()
+            .take(self.segments.len() - 1)
+            .map(|s| ClosedSegment {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset,
+                size_bytes: s.size,
+                retention_timestamp_ms: s.retention_timestamp(),
+                file: Arc::clone(&s.file),
+            })
+            .collect()
+    }
+
+    /// Deletes the closed segments that hold only offsets below `offset` (never the active
+    /// one), moving the log start offset; returns how many were deleted. The remote tier calls
+    /// it once those offsets are offloaded (local retention) or expired (whole-log retention).
+    pub fn delete_segments_below(&mut self, offset: i64) -> Result<usize, LogError> {
+        let count = self
+            .segments
+            .values()
+            .take(self.segments.len() - 1)
+            .take_while(|s| s.next_offset <= offset)
+            .count();
+        self.delete_oldest_segments(count)?;
+        Ok(count)
+    }
+
+    /// Deletes the `count` oldest segments (closed ones only).
+    fn delete_oldest_segments(&mut self, count: usize) -> Result<(), LogError> {
+        assert!(
+            count < self.segments.len(),
+            "the active segment is never deleted"
+        );
         if count == 0 {
-            return Ok(0);
+            return Ok(());
         }
         let doomed: Vec<i64> = self.segments.keys().take(count).copied().collect();
         let new_start = *self
@@ -977,9 +1042,9 @@ impl PartitionLog {
             dir = %self.dir.display(),
             deleted = count,
             log_start_offset = new_start,
-            "retention deleted segments"
+            "deleted segments"
         );
-        Ok(count)
+        Ok(())
     }
 
     /// Replaces the configuration (applies to later appends, rolls and retention checks).
