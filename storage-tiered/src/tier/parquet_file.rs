@@ -1,1 +1,916 @@
-//! (being written)
+//! One closed log segment as one Parquet file, and row groups read back into record batches.
+//!
+//! Every record of the segment is one row, sorted by offset. The columns, in this order:
+//!
+//! | column              | type                                                  | from        |
+//! |---------------------|-------------------------------------------------------|-------------|
+//! | `kafka_partition`   | Int32 not null                                        | options     |
+//! | `kafka_offset`      | Int64 not null                                        | record      |
+//! | `kafka_timestamp`   | Timestamp(ms, "UTC") not null (effective timestamp)   | record      |
+//! | `key`               | Binary nullable                                       | record      |
+//! | `value`             | Binary nullable                                       | record      |
+//! | `headers`           | List<Struct<key: Utf8 not null, value: Binary nullable>> not null | record |
+//! | `producer_id`       | Int64 not null (-1: none)                             | batch       |
+//! | `producer_epoch`    | Int16 not null                                        | batch       |
+//! | `base_sequence`     | Int32 not null (the batch's base sequence)            | batch       |
+//! | `timestamp_type`    | Int8 not null (0 CreateTime, 1 LogAppendTime)         | batch       |
+//! | `leader_epoch`      | Int32 not null                                        | batch       |
+//! | `batch_base_offset` | Int64 not null                                        | batch       |
+//! | `batch_last_offset` | Int64 not null                                        | batch       |
+//! | `compression`       | Int8 not null (codec id 0-4)                          | batch       |
+//!
+//! The batch columns let a reader rebuild each original batch (offsets, producer fields, codec)
+//! with [`records::encode_batch`]. Row groups end only at batch boundaries, so a row group holds
+//! whole batches; their statistics (min/max of every column) give each row group's offset and
+//! timestamp range from the footer alone ([`load_index`]). Pages are ZSTD-compressed. The footer
+//! carries the key-value metadata `strata.format.version` (`1`), `strata.topic` and
+//! `strata.partition`.
+//!
+//! Batches without records (possible after compaction) are not stored: their offsets are covered
+//! by [`SegmentFile::base_offset`]..=[`SegmentFile::last_offset`] but by no row group.
+
+use std::sync::Arc;
+
+use arrow_array::builder::OffsetBufferBuilder;
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, Int16Array, Int32Array, Int64Array, Int8Array, ListArray,
+    RecordBatch, StringArray, StructArray, TimestampMillisecondArray,
+};
+use arrow_schema::{ArrowError, DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{
+    KeyValue, ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData, SortingColumn,
+};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::statistics::Statistics;
+
+use super::records::{self, BatchMeta, RecordError, RecordRow};
+use crate::batch::{self, Compression, TimestampType};
+
+/// Key-value metadata key of the file format version.
+pub const FORMAT_VERSION_KEY: &str = "strata.format.version";
+/// The file format version this module writes and reads.
+pub const FORMAT_VERSION: &str = "1";
+/// Key-value metadata key of the topic name.
+pub const TOPIC_KEY: &str = "strata.topic";
+/// Key-value metadata key of the partition number.
+pub const PARTITION_KEY: &str = "strata.partition";
+/// Default [`EncodeOptions::row_group_bytes_target`]: 4 MiB of source batch bytes.
+pub const ROW_GROUP_BYTES_TARGET_DEFAULT: usize = 4 * 1024 * 1024;
+
+/// Column names, in schema order.
+pub const COLUMN_NAMES: [&str; 14] = [
+    "kafka_partition",
+    "kafka_offset",
+    "kafka_timestamp",
+    "key",
+    "value",
+    "headers",
+    "producer_id",
+    "producer_epoch",
+    "base_sequence",
+    "timestamp_type",
+    "leader_epoch",
+    "batch_base_offset",
+    "batch_last_offset",
+    "compression",
+];
+
+const KAFKA_OFFSET: &str = "kafka_offset";
+const KAFKA_TIMESTAMP: &str = "kafka_timestamp";
+const BATCH_BASE_OFFSET: &str = "batch_base_offset";
+const BATCH_LAST_OFFSET: &str = "batch_last_offset";
+/// Leaf column index of `kafka_offset` (the sort column).
+const KAFKA_OFFSET_LEAF: i32 = 1;
+
+/// Why a segment cannot be encoded or a file cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum TierCodecError {
+    /// A batch of the segment (or rebuilt from the file) is invalid.
+    #[error("batch at base offset {base_offset}: {source}")]
+    Record {
+        /// Base offset of the batch.
+        base_offset: i64,
+        /// The record codec's error.
+        #[source]
+        source: RecordError,
+    },
+    /// The segment bytes are not batches back to back in offset order.
+    #[error("invalid segment: {0}")]
+    InvalidSegment(String),
+    /// The segment holds no record (empty, or only empty batches): no file is written.
+    #[error("segment holds no record")]
+    EmptySegment,
+    /// The Parquet writer or reader failed.
+    #[error("parquet: {0}")]
+    Parquet(ParquetError),
+    /// An Arrow array could not be built or read.
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+    /// The object store failed (possibly transient).
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    /// The file is not a segment file this module wrote.
+    #[error("invalid segment file: {0}")]
+    InvalidFile(String),
+}
+
+impl From<ParquetError> for TierCodecError {
+    /// An object-store error surfacing through the Parquet reader stays an object-store error.
+    fn from(error: ParquetError) -> TierCodecError {
+        match error {
+            ParquetError::External(inner) => match inner.downcast::<object_store::Error>() {
+                Ok(store) => TierCodecError::Store(*store),
+                Err(other) => TierCodecError::Parquet(ParquetError::External(other)),
+            },
+            other => TierCodecError::Parquet(other),
+        }
+    }
+}
+
+fn invalid_file(message: impl Into<String>) -> TierCodecError {
+    TierCodecError::InvalidFile(message.into())
+}
+
+/// How to encode a segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodeOptions {
+    /// A row group ends at the first batch boundary once its source batches reach this many
+    /// bytes (default [`ROW_GROUP_BYTES_TARGET_DEFAULT`]).
+    pub row_group_bytes_target: usize,
+    /// Topic name, stored in the footer.
+    pub topic: String,
+    /// Partition, stored in the footer and the `kafka_partition` column.
+    pub partition: i32,
+}
+
+impl EncodeOptions {
+    /// Options with the default row group target.
+    pub fn new(topic: impl Into<String>, partition: i32) -> EncodeOptions {
+        EncodeOptions {
+            row_group_bytes_target: ROW_GROUP_BYTES_TARGET_DEFAULT,
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+/// An encoded segment file and what it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFile {
+    /// The Parquet file.
+    pub bytes: Bytes,
+    /// The first batch's base offset (empty batches included).
+    pub base_offset: i64,
+    /// The last batch's last offset (empty batches included).
+    pub last_offset: i64,
+    /// Rows (records) in the file.
+    pub record_count: u64,
+    /// Batches stored in the file (batches without records are skipped and not counted).
+    pub batch_count: u64,
+    /// Smallest effective record timestamp.
+    pub timestamp_min_ms: i64,
+    /// Largest effective record timestamp.
+    pub timestamp_max_ms: i64,
+    /// Sum of the sizes of all source batches (empty ones included).
+    pub batch_bytes: u64,
+}
+
+/// The Arrow schema of a segment file (see the module doc).
+pub fn segment_schema() -> SchemaRef {
+    let header_fields = Fields::from(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("value", DataType::Binary, true),
+    ]);
+    let header_item = Field::new("element", DataType::Struct(header_fields), false);
+    Arc::new(Schema::new(vec![
+        Field::new("kafka_partition", DataType::Int32, false),
+        Field::new(KAFKA_OFFSET, DataType::Int64, false),
+        Field::new(
+            KAFKA_TIMESTAMP,
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("key", DataType::Binary, true),
+        Field::new("value", DataType::Binary, true),
+        Field::new("headers", DataType::List(Arc::new(header_item)), false),
+        Field::new("producer_id", DataType::Int64, false),
+        Field::new("producer_epoch", DataType::Int16, false),
+        Field::new("base_sequence", DataType::Int32, false),
+        Field::new("timestamp_type", DataType::Int8, false),
+        Field::new("leader_epoch", DataType::Int32, false),
+        Field::new(BATCH_BASE_OFFSET, DataType::Int64, false),
+        Field::new(BATCH_LAST_OFFSET, DataType::Int64, false),
+        Field::new("compression", DataType::Int8, false),
+    ]))
+}
+
+fn compression_id(codec: Compression) -> i8 {
+    match codec {
+        Compression::None => 0,
+        Compression::Gzip => 1,
+        Compression::Snappy => 2,
+        Compression::Lz4 => 3,
+        Compression::Zstd => 4,
+        // Never stored: decode_batch refuses unknown codecs.
+        Compression::Unknown(id) => id as i8,
+    }
+}
+
+fn compression_from_id(id: i8) -> Compression {
+    match id {
+        0 => Compression::None,
+        1 => Compression::Gzip,
+        2 => Compression::Snappy,
+        3 => Compression::Lz4,
+        4 => Compression::Zstd,
+        other => Compression::Unknown(other as u8),
+    }
+}
+
+fn timestamp_type_id(timestamp_type: TimestampType) -> i8 {
+    match timestamp_type {
+        TimestampType::CreateTime => 0,
+        TimestampType::LogAppendTime => 1,
+    }
+}
+
+/// The rows of one row group being built, column by column.
+#[derive(Default)]
+struct RowGroupColumns {
+    offsets: Vec<i64>,
+    timestamps: Vec<i64>,
+    keys: Vec<Option<Bytes>>,
+    values: Vec<Option<Bytes>>,
+    header_counts: Vec<usize>,
+    header_keys: Vec<String>,
+    header_values: Vec<Option<Bytes>>,
+    producer_ids: Vec<i64>,
+    producer_epochs: Vec<i16>,
+    base_sequences: Vec<i32>,
+    timestamp_types: Vec<i8>,
+    leader_epochs: Vec<i32>,
+    batch_base_offsets: Vec<i64>,
+    batch_last_offsets: Vec<i64>,
+    compressions: Vec<i8>,
+}
+
+impl RowGroupColumns {
+    fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    fn push_batch(&mut self, meta: &BatchMeta, rows: Vec<RecordRow>) {
+        for row in rows {
+            self.offsets.push(row.offset);
+            self.timestamps.push(row.timestamp_ms);
+            self.keys.push(row.key);
+            self.values.push(row.value);
+            self.header_counts.push(row.headers.len());
+            for (key, value) in row.headers {
+                self.header_keys.push(key);
+                self.header_values.push(value);
+            }
+            self.producer_ids.push(meta.producer_id);
+            self.producer_epochs.push(meta.producer_epoch);
+            self.base_sequences.push(meta.base_sequence);
+            self.timestamp_types
+                .push(timestamp_type_id(meta.timestamp_type));
+            self.leader_epochs.push(meta.partition_leader_epoch);
+            self.batch_base_offsets.push(meta.base_offset);
+            self.batch_last_offsets.push(meta.last_offset);
+            self.compressions.push(compression_id(meta.compression));
+        }
+    }
+
+    /// Turns the buffered rows into a record batch and empties the buffer.
+    fn take_record_batch(
+        &mut self,
+        schema: &SchemaRef,
+        partition: i32,
+    ) -> Result<RecordBatch, TierCodecError> {
+        let columns = std::mem::take(self);
+        let rows = columns.len();
+        let headers_field = schema.field(5);
+        let DataType::List(item_field) = headers_field.data_type() else {
+            return Err(invalid_file("headers column is not a list"));
+        };
+        let DataType::Struct(header_fields) = item_field.data_type() else {
+            return Err(invalid_file("headers items are not structs"));
+        };
+        let header_keys: ArrayRef = Arc::new(StringArray::from_iter_values(&columns.header_keys));
+        let header_values: ArrayRef = Arc::new(BinaryArray::from_iter(
+            columns.header_values.iter().map(|v| v.as_deref()),
+        ));
+        let header_structs = StructArray::try_new(
+            header_fields.clone(),
+            vec![header_keys, header_values],
+            None,
+        )?;
+        let mut list_offsets = OffsetBufferBuilder::<i32>::new(rows);
+        for count in &columns.header_counts {
+            list_offsets.push_length(*count);
+        }
+        let headers = ListArray::try_new(
+            item_field.clone(),
+            list_offsets.finish(),
+            Arc::new(header_structs),
+            None,
+        )?;
+        let arrays: Vec<ArrayRef> = vec![
+            Arc::new(Int32Array::from(vec![partition; rows])),
+            Arc::new(Int64Array::from(columns.offsets)),
+            Arc::new(TimestampMillisecondArray::from(columns.timestamps).with_timezone("UTC")),
+            Arc::new(BinaryArray::from_iter(
+                columns.keys.iter().map(|k| k.as_deref()),
+            )),
+            Arc::new(BinaryArray::from_iter(
+                columns.values.iter().map(|v| v.as_deref()),
+            )),
+            Arc::new(headers),
+            Arc::new(Int64Array::from(columns.producer_ids)),
+            Arc::new(Int16Array::from(columns.producer_epochs)),
+            Arc::new(Int32Array::from(columns.base_sequences)),
+            Arc::new(Int8Array::from(columns.timestamp_types)),
+            Arc::new(Int32Array::from(columns.leader_epochs)),
+            Arc::new(Int64Array::from(columns.batch_base_offsets)),
+            Arc::new(Int64Array::from(columns.batch_last_offsets)),
+            Arc::new(Int8Array::from(columns.compressions)),
+        ];
+        Ok(RecordBatch::try_new(schema.clone(), arrays)?)
+    }
+}
+
+fn writer_properties(options: &EncodeOptions) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(ParquetCompression::ZSTD(ZstdLevel::default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        // Row groups end only where encode_segment flushes (at batch boundaries).
+        .set_max_row_group_row_count(None)
+        .set_max_row_group_bytes(None)
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: KAFKA_OFFSET_LEAF,
+            descending: false,
+            nulls_first: false,
+        }]))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(FORMAT_VERSION_KEY.to_owned(), FORMAT_VERSION.to_owned()),
+            KeyValue::new(TOPIC_KEY.to_owned(), options.topic.clone()),
+            KeyValue::new(PARTITION_KEY.to_owned(), options.partition.to_string()),
+        ]))
+        .build()
+}
+
+/// Encodes the batches of one closed segment (v2 batches back to back, in offset order) into
+/// one Parquet file.
+///
+/// Every batch is CRC-checked and decoded; control and transactional batches, unknown codecs
+/// and non-UTF-8 header keys fail the whole segment (better to keep it local than to lose
+/// bytes). Batches without records are skipped. An input without any record is an error.
+pub fn encode_segment(
+    batches: &[u8],
+    options: &EncodeOptions,
+) -> Result<SegmentFile, TierCodecError> {
+    let schema = segment_schema();
+    let mut writer = ArrowWriter::try_new(
+        Vec::with_capacity(batches.len() / 2),
+        schema.clone(),
+        Some(writer_properties(options)),
+    )?;
+    let mut buffered = RowGroupColumns::default();
+    let mut buffered_bytes: usize = 0;
+    let mut first_base_offset: Option<i64> = None;
+    let mut previous_last_offset: Option<i64> = None;
+    let mut record_count: u64 = 0;
+    let mut batch_count: u64 = 0;
+    let mut batch_bytes: u64 = 0;
+    let mut timestamp_min_ms = i64::MAX;
+    let mut timestamp_max_ms = i64::MIN;
+
+    for item in batch::batches(batches) {
+        let (header, bytes) = item.map_err(|error| {
+            TierCodecError::InvalidSegment(format!("bad batch framing: {error}"))
+        })?;
+        let (meta, rows) =
+            records::decode_batch(bytes).map_err(|source| TierCodecError::Record {
+                base_offset: header.base_offset,
+                source,
+            })?;
+        if let Some(previous) = previous_last_offset {
+            if meta.base_offset <= previous {
+                return Err(TierCodecError::InvalidSegment(format!(
+                    "batch at base offset {} does not follow the previous batch ending at {previous}",
+                    meta.base_offset
+                )));
+            }
+        }
+        first_base_offset.get_or_insert(meta.base_offset);
+        previous_last_offset = Some(meta.last_offset);
+        batch_bytes += bytes.len() as u64;
+        if rows.is_empty() {
+            continue;
+        }
+        batch_count += 1;
+        record_count += rows.len() as u64;
+        for row in &rows {
+            timestamp_min_ms = timestamp_min_ms.min(row.timestamp_ms);
+            timestamp_max_ms = timestamp_max_ms.max(row.timestamp_ms);
+        }
+        buffered.push_batch(&meta, rows);
+        buffered_bytes += bytes.len();
+        if buffered_bytes >= options.row_group_bytes_target {
+            let record_batch = buffered.take_record_batch(&schema, options.partition)?;
+            writer.write(&record_batch)?;
+            writer.flush()?;
+            buffered_bytes = 0;
+        }
+    }
+    let (Some(base_offset), Some(last_offset)) = (first_base_offset, previous_last_offset) else {
+        return Err(TierCodecError::EmptySegment);
+    };
+    if record_count == 0 {
+        return Err(TierCodecError::EmptySegment);
+    }
+    if buffered.len() > 0 {
+        let record_batch = buffered.take_record_batch(&schema, options.partition)?;
+        writer.write(&record_batch)?;
+        writer.flush()?;
+    }
+    writer.finish()?;
+    let bytes = writer.into_inner()?;
+    Ok(SegmentFile {
+        bytes: Bytes::from(bytes),
+        base_offset,
+        last_offset,
+        record_count,
+        batch_count,
+        timestamp_min_ms,
+        timestamp_max_ms,
+        batch_bytes,
+    })
+}
+
+/// Parsed footer + the per-row-group offset ranges (from the column statistics).
+#[derive(Debug, Clone)]
+pub struct FileIndex {
+    /// The footer, with the Arrow schema; pass it to a reader to skip re-reading the footer.
+    pub metadata: ArrowReaderMetadata,
+    /// One entry per row group, in file (= offset) order.
+    pub row_groups: Vec<RowGroupRange>,
+}
+
+/// The whole batches held by one row group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowGroupRange {
+    /// Base offset of the row group's first batch.
+    pub first_batch_base_offset: i64,
+    /// Last offset of the row group's last batch.
+    pub last_batch_last_offset: i64,
+    /// Rows (records) in the row group.
+    pub record_count: u64,
+    /// Largest effective record timestamp in the row group.
+    pub timestamp_max_ms: i64,
+}
+
+/// Checks that `schema` is the segment schema (names, types, nullability; metadata ignored).
+fn check_schema(schema: &Schema) -> Result<(), TierCodecError> {
+    let expected = segment_schema();
+    if schema.fields().len() != expected.fields().len() {
+        return Err(invalid_file(format!(
+            "{} columns, expected {}",
+            schema.fields().len(),
+            expected.fields().len()
+        )));
+    }
+    for (field, want) in schema.fields().iter().zip(expected.fields().iter()) {
+        if field.name() != want.name()
+            || field.is_nullable() != want.is_nullable()
+            || !field.data_type().equals_datatype(want.data_type())
+        {
+            return Err(invalid_file(format!(
+                "column {} {:?} (nullable {}), expected {} {:?} (nullable {})",
+                field.name(),
+                field.data_type(),
+                field.is_nullable(),
+                want.name(),
+                want.data_type(),
+                want.is_nullable()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Min and max of an Int64 column chunk from its statistics.
+fn int64_min_max(row_group: &RowGroupMetaData, name: &str) -> Result<(i64, i64), TierCodecError> {
+    let column = row_group
+        .columns()
+        .iter()
+        .find(|column| column.column_path().string() == name)
+        .ok_or_else(|| invalid_file(format!("no column {name}")))?;
+    match column.statistics() {
+        Some(Statistics::Int64(stats)) => match (stats.min_opt(), stats.max_opt()) {
+            (Some(min), Some(max)) => Ok((*min, *max)),
+            _ => Err(invalid_file(format!(
+                "column {name} has no min/max statistics"
+            ))),
+        },
+        Some(_) => Err(invalid_file(format!(
+            "column {name} statistics are not Int64"
+        ))),
+        None => Err(invalid_file(format!("column {name} has no statistics"))),
+    }
+}
+
+/// Builds the index of a file from its footer: checks the schema and format version, and
+/// derives each row group's batch range and timestamps from the statistics.
+pub fn index_from_metadata(metadata: ArrowReaderMetadata) -> Result<FileIndex, TierCodecError> {
+    check_schema(metadata.schema())?;
+    let file_metadata = metadata.metadata().file_metadata();
+    let version = file_metadata
+        .key_value_metadata()
+        .and_then(|pairs| pairs.iter().find(|kv| kv.key == FORMAT_VERSION_KEY))
+        .and_then(|kv| kv.value.as_deref());
+    if version != Some(FORMAT_VERSION) {
+        return Err(invalid_file(format!(
+            "{FORMAT_VERSION_KEY} is {version:?}, expected {FORMAT_VERSION}"
+        )));
+    }
+    let mut row_groups = Vec::with_capacity(metadata.metadata().num_row_groups());
+    let mut previous: Option<RowGroupRange> = None;
+    for (index, row_group) in metadata.metadata().row_groups().iter().enumerate() {
+        let record_count = u64::try_from(row_group.num_rows())
+            .ok()
+            .filter(|rows| *rows > 0)
+            .ok_or_else(|| {
+                invalid_file(format!(
+                    "row group {index} has {} rows",
+                    row_group.num_rows()
+                ))
+            })?;
+        let (offset_min, offset_max) = int64_min_max(row_group, KAFKA_OFFSET)?;
+        let (base_min, _) = int64_min_max(row_group, BATCH_BASE_OFFSET)?;
+        let (_, last_max) = int64_min_max(row_group, BATCH_LAST_OFFSET)?;
+        let (_, timestamp_max_ms) = int64_min_max(row_group, KAFKA_TIMESTAMP)?;
+        if !(base_min <= offset_min && offset_min <= offset_max && offset_max <= last_max) {
+            return Err(invalid_file(format!(
+                "row group {index}: offsets {offset_min}..={offset_max} outside its batches \
+                 {base_min}..={last_max}"
+            )));
+        }
+        let range = RowGroupRange {
+            first_batch_base_offset: base_min,
+            last_batch_last_offset: last_max,
+            record_count,
+            timestamp_max_ms,
+        };
+        if let Some(previous) = previous {
+            if range.first_batch_base_offset <= previous.last_batch_last_offset {
+                return Err(invalid_file(format!(
+                    "row group {index} starts at {} before the previous one ends at {}",
+                    range.first_batch_base_offset, previous.last_batch_last_offset
+                )));
+            }
+        }
+        previous = Some(range);
+        row_groups.push(range);
+    }
+    if row_groups.is_empty() {
+        return Err(invalid_file("no row groups"));
+    }
+    Ok(FileIndex {
+        metadata,
+        row_groups,
+    })
+}
+
+/// Bytes fetched from the end of a file in the first footer read: usually the whole footer in
+/// one request.
+const FOOTER_PREFETCH_BYTES: usize = 64 * 1024;
+
+/// Parquet's async reader over an object store: only the `ObjectStore` trait methods
+/// (`get_range`, `get_ranges`), so it runs on any store and under madsim. (parquet's own
+/// `ParquetObjectReader` is deprecated in favour of readers like this one.)
+struct StoreReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    /// Needed to read the footer; `None` when the footer is supplied by a [`FileIndex`].
+    file_size_bytes: Option<u64>,
+}
+
+fn store_error(error: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(error))
+}
+
+impl AsyncFileReader for StoreReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(store_error)
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(store_error)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let file_size_bytes = self.file_size_bytes.ok_or_else(|| {
+                ParquetError::General("the file size is needed to read the footer".into())
+            })?;
+            let metadata = ParquetMetaDataReader::new()
+                .with_metadata_options(options.map(|o| o.metadata_options().clone()))
+                .with_prefetch_hint(Some(FOOTER_PREFETCH_BYTES))
+                .load_and_finish(self, file_size_bytes)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// Reads a file's footer with ranged reads (the file size saves a HEAD or suffix request) and
+/// builds its [`FileIndex`].
+pub async fn load_index(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    file_size_bytes: u64,
+) -> Result<FileIndex, TierCodecError> {
+    let mut reader = StoreReader {
+        store: Arc::clone(store),
+        path: path.clone(),
+        file_size_bytes: Some(file_size_bytes),
+    };
+    let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()).await?;
+    index_from_metadata(metadata)
+}
+
+/// Reads one row group and rebuilds its batches: each `Bytes` is one valid v2 batch, in offset
+/// order, covering exactly the row group's [`RowGroupRange`].
+pub async fn read_row_group(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    index: &FileIndex,
+    row_group: usize,
+) -> Result<Vec<Bytes>, TierCodecError> {
+    let range = index.row_groups.get(row_group).ok_or_else(|| {
+        invalid_file(format!(
+            "row group {row_group} requested, the file has {}",
+            index.row_groups.len()
+        ))
+    })?;
+    let reader = StoreReader {
+        store: Arc::clone(store),
+        path: path.clone(),
+        file_size_bytes: None,
+    };
+    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, index.metadata.clone())
+        .with_row_groups(vec![row_group])
+        .build()?;
+    let record_batches: Vec<RecordBatch> = stream.try_collect().await?;
+    let batches = batches_from_record_batches(&record_batches)?;
+    check_covers(&batches, range, row_group)?;
+    Ok(batches)
+}
+
+/// Checks that rebuilt batches match the row group's range from the footer.
+fn check_covers(
+    batches: &[Bytes],
+    range: &RowGroupRange,
+    row_group: usize,
+) -> Result<(), TierCodecError> {
+    let first = batches
+        .first()
+        .map(|b| batch::BatchHeader::parse(b).map(|h| h.base_offset));
+    let last = batches
+        .last()
+        .map(|b| batch::BatchHeader::parse(b).map(|h| h.last_offset()));
+    match (first, last) {
+        (Some(Ok(first)), Some(Ok(last)))
+            if first == range.first_batch_base_offset && last == range.last_batch_last_offset =>
+        {
+            Ok(())
+        }
+        _ => Err(invalid_file(format!(
+            "row group {row_group}: rebuilt batches do not cover {}..={}",
+            range.first_batch_base_offset, range.last_batch_last_offset
+        ))),
+    }
+}
+
+/// Typed views of the columns of one record batch.
+struct ColumnViews<'a> {
+    offsets: &'a Int64Array,
+    timestamps: &'a TimestampMillisecondArray,
+    keys: &'a BinaryArray,
+    values: &'a BinaryArray,
+    headers: &'a ListArray,
+    header_keys: &'a StringArray,
+    header_values: &'a BinaryArray,
+    producer_ids: &'a Int64Array,
+    producer_epochs: &'a Int16Array,
+    base_sequences: &'a Int32Array,
+    timestamp_types: &'a Int8Array,
+    leader_epochs: &'a Int32Array,
+    batch_base_offsets: &'a Int64Array,
+    batch_last_offsets: &'a Int64Array,
+    compressions: &'a Int8Array,
+}
+
+fn column<'a, T: 'static>(rb: &'a RecordBatch, name: &str) -> Result<&'a T, TierCodecError> {
+    rb.column_by_name(name)
+        .and_then(|array| array.as_any().downcast_ref::<T>())
+        .ok_or_else(|| invalid_file(format!("column {name} is missing or has the wrong type")))
+}
+
+fn non_null(array: &dyn Array, name: &str) -> Result<(), TierCodecError> {
+    if array.null_count() != 0 {
+        return Err(invalid_file(format!("column {name} has nulls")));
+    }
+    Ok(())
+}
+
+impl<'a> ColumnViews<'a> {
+    fn new(rb: &'a RecordBatch) -> Result<ColumnViews<'a>, TierCodecError> {
+        check_schema(rb.schema_ref())?;
+        let headers: &ListArray = column(rb, "headers")?;
+        let header_structs = headers
+            .values()
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .ok_or_else(|| invalid_file("headers items are not structs"))?;
+        let header_keys = header_structs
+            .column_by_name("key")
+            .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| invalid_file("header keys are not strings"))?;
+        let header_values = header_structs
+            .column_by_name("value")
+            .and_then(|a| a.as_any().downcast_ref::<BinaryArray>())
+            .ok_or_else(|| invalid_file("header values are not binary"))?;
+        let views = ColumnViews {
+            offsets: column(rb, KAFKA_OFFSET)?,
+            timestamps: column(rb, KAFKA_TIMESTAMP)?,
+            keys: column(rb, "key")?,
+            values: column(rb, "value")?,
+            headers,
+            header_keys,
+            header_values,
+            producer_ids: column(rb, "producer_id")?,
+            producer_epochs: column(rb, "producer_epoch")?,
+            base_sequences: column(rb, "base_sequence")?,
+            timestamp_types: column(rb, "timestamp_type")?,
+            leader_epochs: column(rb, "leader_epoch")?,
+            batch_base_offsets: column(rb, BATCH_BASE_OFFSET)?,
+            batch_last_offsets: column(rb, BATCH_LAST_OFFSET)?,
+            compressions: column(rb, "compression")?,
+        };
+        non_null(views.offsets, KAFKA_OFFSET)?;
+        non_null(views.timestamps, KAFKA_TIMESTAMP)?;
+        non_null(views.headers, "headers")?;
+        non_null(views.header_keys, "headers.key")?;
+        non_null(header_structs, "headers items")?;
+        non_null(views.producer_ids, "producer_id")?;
+        non_null(views.producer_epochs, "producer_epoch")?;
+        non_null(views.base_sequences, "base_sequence")?;
+        non_null(views.timestamp_types, "timestamp_type")?;
+        non_null(views.leader_epochs, "leader_epoch")?;
+        non_null(views.batch_base_offsets, BATCH_BASE_OFFSET)?;
+        non_null(views.batch_last_offsets, BATCH_LAST_OFFSET)?;
+        non_null(views.compressions, "compression")?;
+        Ok(views)
+    }
+
+    fn meta(&self, row: usize) -> Result<BatchMeta, TierCodecError> {
+        let timestamp_type = match self.timestamp_types.value(row) {
+            0 => TimestampType::CreateTime,
+            1 => TimestampType::LogAppendTime,
+            other => return Err(invalid_file(format!("timestamp_type {other}"))),
+        };
+        Ok(BatchMeta {
+            base_offset: self.batch_base_offsets.value(row),
+            last_offset: self.batch_last_offsets.value(row),
+            partition_leader_epoch: self.leader_epochs.value(row),
+            compression: compression_from_id(self.compressions.value(row)),
+            timestamp_type,
+            producer_id: self.producer_ids.value(row),
+            producer_epoch: self.producer_epochs.value(row),
+            base_sequence: self.base_sequences.value(row),
+        })
+    }
+
+    fn row(&self, row: usize) -> RecordRow {
+        let nullable = |array: &BinaryArray, i: usize| {
+            (!array.is_null(i)).then(|| Bytes::copy_from_slice(array.value(i)))
+        };
+        let offsets = self.headers.value_offsets();
+        // value_offsets has len + 1 entries and is monotonic (checked by ListArray).
+        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        let headers = (start..end)
+            .map(|i| {
+                (
+                    self.header_keys.value(i).to_owned(),
+                    nullable(self.header_values, i),
+                )
+            })
+            .collect();
+        RecordRow {
+            offset: self.offsets.value(row),
+            timestamp_ms: self.timestamps.value(row),
+            key: nullable(self.keys, row),
+            value: nullable(self.values, row),
+            headers,
+        }
+    }
+}
+
+/// Rebuilds the batches of a record batch read from a segment file (rows grouped by
+/// `batch_base_offset` and re-encoded with [`records::encode_batch`]); the sync core of
+/// [`read_row_group`].
+pub fn batches_from_record_batch(rb: &RecordBatch) -> Result<Vec<Bytes>, TierCodecError> {
+    batches_from_record_batches(std::slice::from_ref(rb))
+}
+
+/// Like [`batches_from_record_batch`], over consecutive record batches of one row group (a
+/// batch's rows may continue from one record batch into the next).
+pub fn batches_from_record_batches(rbs: &[RecordBatch]) -> Result<Vec<Bytes>, TierCodecError> {
+    let mut out = Vec::new();
+    let mut current: Option<(BatchMeta, Vec<RecordRow>)> = None;
+    let mut previous_offset: Option<i64> = None;
+    let finish = |(meta, rows): (BatchMeta, Vec<RecordRow>)| {
+        records::encode_batch(&meta, &rows)
+            .map(Bytes::from)
+            .map_err(|source| TierCodecError::Record {
+                base_offset: meta.base_offset,
+                source,
+            })
+    };
+    for rb in rbs {
+        let views = ColumnViews::new(rb)?;
+        for row in 0..rb.num_rows() {
+            let meta = views.meta(row)?;
+            let record = views.row(row);
+            if previous_offset.is_some_and(|previous| record.offset <= previous) {
+                return Err(invalid_file(format!(
+                    "offset {} is not above the previous row's",
+                    record.offset
+                )));
+            }
+            previous_offset = Some(record.offset);
+            match &mut current {
+                Some((current_meta, rows)) if current_meta.base_offset == meta.base_offset => {
+                    if *current_meta != meta {
+                        return Err(invalid_file(format!(
+                            "rows of the batch at {} disagree on its batch fields",
+                            meta.base_offset
+                        )));
+                    }
+                    rows.push(record);
+                }
+                _ => {
+                    if let Some((done_meta, rows)) = current.take() {
+                        if meta.base_offset <= done_meta.last_offset {
+                            return Err(invalid_file(format!(
+                                "batch at {} overlaps the previous batch ending at {}",
+                                meta.base_offset, done_meta.last_offset
+                            )));
+                        }
+                        out.push(finish((done_meta, rows))?);
+                    }
+                    current = Some((meta, vec![record]));
+                }
+            }
+        }
+    }
+    if let Some(last) = current.take() {
+        out.push(finish(last)?);
+    }
+    Ok(out)
+}
