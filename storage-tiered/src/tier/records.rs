@@ -599,3 +599,654 @@ pub fn encode_batch(meta: &BatchMeta, rows: &[RecordRow]) -> Result<Vec<u8>, Rec
     BatchHeader { crc, ..header }.encode(&mut out);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::build::BatchSpec;
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{
+        Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    };
+    use proptest::prelude::*;
+
+    const ALL_CODECS: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
+    fn meta(base_offset: i64, last_offset: i64, compression: Compression) -> BatchMeta {
+        BatchMeta {
+            base_offset,
+            last_offset,
+            partition_leader_epoch: 3,
+            compression,
+            timestamp_type: TimestampType::CreateTime,
+            producer_id: 42,
+            producer_epoch: 2,
+            base_sequence: 100,
+        }
+    }
+
+    fn row(offset: i64, timestamp_ms: i64) -> RecordRow {
+        RecordRow {
+            offset,
+            timestamp_ms,
+            key: Some(Bytes::from(format!("key-{offset}"))),
+            value: Some(Bytes::from(vec![offset as u8; 20])),
+            headers: vec![],
+        }
+    }
+
+    /// A batch around a hand-made (uncompressed) records section, with a correct CRC.
+    fn raw_batch(records: &[u8], records_count: i32, last_offset_delta: i32) -> Vec<u8> {
+        let mut out = vec![0u8; BATCH_HEADER_BYTES];
+        out.extend_from_slice(records);
+        let header = BatchHeader {
+            base_offset: 1000,
+            batch_length: (out.len() - LOG_OVERHEAD_BYTES) as i32,
+            partition_leader_epoch: 0,
+            magic: MAGIC_V2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta,
+            base_timestamp: 5_000,
+            max_timestamp: 5_000,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            records_count,
+        };
+        header.encode(&mut out);
+        let crc = crc32c::crc32c(&out[CRC_COVERED_FROM..]);
+        BatchHeader { crc, ..header }.encode(&mut out);
+        out
+    }
+
+    /// One record body (without its length prefix) from raw parts.
+    fn record_body(offset_delta: i32, key: &[u8], headers: &[(&[u8], Option<&[u8]>)]) -> Vec<u8> {
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        put_varlong(&mut body, 0);
+        put_varint(&mut body, offset_delta);
+        put_varint(&mut body, key.len() as i32);
+        body.put_slice(key);
+        put_varint(&mut body, -1);
+        put_varint(&mut body, headers.len() as i32);
+        for (key, value) in headers {
+            put_varint(&mut body, key.len() as i32);
+            body.put_slice(key);
+            match value {
+                None => put_varint(&mut body, -1),
+                Some(value) => {
+                    put_varint(&mut body, value.len() as i32);
+                    body.put_slice(value);
+                }
+            }
+        }
+        body.to_vec()
+    }
+
+    fn with_length(body: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        put_varint(&mut out, body.len() as i32);
+        out.put_slice(body);
+        out.to_vec()
+    }
+
+    #[test]
+    fn varints_match_kafkas_encoding() {
+        // Known encodings (zig-zag then LEB128), as in Kafka's ByteUtilsTest.
+        let cases: [(i32, &[u8]); 8] = [
+            (0, &[0x00]),
+            (-1, &[0x01]),
+            (1, &[0x02]),
+            (63, &[0x7e]),
+            (-64, &[0x7f]),
+            (64, &[0x80, 0x01]),
+            (i32::MAX, &[0xfe, 0xff, 0xff, 0xff, 0x0f]),
+            (i32::MIN, &[0xff, 0xff, 0xff, 0xff, 0x0f]),
+        ];
+        for (value, encoded) in cases {
+            let mut out = BytesMut::new();
+            put_varint(&mut out, value);
+            assert_eq!(&out[..], encoded, "encoding {value}");
+            let mut reader = Reader::new(encoded);
+            assert_eq!(reader.varint("test").unwrap(), value);
+            assert_eq!(reader.remaining(), 0);
+        }
+        for value in [0, -1, 1, i64::MAX, i64::MIN, 1 << 40, -(1 << 40)] {
+            let mut out = BytesMut::new();
+            put_varlong(&mut out, value);
+            assert!(out.len() <= 10);
+            let mut reader = Reader::new(&out);
+            assert_eq!(reader.varlong("test").unwrap(), value);
+            assert_eq!(reader.remaining(), 0);
+        }
+        let mut out = BytesMut::new();
+        put_varlong(&mut out, i64::MIN);
+        assert_eq!(out.len(), 10);
+    }
+
+    #[test]
+    fn bad_varints_are_rejected() {
+        // Six bytes for a 32-bit varint.
+        let too_long = [0x80, 0x80, 0x80, 0x80, 0x80, 0x00];
+        assert_eq!(
+            Reader::new(&too_long).varint("v"),
+            Err(RecordError::BadVarint { what: "v" })
+        );
+        // Five bytes whose last carries bits beyond 32.
+        let overflow = [0xff, 0xff, 0xff, 0xff, 0x1f];
+        assert_eq!(
+            Reader::new(&overflow).varint("v"),
+            Err(RecordError::BadVarint { what: "v" })
+        );
+        // Eleven bytes for a varlong, and a tenth byte with more than one bit.
+        let mut long = vec![0x80u8; 10];
+        long.push(0x00);
+        assert!(matches!(
+            Reader::new(&long).varlong("v"),
+            Err(RecordError::BadVarint { .. })
+        ));
+        let mut tenth = vec![0xffu8; 9];
+        tenth.push(0x02);
+        assert!(matches!(
+            Reader::new(&tenth).varlong("v"),
+            Err(RecordError::BadVarint { .. })
+        ));
+        // Ends mid-varint.
+        assert!(matches!(
+            Reader::new(&[0x80, 0x80]).varint("v"),
+            Err(RecordError::Truncated { .. })
+        ));
+        assert!(matches!(
+            Reader::new(&[]).varlong("v"),
+            Err(RecordError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn decodes_batches_from_the_test_builder() {
+        // BatchSpec is an independent encoder: null keys, values, no headers.
+        let bytes = BatchSpec {
+            base_offset: 500,
+            ..BatchSpec::new(1_000, vec![b"a".to_vec(), vec![], b"ccc".to_vec()])
+        }
+        .producer(9, 1, 77)
+        .encode();
+        let (meta, rows) = decode_batch(&bytes).unwrap();
+        assert_eq!(
+            meta,
+            BatchMeta {
+                base_offset: 500,
+                last_offset: 502,
+                partition_leader_epoch: -1,
+                compression: Compression::None,
+                timestamp_type: TimestampType::CreateTime,
+                producer_id: 9,
+                producer_epoch: 1,
+                base_sequence: 77,
+            }
+        );
+        let expected: Vec<RecordRow> = [&b"a"[..], b"", b"ccc"]
+            .iter()
+            .enumerate()
+            .map(|(i, value)| RecordRow {
+                offset: 500 + i as i64,
+                timestamp_ms: 1_000 + i as i64,
+                key: None,
+                value: Some(Bytes::copy_from_slice(value)),
+                headers: vec![],
+            })
+            .collect();
+        assert_eq!(rows, expected);
+        // Re-encoding gives the very same bytes.
+        assert_eq!(encode_batch(&meta, &rows).unwrap(), bytes);
+    }
+
+    fn protocol_record(offset: i64, timestamp: i64, with_headers: bool) -> Record {
+        let mut headers = IndexMap::new();
+        if with_headers {
+            headers.insert(StrBytes::from_static_str("trace"), Some(Bytes::from("t1")));
+            headers.insert(StrBytes::from_static_str("empty"), Some(Bytes::new()));
+            headers.insert(StrBytes::from_static_str("null"), None);
+        }
+        Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 7,
+            producer_id: 11,
+            producer_epoch: 4,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset,
+            sequence: 20 + (offset - 300) as i32,
+            timestamp,
+            key: (offset % 2 == 0).then(|| Bytes::from(format!("k{offset}"))),
+            value: (offset % 3 != 0).then(|| Bytes::from(vec![b'v'; offset as usize % 50])),
+            headers,
+        }
+    }
+
+    fn protocol_codec(codec: Compression) -> kafka_protocol::records::Compression {
+        use kafka_protocol::records::Compression as C;
+        match codec {
+            Compression::None => C::None,
+            Compression::Gzip => C::Gzip,
+            Compression::Snappy => C::Snappy,
+            Compression::Lz4 => C::Lz4,
+            Compression::Zstd => C::Zstd,
+            Compression::Unknown(_) => unreachable!("test codecs are known"),
+        }
+    }
+
+    #[test]
+    fn agrees_with_kafka_protocol_in_both_directions() {
+        for codec in ALL_CODECS {
+            let records: Vec<Record> = (300..340)
+                .map(|offset| protocol_record(offset, 9_000 - offset, offset % 4 == 0))
+                .collect();
+            let mut encoded = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut encoded,
+                &records,
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: protocol_codec(codec),
+                },
+            )
+            .unwrap();
+            // Theirs decoded by us.
+            let (meta, rows) = decode_batch(&encoded).unwrap();
+            assert_eq!(meta.compression, codec);
+            assert_eq!((meta.base_offset, meta.last_offset), (300, 339));
+            assert_eq!(
+                (meta.producer_id, meta.producer_epoch, meta.base_sequence),
+                (11, 4, 20)
+            );
+            assert_eq!(meta.partition_leader_epoch, 7);
+            assert_eq!(rows.len(), records.len());
+            for (row, record) in rows.iter().zip(&records) {
+                assert_eq!(row.offset, record.offset);
+                assert_eq!(row.timestamp_ms, record.timestamp);
+                assert_eq!(row.key, record.key);
+                assert_eq!(row.value, record.value);
+                let headers: Vec<(String, Option<Bytes>)> = record
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect();
+                assert_eq!(row.headers, headers);
+            }
+            // Ours decoded by them.
+            let ours = encode_batch(&meta, &rows).unwrap();
+            let decoded = RecordBatchDecoder::decode(&mut Bytes::from(ours)).unwrap();
+            assert_eq!(decoded.records.len(), records.len());
+            for (theirs, original) in decoded.records.iter().zip(&records) {
+                assert_eq!(theirs.offset, original.offset);
+                assert_eq!(theirs.timestamp, original.timestamp);
+                assert_eq!(theirs.sequence, original.sequence);
+                assert_eq!(theirs.key, original.key);
+                assert_eq!(theirs.value, original.value);
+                assert_eq!(theirs.headers, original.headers);
+                assert_eq!(theirs.producer_id, 11);
+                assert_eq!(theirs.partition_leader_epoch, 7);
+            }
+        }
+    }
+
+    #[test]
+    fn every_codec_roundtrips_with_keys_nulls_and_duplicate_headers() {
+        let rows: Vec<RecordRow> = (0..30)
+            .map(|i| RecordRow {
+                offset: 1_000 + i,
+                timestamp_ms: 50_000 + (i * 37) % 11 - 5,
+                key: (i % 3 != 0).then(|| Bytes::from(vec![i as u8; i as usize])),
+                value: (i % 5 != 0).then(|| Bytes::from(vec![0xab; 100 + i as usize])),
+                headers: vec![
+                    ("dup".to_owned(), Some(Bytes::from("first"))),
+                    ("dup".to_owned(), Some(Bytes::from("second"))),
+                    ("empty".to_owned(), Some(Bytes::new())),
+                    ("null".to_owned(), None),
+                    (
+                        "binary".to_owned(),
+                        Some(Bytes::from(vec![0, 255, 128, 10])),
+                    ),
+                    ("dup".to_owned(), None),
+                ][..(i as usize % 7)]
+                    .to_vec(),
+            })
+            .collect();
+        for codec in ALL_CODECS {
+            let meta = meta(1_000, 1_029, codec);
+            let bytes = encode_batch(&meta, &rows).unwrap();
+            let header = BatchHeader::parse(&bytes).unwrap();
+            assert_eq!(header.compression(), codec);
+            assert_eq!(header.size_bytes(), bytes.len() as u64);
+            assert_eq!(header.records_count, 30);
+            assert_eq!(header.base_timestamp, rows[0].timestamp_ms);
+            assert_eq!(
+                header.max_timestamp,
+                rows.iter().map(|r| r.timestamp_ms).max().unwrap()
+            );
+            batch::verify_crc(&bytes).unwrap();
+            let (decoded_meta, decoded_rows) = decode_batch(&bytes).unwrap();
+            assert_eq!(decoded_meta, meta);
+            assert_eq!(decoded_rows, rows);
+        }
+        // Duplicate keys survive in order; empty and null header values stay distinct.
+        let (_, decoded) =
+            decode_batch(&encode_batch(&meta(1_000, 1_029, Compression::None), &rows).unwrap())
+                .unwrap();
+        assert_eq!(decoded[6].headers.len(), 6);
+        assert_eq!(decoded[6].headers[0].1.as_deref(), Some(&b"first"[..]));
+        assert_eq!(decoded[6].headers[1].1.as_deref(), Some(&b"second"[..]));
+        assert_eq!(decoded[6].headers[2].1.as_deref(), Some(&b""[..]));
+        assert_eq!(decoded[6].headers[3].1, None);
+        assert_eq!(decoded[6].headers[5], ("dup".to_owned(), None));
+        assert_eq!(decoded[0].key, None);
+        assert_eq!(decoded[0].value, None);
+        assert_eq!(decoded[1].key.as_deref(), Some(&[1u8][..]));
+    }
+
+    #[test]
+    fn log_append_time_uses_the_batch_max_timestamp() {
+        // A LogAppendTime batch as Kafka writes it: the records keep their create-time deltas,
+        // the broker sets maxTimestamp and the attribute bit.
+        let mut records = Vec::new();
+        for (i, delta) in [0i64, 5, 2].iter().enumerate() {
+            let mut body = BytesMut::new();
+            body.put_u8(0);
+            put_varlong(&mut body, *delta);
+            put_varint(&mut body, i as i32);
+            put_varint(&mut body, -1);
+            put_varint(&mut body, 1);
+            body.put_u8(b'x');
+            put_varint(&mut body, 0);
+            records.extend(with_length(&body));
+        }
+        let mut bytes = raw_batch(&records, 3, 2);
+        let mut header = BatchHeader::parse(&bytes).unwrap();
+        header.attributes = TIMESTAMP_TYPE_BIT;
+        header.max_timestamp = 777_777;
+        header.encode(&mut bytes);
+        let crc = batch::compute_crc(&bytes).unwrap();
+        BatchHeader { crc, ..header }.encode(&mut bytes);
+        let (meta, rows) = decode_batch(&bytes).unwrap();
+        assert_eq!(meta.timestamp_type, TimestampType::LogAppendTime);
+        assert!(rows.iter().all(|r| r.timestamp_ms == 777_777));
+        // Rebuilt: same effective timestamps, bit kept.
+        let rebuilt = encode_batch(&meta, &rows).unwrap();
+        let header = BatchHeader::parse(&rebuilt).unwrap();
+        assert_eq!(header.timestamp_type(), TimestampType::LogAppendTime);
+        assert_eq!(header.max_timestamp, 777_777);
+        assert_eq!(decode_batch(&rebuilt).unwrap(), (meta, rows));
+    }
+
+    #[test]
+    fn compacted_batches_keep_their_offset_span() {
+        let rows = vec![row(200, 10), row(203, 11), row(207, 12)];
+        for codec in [Compression::None, Compression::Zstd] {
+            let meta = meta(200, 209, codec);
+            let bytes = encode_batch(&meta, &rows).unwrap();
+            let header = BatchHeader::parse(&bytes).unwrap();
+            assert_eq!(header.last_offset_delta, 9);
+            assert_eq!(header.records_count, 3);
+            assert_eq!(header.last_offset(), 209);
+            assert_eq!(decode_batch(&bytes).unwrap(), (meta, rows.clone()));
+        }
+        // A batch emptied by compaction.
+        let empty = meta(300, 304, Compression::None);
+        let bytes = encode_batch(&empty, &[]).unwrap();
+        let header = BatchHeader::parse(&bytes).unwrap();
+        assert_eq!((header.records_count, header.last_offset_delta), (0, 4));
+        assert_eq!(decode_batch(&bytes).unwrap(), (empty, vec![]));
+    }
+
+    #[test]
+    fn encode_refuses_rows_that_do_not_fit_the_batch() {
+        let m = meta(10, 12, Compression::None);
+        let unsorted = [row(11, 0), row(10, 0)];
+        let duplicate = [row(10, 0), row(10, 0)];
+        let outside = [row(13, 0)];
+        let before = [row(9, 0)];
+        for rows in [&unsorted[..], &duplicate[..], &outside[..], &before[..]] {
+            assert!(matches!(
+                encode_batch(&m, rows),
+                Err(RecordError::InvalidRows(_))
+            ));
+        }
+        assert!(matches!(
+            encode_batch(&meta(10, 9, Compression::None), &[]),
+            Err(RecordError::InvalidRows(_))
+        ));
+        assert!(matches!(
+            encode_batch(&meta(0, i64::from(i32::MAX) + 1, Compression::None), &[]),
+            Err(RecordError::InvalidRows(_))
+        ));
+        assert_eq!(
+            encode_batch(&meta(10, 12, Compression::Unknown(6)), &[row(10, 0)]),
+            Err(RecordError::UnsupportedCompression(6))
+        );
+        let extreme = [row(10, i64::MIN), row(11, i64::MAX)];
+        assert!(matches!(
+            encode_batch(&m, &extreme),
+            Err(RecordError::InvalidRows(_))
+        ));
+    }
+
+    #[test]
+    fn oversized_length_fields_fail_cleanly() {
+        let good = with_length(&record_body(0, b"key", &[(b"h", Some(b"v"))]));
+        assert!(decode_batch(&raw_batch(&good, 1, 0)).is_ok());
+
+        // A record length claiming 2 GB.
+        let mut huge_record = BytesMut::new();
+        put_varint(&mut huge_record, i32::MAX);
+        huge_record.put_slice(&record_body(0, b"key", &[]));
+        assert!(matches!(
+            decode_batch(&raw_batch(&huge_record, 1, 0)),
+            Err(RecordError::Truncated { what: "record", .. })
+        ));
+
+        // A key length claiming 2 GB inside a well-framed record.
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        put_varlong(&mut body, 0);
+        put_varint(&mut body, 0);
+        put_varint(&mut body, i32::MAX);
+        body.put_slice(b"abc");
+        assert!(matches!(
+            decode_batch(&raw_batch(&with_length(&body), 1, 0)),
+            Err(RecordError::Truncated { what: "key", .. })
+        ));
+
+        // A negative key length other than -1.
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        put_varlong(&mut body, 0);
+        put_varint(&mut body, 0);
+        put_varint(&mut body, -7);
+        assert!(matches!(
+            decode_batch(&raw_batch(&with_length(&body), 1, 0)),
+            Err(RecordError::Corrupt(_))
+        ));
+
+        // A header count of i32::MAX with no headers behind it.
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        put_varlong(&mut body, 0);
+        put_varint(&mut body, 0);
+        put_varint(&mut body, -1);
+        put_varint(&mut body, -1);
+        put_varint(&mut body, i32::MAX);
+        assert!(matches!(
+            decode_batch(&raw_batch(&with_length(&body), 1, 0)),
+            Err(RecordError::Truncated { .. })
+        ));
+
+        // recordsCount claiming far more records than present.
+        assert!(matches!(
+            decode_batch(&raw_batch(&good, i32::MAX, 0)),
+            Err(RecordError::Truncated { .. })
+        ));
+        assert!(matches!(
+            decode_batch(&raw_batch(&good, -3, 0)),
+            Err(RecordError::Corrupt(_))
+        ));
+        // Fewer records declared than present: trailing bytes.
+        let mut two = good.clone();
+        two.extend(with_length(&record_body(1, b"k2", &[])));
+        assert!(matches!(
+            decode_batch(&raw_batch(&two, 1, 1)),
+            Err(RecordError::Corrupt(_))
+        ));
+        // A record whose fields end before its declared length.
+        let mut padded_body = record_body(0, b"key", &[]);
+        padded_body.push(0);
+        assert!(matches!(
+            decode_batch(&raw_batch(&with_length(&padded_body), 1, 0)),
+            Err(RecordError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn bad_offsets_and_headers_are_refused() {
+        // Offset delta beyond lastOffsetDelta, and not increasing.
+        let beyond = with_length(&record_body(3, b"k", &[]));
+        assert!(matches!(
+            decode_batch(&raw_batch(&beyond, 1, 2)),
+            Err(RecordError::Corrupt(_))
+        ));
+        let mut backwards = with_length(&record_body(1, b"k", &[]));
+        backwards.extend(with_length(&record_body(1, b"k", &[])));
+        assert!(matches!(
+            decode_batch(&raw_batch(&backwards, 2, 1)),
+            Err(RecordError::Corrupt(_))
+        ));
+        // A header key that is not UTF-8.
+        let latin1 = with_length(&record_body(0, b"k", &[(b"caf\xe9", None)]));
+        assert_eq!(
+            decode_batch(&raw_batch(&latin1, 1, 0)),
+            Err(RecordError::HeaderKeyNotUtf8 { offset: 1000 })
+        );
+        // Duplicate header keys from raw bytes.
+        let dup = with_length(&record_body(
+            0,
+            b"k",
+            &[(b"a", Some(b"1")), (b"a", Some(b"")), (b"a", None)],
+        ));
+        let (_, rows) = decode_batch(&raw_batch(&dup, 1, 0)).unwrap();
+        assert_eq!(
+            rows[0].headers,
+            vec![
+                ("a".to_owned(), Some(Bytes::from("1"))),
+                ("a".to_owned(), Some(Bytes::new())),
+                ("a".to_owned(), None),
+            ]
+        );
+    }
+
+    fn with_attributes(mut bytes: Vec<u8>, attributes: i16) -> Vec<u8> {
+        let header = BatchHeader::parse(&bytes).unwrap();
+        let header = BatchHeader {
+            attributes,
+            ..header
+        };
+        header.encode(&mut bytes);
+        let crc = batch::compute_crc(&bytes).unwrap();
+        BatchHeader { crc, ..header }.encode(&mut bytes);
+        bytes
+    }
+
+    #[test]
+    fn framing_crc_codec_and_batch_kind_errors() {
+        let good = encode_batch(&meta(0, 2, Compression::Gzip), &[row(0, 1), row(2, 3)]).unwrap();
+        // Truncated anywhere.
+        for cut in [0, 10, 60, 61, good.len() - 1] {
+            assert!(matches!(
+                decode_batch(&good[..cut]),
+                Err(RecordError::Batch(BatchError::Truncated { .. }))
+            ));
+        }
+        // Trailing bytes after the batch.
+        let mut long = good.clone();
+        long.push(0);
+        assert!(matches!(decode_batch(&long), Err(RecordError::Corrupt(_))));
+        // A flipped bit.
+        let mut flipped = good.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(matches!(
+            decode_batch(&flipped),
+            Err(RecordError::Batch(BatchError::CrcMismatch { .. }))
+        ));
+        // Control and transactional batches.
+        assert_eq!(
+            decode_batch(&with_attributes(good.clone(), 1 | 0x20)),
+            Err(RecordError::ControlBatch { base_offset: 0 })
+        );
+        assert_eq!(
+            decode_batch(&with_attributes(good.clone(), 1 | 0x10)),
+            Err(RecordError::TransactionalBatch { base_offset: 0 })
+        );
+        // Unknown codec ids.
+        assert_eq!(
+            decode_batch(&with_attributes(good.clone(), 5)),
+            Err(RecordError::UnsupportedCompression(5))
+        );
+        // Bytes that are not what the codec claims.
+        let plain = encode_batch(&meta(0, 2, Compression::None), &[row(0, 1)]).unwrap();
+        for codec in [1i16, 2, 3, 4] {
+            assert!(
+                matches!(
+                    decode_batch(&with_attributes(plain.clone(), codec)),
+                    Err(RecordError::Decompression { .. })
+                ),
+                "codec {codec}"
+            );
+        }
+    }
+
+    proptest! {
+        /// Arbitrary bytes in the records section (with a valid CRC) never panic.
+        #[test]
+        fn garbage_records_never_panic(
+            records in proptest::collection::vec(any::<u8>(), 0..200),
+            count in -2i32..10,
+            delta in 0i32..10,
+            codec in 0i16..6,
+        ) {
+            let bytes = with_attributes(raw_batch(&records, count, delta), codec);
+            let _ = decode_batch(&bytes);
+        }
+
+        /// Single-byte corruptions of a valid records section (CRC fixed up) never panic,
+        /// and whatever decodes re-encodes to something that decodes the same.
+        #[test]
+        fn corrupted_records_never_panic(position in 0usize..1000, byte in any::<u8>()) {
+            let rows: Vec<RecordRow> = (0..5)
+                .map(|i| RecordRow {
+                    headers: vec![("h".to_owned(), Some(Bytes::from("v")))],
+                    ..row(i, i)
+                })
+                .collect();
+            let good = encode_batch(&meta(0, 4, Compression::None), &rows).unwrap();
+            let position = BATCH_HEADER_BYTES + position % (good.len() - BATCH_HEADER_BYTES);
+            let mut bad = good.clone();
+            bad[position] = byte;
+            let crc = batch::compute_crc(&bad).unwrap();
+            let header = BatchHeader::parse(&bad).unwrap();
+            BatchHeader { crc, ..header }.encode(&mut bad);
+            if let Ok((meta, rows)) = decode_batch(&bad) {
+                let again = encode_batch(&meta, &rows).unwrap();
+                prop_assert_eq!(decode_batch(&again).unwrap(), (meta, rows));
+            }
+        }
+    }
+}
