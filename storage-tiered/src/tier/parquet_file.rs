@@ -445,7 +445,7 @@ pub fn encode_segment(
         writer.write(&record_batch)?;
         writer.flush()?;
     }
-    writer.finish()?;
+    // Writes the footer.
     let bytes = writer.into_inner()?;
     Ok(SegmentFile {
         bytes: Bytes::from(bytes),
@@ -913,4 +913,391 @@ pub fn batches_from_record_batches(rbs: &[RecordBatch]) -> Result<Vec<Bytes>, Ti
         out.push(finish(last)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::build::BatchSpec;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    fn meta(base_offset: i64, last_offset: i64, compression: Compression) -> BatchMeta {
+        BatchMeta {
+            base_offset,
+            last_offset,
+            partition_leader_epoch: 5,
+            compression,
+            timestamp_type: TimestampType::CreateTime,
+            producer_id: 8,
+            producer_epoch: 1,
+            base_sequence: base_offset as i32,
+        }
+    }
+
+    fn rows(offsets: std::ops::Range<i64>) -> Vec<RecordRow> {
+        offsets
+            .map(|offset| RecordRow {
+                offset,
+                timestamp_ms: 1_700_000_000_000 + offset * 10,
+                key: (offset % 2 == 0).then(|| Bytes::from(format!("key-{offset}"))),
+                value: (offset % 7 != 0).then(|| Bytes::from(vec![offset as u8; 300])),
+                headers: vec![
+                    ("a".to_owned(), Some(Bytes::from("1"))),
+                    ("a".to_owned(), None),
+                ][..(offset % 3) as usize]
+                    .to_vec(),
+            })
+            .collect()
+    }
+
+    const ALL_CODECS: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
+    /// Ten batches of ten records at offsets 0..100, all codecs.
+    fn segment() -> (Vec<u8>, Vec<(BatchMeta, Vec<RecordRow>)>) {
+        segment_with(&ALL_CODECS, rows)
+    }
+
+    /// Records that all encode to the same size.
+    fn uniform_rows(offsets: std::ops::Range<i64>) -> Vec<RecordRow> {
+        offsets
+            .map(|offset| RecordRow {
+                offset,
+                timestamp_ms: 1_700_000_000_000 + offset * 10,
+                key: Some(Bytes::from(format!("key-{offset:04}"))),
+                value: Some(Bytes::from(vec![offset as u8; 300])),
+                headers: vec![("h".to_owned(), None)],
+            })
+            .collect()
+    }
+
+    /// Ten batches of ten records at offsets 0..100, codecs in turn from `codecs`.
+    fn segment_with(
+        codecs: &[Compression],
+        rows: fn(std::ops::Range<i64>) -> Vec<RecordRow>,
+    ) -> (Vec<u8>, Vec<(BatchMeta, Vec<RecordRow>)>) {
+        let mut bytes = Vec::new();
+        let mut decoded = Vec::new();
+        for b in 0..10i64 {
+            let meta = meta(b * 10, b * 10 + 9, codecs[b as usize % codecs.len()]);
+            let rows = rows(b * 10..b * 10 + 10);
+            let batch = records::encode_batch(&meta, &rows).unwrap();
+            decoded.push(records::decode_batch(&batch).unwrap());
+            bytes.extend(batch);
+        }
+        (bytes, decoded)
+    }
+
+    fn options(row_group_bytes_target: usize) -> EncodeOptions {
+        EncodeOptions {
+            row_group_bytes_target,
+            ..EncodeOptions::new("orders", 3)
+        }
+    }
+
+    fn sync_index(file: &Bytes) -> FileIndex {
+        let metadata = ArrowReaderMetadata::load(file, ArrowReaderOptions::new()).unwrap();
+        index_from_metadata(metadata).unwrap()
+    }
+
+    fn read_group_sync(file: &Bytes, row_group: usize) -> Vec<Bytes> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file.clone())
+            .unwrap()
+            .with_row_groups(vec![row_group])
+            .with_batch_size(7) // split batches across record batches on purpose
+            .build()
+            .unwrap();
+        let rbs: Vec<RecordBatch> = reader.map(|rb| rb.unwrap()).collect();
+        batches_from_record_batches(&rbs).unwrap()
+    }
+
+    fn read_all_sync(file: &Bytes, index: &FileIndex) -> Vec<(BatchMeta, Vec<RecordRow>)> {
+        let mut rebuilt = Vec::new();
+        for row_group in 0..index.row_groups.len() {
+            rebuilt.extend(read_group_sync(file, row_group));
+        }
+        rebuilt
+            .iter()
+            .map(|b| records::decode_batch(b).unwrap())
+            .collect()
+    }
+
+    fn ranges(index: &FileIndex) -> Vec<(i64, i64, u64)> {
+        index
+            .row_groups
+            .iter()
+            .map(|r| {
+                (
+                    r.first_batch_base_offset,
+                    r.last_batch_last_offset,
+                    r.record_count,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn row_groups_end_at_batch_boundaries_once_the_target_is_reached() {
+        // Equal-sized batches: three per row group with a target just under three batches.
+        let (input, decoded) = segment_with(&[Compression::None], uniform_rows);
+        let batch_size = input.len() / 10;
+        let file = encode_segment(&input, &options(batch_size * 3 - 1)).unwrap();
+        assert_eq!(file.base_offset, 0);
+        assert_eq!(file.last_offset, 99);
+        assert_eq!(file.record_count, 100);
+        assert_eq!(file.batch_count, 10);
+        assert_eq!(file.batch_bytes, input.len() as u64);
+        assert_eq!(file.timestamp_min_ms, 1_700_000_000_000);
+        assert_eq!(file.timestamp_max_ms, 1_700_000_000_990);
+        let index = sync_index(&file.bytes);
+        assert_eq!(
+            ranges(&index),
+            vec![(0, 29, 30), (30, 59, 30), (60, 89, 30), (90, 99, 10)]
+        );
+        assert_eq!(index.row_groups[0].timestamp_max_ms, 1_700_000_000_290);
+        assert_eq!(read_all_sync(&file.bytes, &index), decoded);
+        // Exactly three batches' worth also cuts after the third.
+        let file = encode_segment(&input, &options(batch_size * 3)).unwrap();
+        assert_eq!(sync_index(&file.bytes).row_groups.len(), 4);
+        // One byte more needs a fourth batch.
+        let file = encode_segment(&input, &options(batch_size * 3 + 1)).unwrap();
+        assert_eq!(
+            ranges(&sync_index(&file.bytes)),
+            vec![(0, 39, 40), (40, 79, 40), (80, 99, 20)]
+        );
+    }
+
+    #[test]
+    fn every_codec_roundtrips_through_the_file() {
+        let (input, decoded) = segment();
+        let sizes: Vec<usize> = batch::batches(&input).map(|b| b.unwrap().1.len()).collect();
+        let target = sizes.iter().sum::<usize>() / 4;
+        let file = encode_segment(&input, &options(target)).unwrap();
+        let index = sync_index(&file.bytes);
+        // The cut points the target implies, batch by batch.
+        let mut expected = Vec::new();
+        let (mut start, mut buffered) = (0i64, 0usize);
+        for (i, size) in sizes.iter().enumerate() {
+            buffered += size;
+            let last = i as i64 * 10 + 9;
+            if buffered >= target || i == sizes.len() - 1 {
+                expected.push((start, last, (last - start + 1) as u64));
+                start = last + 1;
+                buffered = 0;
+            }
+        }
+        assert!(expected.len() > 1);
+        assert_eq!(ranges(&index), expected);
+        assert_eq!(read_all_sync(&file.bytes, &index), decoded);
+    }
+
+    #[test]
+    fn one_row_group_when_the_target_is_large() {
+        let (input, _) = segment();
+        let file = encode_segment(&input, &options(ROW_GROUP_BYTES_TARGET_DEFAULT)).unwrap();
+        let index = sync_index(&file.bytes);
+        assert_eq!(index.row_groups.len(), 1);
+        assert_eq!(index.row_groups[0].record_count, 100);
+        // A target of one byte: one row group per batch.
+        let file = encode_segment(&input, &options(1)).unwrap();
+        assert_eq!(sync_index(&file.bytes).row_groups.len(), 10);
+    }
+
+    #[test]
+    fn footer_schema_and_metadata() {
+        let (input, _) = segment();
+        let file = encode_segment(&input, &options(1 << 20)).unwrap();
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file.bytes.clone()).unwrap();
+        let names: Vec<&str> = builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(names, COLUMN_NAMES);
+        check_schema(builder.schema()).unwrap();
+        let file_metadata = builder.metadata().file_metadata();
+        let kv: Vec<(String, Option<String>)> = file_metadata
+            .key_value_metadata()
+            .unwrap()
+            .iter()
+            .filter(|kv| kv.key.starts_with("strata."))
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect();
+        assert_eq!(
+            kv,
+            vec![
+                (FORMAT_VERSION_KEY.to_owned(), Some("1".to_owned())),
+                (TOPIC_KEY.to_owned(), Some("orders".to_owned())),
+                (PARTITION_KEY.to_owned(), Some("3".to_owned())),
+            ]
+        );
+        let chunk = builder.metadata().row_group(0).column(1);
+        assert_eq!(chunk.column_path().string(), KAFKA_OFFSET);
+        assert!(matches!(chunk.compression(), ParquetCompression::ZSTD(_)));
+        // The partition column holds the partition.
+        let rb = builder.build().unwrap().next().unwrap().unwrap();
+        let partitions: &Int32Array = column(&rb, "kafka_partition").unwrap();
+        assert!(partitions.iter().all(|p| p == Some(3)));
+    }
+
+    #[test]
+    fn empty_inputs_are_refused_and_empty_batches_skipped() {
+        assert!(matches!(
+            encode_segment(&[], &options(1)),
+            Err(TierCodecError::EmptySegment)
+        ));
+        let empty = records::encode_batch(&meta(0, 4, Compression::None), &[]).unwrap();
+        assert!(matches!(
+            encode_segment(&empty, &options(1)),
+            Err(TierCodecError::EmptySegment)
+        ));
+        let full = records::encode_batch(&meta(5, 9, Compression::Lz4), &rows(5..10)).unwrap();
+        let empty_tail = records::encode_batch(&meta(10, 19, Compression::None), &[]).unwrap();
+        let mut input = empty.clone();
+        input.extend(&full);
+        input.extend(&empty_tail);
+        let file = encode_segment(&input, &options(1)).unwrap();
+        assert_eq!((file.base_offset, file.last_offset), (0, 19));
+        assert_eq!((file.batch_count, file.record_count), (1, 5));
+        assert_eq!(file.batch_bytes, input.len() as u64);
+        let index = sync_index(&file.bytes);
+        assert_eq!(index.row_groups.len(), 1);
+        assert_eq!(
+            (
+                index.row_groups[0].first_batch_base_offset,
+                index.row_groups[0].last_batch_last_offset
+            ),
+            (5, 9)
+        );
+        assert_eq!(read_group_sync(&file.bytes, 0), vec![Bytes::from(full)]);
+    }
+
+    #[test]
+    fn bad_segments_are_refused() {
+        let first = records::encode_batch(&meta(10, 19, Compression::None), &rows(10..20)).unwrap();
+        let overlapping =
+            records::encode_batch(&meta(19, 25, Compression::None), &rows(19..26)).unwrap();
+        let mut input = first.clone();
+        input.extend(&overlapping);
+        assert!(matches!(
+            encode_segment(&input, &options(1)),
+            Err(TierCodecError::InvalidSegment(_))
+        ));
+        // A torn tail.
+        let torn = &first[..first.len() - 3];
+        assert!(matches!(
+            encode_segment(torn, &options(1)),
+            Err(TierCodecError::InvalidSegment(_))
+        ));
+        // A corrupt batch.
+        let mut corrupt = first.clone();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0x10;
+        assert!(matches!(
+            encode_segment(&corrupt, &options(1)),
+            Err(TierCodecError::Record {
+                base_offset: 10,
+                source: RecordError::Batch(crate::batch::BatchError::CrcMismatch { .. })
+            })
+        ));
+        // A batch from the log's own builder is accepted as is.
+        let spec = BatchSpec {
+            base_offset: 20,
+            ..BatchSpec::new(0, vec![b"x".to_vec(); 3])
+        }
+        .encode();
+        let mut input = first;
+        input.extend(&spec);
+        let file = encode_segment(&input, &options(1)).unwrap();
+        assert_eq!(read_group_sync(&file.bytes, 1), vec![Bytes::from(spec)]);
+    }
+
+    #[test]
+    fn foreign_or_inconsistent_files_are_refused() {
+        // A Parquet file with another schema.
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let rb = RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(vec![1, 2]))])
+            .unwrap();
+        let mut writer = ArrowWriter::try_new(Vec::new(), schema, None).unwrap();
+        writer.write(&rb).unwrap();
+        let foreign = Bytes::from(writer.into_inner().unwrap());
+        let metadata = ArrowReaderMetadata::load(&foreign, ArrowReaderOptions::new()).unwrap();
+        assert!(matches!(
+            index_from_metadata(metadata),
+            Err(TierCodecError::InvalidFile(_))
+        ));
+        assert!(matches!(
+            batches_from_record_batch(&rb),
+            Err(TierCodecError::InvalidFile(_))
+        ));
+
+        // Right schema, but rows of one batch disagree on the batch fields.
+        let mut columns = RowGroupColumns::default();
+        columns.push_batch(&meta(0, 1, Compression::None), rows(0..1));
+        columns.push_batch(
+            &BatchMeta {
+                producer_epoch: 9,
+                ..meta(0, 1, Compression::None)
+            },
+            rows(1..2),
+        );
+        let rb = columns.take_record_batch(&segment_schema(), 0).unwrap();
+        assert!(matches!(
+            batches_from_record_batch(&rb),
+            Err(TierCodecError::InvalidFile(_))
+        ));
+        // Offsets going backwards.
+        let mut columns = RowGroupColumns::default();
+        columns.push_batch(&meta(0, 9, Compression::None), rows(5..6));
+        columns.push_batch(&meta(0, 9, Compression::None), rows(3..4));
+        let rb = columns.take_record_batch(&segment_schema(), 0).unwrap();
+        assert!(matches!(
+            batches_from_record_batch(&rb),
+            Err(TierCodecError::InvalidFile(_))
+        ));
+        // A codec id that does not exist.
+        let mut columns = RowGroupColumns::default();
+        columns.push_batch(&meta(0, 0, Compression::Unknown(7)), rows(0..1));
+        let rb = columns.take_record_batch(&segment_schema(), 0).unwrap();
+        assert!(matches!(
+            batches_from_record_batch(&rb),
+            Err(TierCodecError::Record {
+                source: RecordError::UnsupportedCompression(7),
+                ..
+            })
+        ));
+        // The segment schema without the format version.
+        let mut columns = RowGroupColumns::default();
+        columns.push_batch(&meta(0, 0, Compression::None), rows(0..1));
+        let rb = columns.take_record_batch(&segment_schema(), 0).unwrap();
+        let mut writer = ArrowWriter::try_new(Vec::new(), segment_schema(), None).unwrap();
+        writer.write(&rb).unwrap();
+        let unversioned = Bytes::from(writer.into_inner().unwrap());
+        let metadata = ArrowReaderMetadata::load(&unversioned, ArrowReaderOptions::new()).unwrap();
+        assert!(matches!(
+            index_from_metadata(metadata),
+            Err(TierCodecError::InvalidFile(message)) if message.contains(FORMAT_VERSION_KEY)
+        ));
+    }
+
+    #[test]
+    fn object_store_errors_stay_store_errors() {
+        let error = object_store::Error::NotFound {
+            path: "x".into(),
+            source: "gone".into(),
+        };
+        let converted = TierCodecError::from(store_error(error));
+        assert!(matches!(
+            converted,
+            TierCodecError::Store(object_store::Error::NotFound { .. })
+        ));
+        let other = TierCodecError::from(ParquetError::General("boom".into()));
+        assert!(matches!(other, TierCodecError::Parquet(_)));
+    }
 }
