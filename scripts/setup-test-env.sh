@@ -3,7 +3,9 @@
 #   - Debian packages: kcat and librdkafka-dev (librdkafka 2.0.x), python3-venv if venv is missing;
 #   - a Python virtualenv at .venv with the pinned packages of tests/requirements.txt;
 #   - Node.js and npm (Debian's, if missing) and kafkajs, pinned by tests/kafkajs/package-lock.json
-#     (npm ci into tests/kafkajs/node_modules).
+#     (npm ci into tests/kafkajs/node_modules);
+#   - s3s-fs, the S3-compatible server of the tiering tests, into ~/.cargo/bin (cargo install, about
+#     5 minutes, once: skipped when present).
 # Usage: bash scripts/setup-test-env.sh   (from anywhere; works on the repository it lives in)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -50,4 +52,11 @@ if [[ ! -f $kafkajs_stamp || $(cat "$kafkajs_stamp") != "$kafkajs_want" ]]; then
     echo "$kafkajs_want" >"$kafkajs_stamp"
 fi
 
-echo "setup: kcat with $(kcat -V 2>&1 | grep -o 'librdkafka [0-9.]*' | head -1); $(.venv/bin/python -c 'import confluent_kafka, kafka; print("confluent-kafka %s (librdkafka %s), kafka-python %s" % (confluent_kafka.version(), confluent_kafka.libversion()[0], kafka.__version__))'); node $(node --version), kafkajs $(node -p 'require("./tests/kafkajs/node_modules/kafkajs/package.json").version')"
+# s3s-fs for tests/test_tiering.py (0.15+ need a newer rustc than the project's).
+s3s_fs=$HOME/.cargo/bin/s3s-fs
+if [[ ! -x $s3s_fs ]] && ! command -v s3s-fs >/dev/null 2>&1; then
+    echo "setup: cargo install s3s-fs@0.14.1 (about 5 minutes)"
+    cargo install s3s-fs@0.14.1 --features binary --locked --quiet --root "$HOME/.cargo" </dev/null
+fi
+
+echo "setup: kcat with $(kcat -V 2>&1 | grep -o 'librdkafka [0-9.]*' | head -1); $(.venv/bin/python -c 'import confluent_kafka, kafka; print("confluent-kafka %s (librdkafka %s), kafka-python %s" % (confluent_kafka.version(), confluent_kafka.libversion()[0], kafka.__version__))'); $(.venv/bin/python -c 'import duckdb, pyarrow; print("duckdb %s, pyarrow %s" % (duckdb.__version__, pyarrow.__version__))'); s3s-fs at $( (command -v s3s-fs || echo "$s3s_fs") | head -1); node $(node --version), kafkajs $(node -p 'require("./tests/kafkajs/node_modules/kafkajs/package.json").version')"
