@@ -16,6 +16,9 @@
 //! one std `Mutex`.
 
 use object_store::ObjectStore;
+use strata_storage::tier::remote::ReadCache;
+
+use crate::tier::{PartitionTier, TierConfig};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -140,6 +143,8 @@ pub struct Partition {
     deleted: AtomicBool,
     /// Why the partition could not be opened (corrupt log); it then serves no requests.
     offline: Option<String>,
+    /// The remote tier's state (see [`crate::tier`]).
+    tier: PartitionTier,
 }
 
 impl Partition {
@@ -157,6 +162,11 @@ impl Partition {
         self.log
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The remote tier's state.
+    pub fn tier(&self) -> &PartitionTier {
+        &self.tier
     }
 
     /// Why the partition is offline (its log could not be opened), if it is.
@@ -258,6 +268,16 @@ impl Topic {
             .and_then(|i| self.partitions.get(i))
     }
 
+    /// Whether this is an internal topic (`__consumer_offsets`): never tiered.
+    pub fn is_internal(&self) -> bool {
+        self.name == crate::group::offsets::OFFSETS_TOPIC
+    }
+
+    /// The topic's tiering settings (`-2` local retentions resolved).
+    pub fn tier_config(&self, broker: &BrokerConfig) -> TierConfig {
+        self.config().tier_config(&broker.log_defaults)
+    }
+
     /// A copy of the topic's config.
     pub fn config(&self) -> TopicConfig {
         self.config
@@ -292,6 +312,8 @@ pub struct Broker {
     metrics: Metrics,
     /// The remote tier's object store, if any.
     remote_store: Option<Arc<dyn ObjectStore>>,
+    /// Remote reads' cache, shared by all partitions.
+    tier_cache: Arc<ReadCache>,
 }
 
 impl Broker {
@@ -326,6 +348,7 @@ impl Broker {
                 .map_err(|e| BrokerError::io(parent, e))?;
         }
 
+        let config_tier_cache_bytes = config.tier_cache_bytes;
         let mut broker = Broker {
             config,
             disk,
@@ -346,6 +369,7 @@ impl Broker {
             id_counter: AtomicU64::new(0),
             groups: GroupCoordinator::default(),
             metrics: Metrics::new(),
+            tier_cache: Arc::new(ReadCache::new(config_tier_cache_bytes)),
             remote_store,
         };
         broker.remove_tmp_files()?;
@@ -369,6 +393,14 @@ impl Broker {
         broker
             .lock_tasks()
             .extend([flusher, retention, group_timer]);
+        if let Some(store) = broker.remote_store.clone() {
+            let tier_task = tokio::spawn(crate::tier::run(
+                Arc::clone(&broker),
+                store,
+                Arc::clone(&broker.tier_cache),
+            ));
+            broker.lock_tasks().push(tier_task);
+        }
         tracing::info!(
             cluster_id = %broker.cluster_id,
             topics = broker.read_topics().len(),
@@ -395,6 +427,18 @@ impl Broker {
     /// The group coordinator (consumer groups and committed offsets).
     pub fn groups(&self) -> &GroupCoordinator {
         &self.groups
+    }
+
+    /// The remote tier's object store, if the broker has one.
+    pub fn remote_store(&self) -> Option<&Arc<dyn ObjectStore>> {
+        self.remote_store.as_ref()
+    }
+
+    /// Whether reads of `topic` below the local start go to the remote tier.
+    pub fn is_tiered(&self, topic: &Topic) -> bool {
+        self.remote_store.is_some()
+            && !topic.is_internal()
+            && topic.tier_config(&self.config).remote_storage_enable
     }
 
     /// The Prometheus metrics.
@@ -738,6 +782,7 @@ impl Broker {
                 dirty: AtomicBool::new(false),
                 deleted: AtomicBool::new(false),
                 offline,
+                tier: PartitionTier::new(),
             }));
         }
         Ok(Arc::new(Topic {
@@ -883,6 +928,17 @@ impl Broker {
         let data_dir = &self.config.data_dir;
         if let Err(e) = self.disk.sync_dir(data_dir) {
             abort_on_sync_failure(&data_dir.display().to_string(), &e);
+        }
+        if let Some(store) = self.remote_store.clone() {
+            if self.is_tiered(&topic) || topic.partitions.iter().any(|p| p.tier.remote().is_some())
+            {
+                tokio::spawn(crate::tier::delete_remote(
+                    store,
+                    Arc::clone(&self.tier_cache),
+                    name.to_string(),
+                    topic.partitions.len() as i32,
+                ));
+            }
         }
         tracing::info!(topic = name, "deleted topic");
         Ok(topic)
@@ -1052,10 +1108,12 @@ impl Broker {
     /// Rolls segments past `segment.ms` and deletes segments past retention, on every partition.
     pub fn check_retention(&self) {
         for topic in self.topics() {
+            // Tiered partitions: the tier task applies retention (after offloading).
+            let tiered = self.is_tiered(&topic);
             for partition in &topic.partitions {
                 let result = partition.with_log(|log| {
                     let rolled = log.roll_if_due()?;
-                    let deleted = log.enforce_retention()?;
+                    let deleted = if tiered { 0 } else { log.enforce_retention()? };
                     Ok((rolled, deleted))
                 });
                 match result {

@@ -50,6 +50,11 @@ pub struct BrokerConfig {
     /// Where [`crate::server::serve`] serves Prometheus metrics (`GET /metrics`); `None` (the
     /// library default) serves none. `strata serve` defaults to 127.0.0.1:9644.
     pub metrics_listen: Option<SocketAddr>,
+    /// How often the tier task offloads closed segments and applies retention to tiered
+    /// topics, default 5000.
+    pub tier_interval_ms: u64,
+    /// Bytes of remote row groups (rebuilt into batches) cached for reads, default 256 MiB.
+    pub tier_cache_bytes: u64,
 }
 
 impl Default for BrokerConfig {
@@ -67,6 +72,8 @@ impl Default for BrokerConfig {
             log_defaults: LogConfig::default(),
             retention_check_interval_ms: 300_000,
             metrics_listen: None,
+            tier_interval_ms: 5000,
+            tier_cache_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -171,7 +178,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         name: "remote.storage.enable",
         broker_synonym: None,
         config_type: ConfigType::Boolean,
-        doc: "Tier closed segments to remote storage (stored; used by the tiering layer).",
+        doc: "Offload closed segments to the object store as Parquet; reads below the local start are served from there.",
     },
 ];
 
@@ -285,6 +292,25 @@ impl TopicConfig {
             config.index_interval_bytes = v.max(0) as u64;
         }
         config
+    }
+
+    /// The tiering settings of this topic: `remote.storage.enable`, and the local and whole-log
+    /// retentions (`local.retention.*` of -2 mean the `retention.*` value).
+    pub fn tier_config(&self, defaults: &LogConfig) -> crate::tier::TierConfig {
+        let log = self.log_config(defaults);
+        let local = |name: &str, whole: i64| match self.get_i64(name) {
+            Some(-2) | None => whole,
+            Some(v) => v,
+        };
+        crate::tier::TierConfig {
+            remote_storage_enable: self
+                .get("remote.storage.enable")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+            local_retention_ms: local("local.retention.ms", log.retention_ms),
+            local_retention_bytes: local("local.retention.bytes", log.retention_bytes),
+            retention_ms: log.retention_ms,
+            retention_bytes: log.retention_bytes,
+        }
     }
 
     /// max.message.bytes of this topic (the broker's message.max.bytes unless overridden).

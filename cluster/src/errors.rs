@@ -64,6 +64,12 @@ pub enum BrokerError {
     /// The broker is shutting down; partitions are closed.
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// The remote tier failed (object store unreachable, unreadable file).
+    #[error("remote tier: {0}")]
+    Tier(String),
+    /// The offset is below the log start offset (the remote tier no longer holds it).
+    #[error("offset out of range: {0}")]
+    OffsetOutOfRange(String),
 }
 
 impl BrokerError {
@@ -105,6 +111,11 @@ impl BrokerError {
             // While closing, partitions have no leader here: NOT_LEADER_OR_FOLLOWER (6) makes
             // clients refresh metadata and retry elsewhere/later.
             BrokerError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+            // An object-store outage or an unreadable remote file: KAFKA_STORAGE_ERROR (56),
+            // retriable, so consumers retry instead of resetting their position.
+            BrokerError::Tier(_) => ResponseError::KafkaStorageError,
+            // OFFSET_OUT_OF_RANGE (1).
+            BrokerError::OffsetOutOfRange(_) => ResponseError::OffsetOutOfRange,
         }
     }
 

@@ -4,7 +4,8 @@
 //! - [`broker::Broker`] owns topics, partitions, the flusher and the retention task.
 //! - [`config`] holds the broker config and topic configs with Kafka's names.
 //! - [`errors`] is the one place that maps internal errors to Kafka error codes.
-//! - [`metrics`] holds the Prometheus metrics and serves them over HTTP.
+//! - [`metrics`] holds the Prometheus metrics and serves them (and `/v1/tier/status`) over HTTP.
+//! - [`tier`] offloads tiered topics to the object store and reads below the local start.
 
 pub mod broker;
 pub mod client;
@@ -14,6 +15,7 @@ pub mod group;
 pub mod handlers;
 pub mod metrics;
 pub mod server;
+pub mod tier;
 
 pub use broker::Broker;
 pub use config::{BrokerConfig, FlushPolicy};

@@ -11,7 +11,8 @@
 //!
 //! The endpoint runs on `tokio::net` (so it runs under the simulator too): one request per
 //! connection, the request head bounded to [`HTTP_REQUEST_BYTES_MAX`] and read within
-//! [`HTTP_READ_TIMEOUT`]; `GET /metrics` answers 200, any other path 404, any other method 405,
+//! [`HTTP_READ_TIMEOUT`]; `GET /metrics` and `GET /v1/tier/status` (JSON, see
+//! [`crate::tier::status`]) answer 200, any other path 404, any other method 405,
 //! and a request that does not parse 400. Time is read from `std::time::Instant`, which the
 //! simulator intercepts.
 //!
@@ -34,6 +35,11 @@
 //!   `strata_log_end_offset{topic,partition}`, `strata_high_watermark{topic,partition}` — at scrape.
 //! - `strata_group_lag{group,topic,partition}` — high watermark minus the committed offset (never
 //!   below zero), at scrape.
+//! - Tiered storage: `strata_tier_offloaded_files_total`, `strata_tier_offloaded_batch_bytes_total`,
+//!   `strata_tier_uploaded_bytes_total` (Parquet bytes), `strata_tier_offload_errors_total`,
+//!   `strata_tier_local_segments_deleted_total`, `strata_tier_remote_read_bytes_total`; at scrape,
+//!   per tiered partition: `strata_tier_pending_segments`, `strata_tier_pending_bytes`,
+//!   `strata_tier_offload_lag_ms` (the offload lag), `strata_tier_remote_bytes`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -129,6 +135,16 @@ pub struct Metrics {
     log_end_offset: Family<PartitionLabels, Gauge>,
     high_watermark: Family<PartitionLabels, Gauge>,
     group_lag: Family<GroupLagLabels, Gauge>,
+    tier_offloaded_files: Counter,
+    tier_offloaded_batch_bytes: Counter,
+    tier_uploaded_bytes: Counter,
+    tier_offload_errors: Counter,
+    tier_local_segments_deleted: Counter,
+    tier_remote_read_bytes: Counter,
+    tier_pending_segments: Family<PartitionLabels, Gauge>,
+    tier_pending_bytes: Family<PartitionLabels, Gauge>,
+    tier_offload_lag_ms: Family<PartitionLabels, Gauge>,
+    tier_remote_bytes: Family<PartitionLabels, Gauge>,
     /// Serializes scrapes (they reset and refill the scrape-time gauges).
     scrape: Mutex<()>,
     bound_addr: Mutex<Option<SocketAddr>>,
@@ -271,8 +287,79 @@ impl Metrics {
             group_lag.clone(),
         );
 
+        let tier_offloaded_files = Counter::default();
+        let tier_offloaded_batch_bytes = Counter::default();
+        let tier_uploaded_bytes = Counter::default();
+        let tier_offload_errors = Counter::default();
+        let tier_local_segments_deleted = Counter::default();
+        let tier_remote_read_bytes = Counter::default();
+        registry.register(
+            "tier_offloaded_files",
+            "Segments offloaded to the object store as Parquet files",
+            tier_offloaded_files.clone(),
+        );
+        registry.register(
+            "tier_offloaded_batch_bytes",
+            "Record batch bytes of the segments offloaded",
+            tier_offloaded_batch_bytes.clone(),
+        );
+        registry.register(
+            "tier_uploaded_bytes",
+            "Parquet bytes uploaded to the object store",
+            tier_uploaded_bytes.clone(),
+        );
+        registry.register(
+            "tier_offload_errors",
+            "Tier task ticks that failed for a partition (object store errors); retried",
+            tier_offload_errors.clone(),
+        );
+        registry.register(
+            "tier_local_segments_deleted",
+            "Local segments deleted after being offloaded (local retention) or expired",
+            tier_local_segments_deleted.clone(),
+        );
+        registry.register(
+            "tier_remote_read_bytes",
+            "Record batch bytes served to Fetch from the remote tier",
+            tier_remote_read_bytes.clone(),
+        );
+        let tier_pending_segments = Family::<PartitionLabels, Gauge>::default();
+        let tier_pending_bytes = Family::<PartitionLabels, Gauge>::default();
+        let tier_offload_lag_ms = Family::<PartitionLabels, Gauge>::default();
+        let tier_remote_bytes = Family::<PartitionLabels, Gauge>::default();
+        registry.register(
+            "tier_pending_segments",
+            "Closed segments of a tiered partition not yet offloaded",
+            tier_pending_segments.clone(),
+        );
+        registry.register(
+            "tier_pending_bytes",
+            "Bytes of the closed segments not yet offloaded",
+            tier_pending_bytes.clone(),
+        );
+        registry.register(
+            "tier_offload_lag_ms",
+            "How long the oldest segment not yet offloaded has been waiting",
+            tier_offload_lag_ms.clone(),
+        );
+        registry.register(
+            "tier_remote_bytes",
+            "Bytes of a partition's live Parquet files",
+            tier_remote_bytes.clone(),
+        );
+
         Metrics {
             registry,
+            tier_offloaded_files,
+            tier_offloaded_batch_bytes,
+            tier_uploaded_bytes,
+            tier_offload_errors,
+            tier_local_segments_deleted,
+            tier_remote_read_bytes,
+            tier_pending_segments,
+            tier_pending_bytes,
+            tier_offload_lag_ms,
+            tier_remote_bytes,
             bytes_in,
             records_in,
             bytes_out,
@@ -407,6 +494,28 @@ impl Metrics {
         self.fsync_batches.inc();
     }
 
+    /// Records one offloaded segment: its batch bytes and the Parquet bytes uploaded.
+    pub fn record_offload(&self, batch_bytes: u64, uploaded_bytes: u64) {
+        self.tier_offloaded_files.inc();
+        self.tier_offloaded_batch_bytes.inc_by(batch_bytes);
+        self.tier_uploaded_bytes.inc_by(uploaded_bytes);
+    }
+
+    /// Records a failed tier tick of one partition.
+    pub fn record_offload_error(&self) {
+        self.tier_offload_errors.inc();
+    }
+
+    /// Records local segments deleted by the tier task.
+    pub fn record_local_segments_deleted(&self, count: usize) {
+        self.tier_local_segments_deleted.inc_by(count as u64);
+    }
+
+    /// Records bytes served from the remote tier.
+    pub fn record_remote_read(&self, bytes: usize) {
+        self.tier_remote_read_bytes.inc_by(bytes as u64);
+    }
+
     /// Counts an open connection until the returned guard is dropped.
     pub fn connection_opened(&self) -> ConnectionGuard {
         self.connections.inc();
@@ -445,6 +554,32 @@ impl Metrics {
         self.log_end_offset.clear();
         self.high_watermark.clear();
         self.group_lag.clear();
+        self.tier_pending_segments.clear();
+        self.tier_pending_bytes.clear();
+        self.tier_offload_lag_ms.clear();
+        self.tier_remote_bytes.clear();
+        for status in crate::tier::status(broker, None) {
+            if !status.remote_storage_enable {
+                continue;
+            }
+            let labels = PartitionLabels {
+                topic: status.topic.clone(),
+                partition: status.partition,
+            };
+            let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.tier_pending_segments
+                .get_or_create(&labels)
+                .set(clamp(status.pending_segments));
+            self.tier_pending_bytes
+                .get_or_create(&labels)
+                .set(clamp(status.pending_bytes));
+            self.tier_offload_lag_ms
+                .get_or_create(&labels)
+                .set(status.offload_lag_ms);
+            self.tier_remote_bytes
+                .get_or_create(&labels)
+                .set(clamp(status.remote_bytes));
+        }
         for topic in broker.topics() {
             for partition in topic.partitions() {
                 let Ok((segments, start, end)) = partition.with_log(|log| {
@@ -583,12 +718,14 @@ pub async fn serve_endpoint(broker: Arc<Broker>, listener: TcpListener) {
 }
 
 /// What the endpoint answers to a request head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     Metrics,
     NotFound,
     MethodNotAllowed,
     BadRequest,
+    /// `GET /v1/tier/status[?topic=T]`.
+    TierStatus(Option<String>),
 }
 
 /// Routes a request head (everything up to the blank line).
@@ -614,6 +751,12 @@ fn route(head: &[u8]) -> Route {
     let path = target.split('?').next().unwrap_or(target);
     if path == "/metrics" {
         Route::Metrics
+    } else if path == "/v1/tier/status" {
+        let topic = target
+            .split_once('?')
+            .and_then(|(_, query)| query.split('&').find_map(|kv| kv.strip_prefix("topic=")))
+            .map(str::to_string);
+        Route::TierStatus(topic)
     } else {
         Route::NotFound
     }
@@ -652,10 +795,15 @@ async fn handle_http(broker: Arc<Broker>, mut stream: TcpStream, peer: SocketAdd
     let route = head.as_deref().map(route).unwrap_or(Route::BadRequest);
     let (status, content_type, body) = match route {
         Route::Metrics => ("200 OK", CONTENT_TYPE, broker.metrics().render(&broker)),
+        Route::TierStatus(topic) => (
+            "200 OK",
+            "application/json",
+            crate::tier::status_json(&broker, topic.as_deref()),
+        ),
         Route::NotFound => (
             "404 Not Found",
             "text/plain; charset=utf-8",
-            "not found; metrics are at /metrics\n".to_string(),
+            "not found; metrics are at /metrics, tier status at /v1/tier/status\n".to_string(),
         ),
         Route::MethodNotAllowed => (
             "405 Method Not Allowed",

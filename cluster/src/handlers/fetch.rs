@@ -1,7 +1,8 @@
 //! Fetch (v4-12): reads up to the high watermark (the durable end offset), long-polls for
 //! `min_bytes`, honours `max_bytes` and `partition_max_bytes` (KIP-74: the first batch of the
 //! first non-empty partition is always returned). OFFSET_OUT_OF_RANGE only outside
-//! [log start, log end]. Fetch sessions are not kept: every response has
+//! [log start, log end]. Offsets below the local log start are served from the remote tier
+//! (tiered topics). Fetch sessions are not kept: every response has
 //! session id 0, so clients send full fetch requests.
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
 use crate::errors::BrokerError;
+use crate::tier::{read_remote, read_source, ReadSource};
 
 fn error_partition(index: i32, error: ResponseError) -> PartitionData {
     PartitionData::default()
@@ -25,8 +27,24 @@ fn error_partition(index: i32, error: ResponseError) -> PartitionData {
         .with_records(Some(Bytes::new()))
 }
 
+/// What the local log answered for one partition.
+enum LocalRead {
+    /// Records (possibly none) with the high watermark and the whole log's start offset.
+    Records(i64, i64, Bytes),
+    /// The offset is below the local start and held by the remote tier.
+    Remote(i64, i64),
+    /// A Kafka error for this partition.
+    Error(ResponseError),
+}
+
 /// One pass over the requested partitions: the response and the record bytes it holds.
-fn read_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResponse, usize) {
+/// Offsets below the local log start are read from the remote tier (awaited outside the log
+/// lock).
+async fn read_once(
+    broker: &Broker,
+    request: &FetchRequest,
+    version: i16,
+) -> (FetchResponse, usize) {
     let mut remaining = request.max_bytes.max(0) as usize;
     let mut total = 0usize;
     let mut first_non_empty = true;
@@ -51,26 +69,54 @@ fn read_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRes
             // is always safe to serve up to.
             #[cfg(not(strata_bug = "read-past-durable"))]
             let high_watermark = partition.high_watermark();
+            let tiered = topic.as_ref().is_some_and(|t| broker.is_tiered(t));
             let result = partition.with_log(|log| {
                 // Planted bug (simulation only, see docs/simulation.md): reads, and the high
                 // watermark reported, go up to the log end, past what is durable.
                 #[cfg(strata_bug = "read-past-durable")]
                 let high_watermark = log.log_end_offset();
-                let log_start = log.log_start_offset();
+                let local_start = log.log_start_offset();
+                let log_start = partition.tier().log_start_offset(local_start);
                 // Like Kafka: out of range only outside [log start, log end]; between the high
                 // watermark and the log end (appended, not yet durable) the answer is empty.
-                if offset < log_start || offset > log.log_end_offset() {
-                    return Ok(Err(ResponseError::OffsetOutOfRange));
+                if offset > log.log_end_offset() {
+                    return Ok(LocalRead::Error(ResponseError::OffsetOutOfRange));
+                }
+                match read_source(partition, tiered, offset, local_start) {
+                    ReadSource::Local => {}
+                    ReadSource::Remote => return Ok(LocalRead::Remote(high_watermark, log_start)),
+                    ReadSource::OutOfRange {
+                        remote_pending: false,
+                    } => return Ok(LocalRead::Error(ResponseError::OffsetOutOfRange)),
+                    // The object store has been unreachable since start: the offset may exist.
+                    ReadSource::OutOfRange {
+                        remote_pending: true,
+                    } => return Ok(LocalRead::Error(ResponseError::KafkaStorageError)),
                 }
                 let records = if offset >= high_watermark || (limit == 0 && !must_return_first) {
                     Bytes::new()
                 } else {
                     log.read(offset, limit.max(1), high_watermark)?
                 };
-                Ok(Ok((high_watermark, log_start, records)))
+                Ok(LocalRead::Records(high_watermark, log_start, records))
             });
+            let result = match result {
+                Ok(LocalRead::Remote(high_watermark, log_start)) => {
+                    if limit == 0 && !must_return_first {
+                        Ok(LocalRead::Records(high_watermark, log_start, Bytes::new()))
+                    } else {
+                        match read_remote(broker, partition, offset, limit.max(1)).await {
+                            Ok(records) => {
+                                Ok(LocalRead::Records(high_watermark, log_start, records))
+                            }
+                            Err(error) => Ok(LocalRead::Error(error.response_error())),
+                        }
+                    }
+                }
+                other => other,
+            };
             let data = match result {
-                Ok(Ok((high_watermark, log_start, mut records))) => {
+                Ok(LocalRead::Records(high_watermark, log_start, mut records)) => {
                     if records.len() > limit && !must_return_first {
                         // Only the first non-empty partition may exceed the limits (KIP-74).
                         records = Bytes::new();
@@ -91,7 +137,8 @@ fn read_once(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRes
                     }
                     data
                 }
-                Ok(Err(error)) => error_partition(index, error),
+                Ok(LocalRead::Error(error)) => error_partition(index, error),
+                Ok(LocalRead::Remote(..)) => unreachable!("remote reads are resolved above"),
                 Err(error @ BrokerError::Log { .. }) => {
                     tracing::debug!(%error, "fetch read failed");
                     error_partition(index, error.response_error())
@@ -139,7 +186,7 @@ async fn long_poll(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
         let advanced = broker.high_watermark_advanced();
         tokio::pin!(advanced);
         advanced.as_mut().enable();
-        let (response, bytes) = read_once(broker, &request, version);
+        let (response, bytes) = read_once(broker, &request, version).await;
         let done = bytes >= min_bytes
             || has_partition_error(&response)
             || tokio::time::Instant::now() >= deadline

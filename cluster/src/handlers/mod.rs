@@ -241,9 +241,9 @@ pub async fn handle_in_context(
         Request::Fetch(req) => {
             Outcome::Respond(Response::Fetch(fetch::handle(broker, req, version).await))
         }
-        Request::ListOffsets(req) => Outcome::Respond(Response::ListOffsets(list_offsets::handle(
-            broker, req, version,
-        ))),
+        Request::ListOffsets(req) => Outcome::Respond(Response::ListOffsets(
+            list_offsets::handle(broker, req, version).await,
+        )),
         Request::CreateTopics(req) => Outcome::Respond(Response::CreateTopics(
             create_topics::handle(broker, req, version),
         )),

