@@ -112,7 +112,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         name: "cleanup.policy",
         broker_synonym: Some("log.cleanup.policy"),
         config_type: ConfigType::List,
-        doc: "Retention policy; only \"delete\" is supported (no compaction).",
+        doc: "delete, compact or compact,delete; compaction applies to the remote tier, so compact needs remote.storage.enable=true.",
     },
     TopicConfigSpec {
         name: "segment.bytes",
@@ -175,6 +175,12 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         doc: "Local retention by size when tiering is enabled; -2 means retention.bytes.",
     },
     TopicConfigSpec {
+        name: "delete.retention.ms",
+        broker_synonym: Some("log.cleaner.delete.retention.ms"),
+        config_type: ConfigType::Long,
+        doc: "How long a tombstone of a compacted topic is kept after its timestamp.",
+    },
+    TopicConfigSpec {
         name: "remote.storage.enable",
         broker_synonym: None,
         config_type: ConfigType::Boolean,
@@ -205,14 +211,15 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
     match name {
         "cleanup.policy" => {
             let policies: Vec<&str> = value.split(',').map(str::trim).collect();
-            if policies.iter().all(|p| *p == "delete") && !policies.is_empty() {
+            if !policies.is_empty() && policies.iter().all(|p| *p == "delete" || *p == "compact") {
                 Ok(())
             } else {
                 Err(format!(
-                    "Invalid value {value} for configuration cleanup.policy: only \"delete\" is supported"
+                    "Invalid value {value} for configuration cleanup.policy: expected delete, compact or compact,delete"
                 ))
             }
         }
+        "delete.retention.ms" => parse_i64(name, value, 0, i64::MAX).map(|_| ()),
         // Kafka's minimum is 14 bytes (the smallest legacy record); kept so tests can roll often.
         "segment.bytes" => parse_i64(name, value, 14, i32::MAX as i64).map(|_| ()),
         "segment.ms" => parse_i64(name, value, 1, i64::MAX).map(|_| ()),
@@ -251,12 +258,39 @@ pub struct TopicConfig {
 }
 
 impl TopicConfig {
-    /// Builds a topic config from overrides, validating every entry.
+    /// Builds a topic config from overrides, validating every entry, and their combination:
+    /// compaction is done on the remote tier, so `cleanup.policy=compact` needs
+    /// `remote.storage.enable=true`.
     pub fn from_overrides(overrides: BTreeMap<String, String>) -> Result<TopicConfig, String> {
         for (name, value) in &overrides {
             validate_topic_config(name, value)?;
         }
-        Ok(TopicConfig { overrides })
+        let config = TopicConfig { overrides };
+        if config.is_compacted()
+            && !config
+                .tier_config(&LogConfig::default())
+                .remote_storage_enable
+        {
+            return Err("cleanup.policy=compact needs remote.storage.enable=true: Strata compacts the remote tier (local-only compaction is not supported)".to_string());
+        }
+        Ok(config)
+    }
+
+    /// Whether `cleanup.policy` includes `compact`.
+    pub fn is_compacted(&self) -> bool {
+        self.get("cleanup.policy")
+            .is_some_and(|v| v.split(',').any(|p| p.trim() == "compact"))
+    }
+
+    /// Whether `cleanup.policy` includes `delete` (the default).
+    pub fn deletes(&self) -> bool {
+        self.get("cleanup.policy")
+            .is_none_or(|v| v.split(',').any(|p| p.trim() == "delete"))
+    }
+
+    /// `delete.retention.ms` (default one day).
+    pub fn delete_retention_ms(&self) -> i64 {
+        self.get_i64("delete.retention.ms").unwrap_or(86_400_000)
     }
 
     /// The overrides (Kafka name -> value).
@@ -310,6 +344,9 @@ impl TopicConfig {
             local_retention_bytes: local("local.retention.bytes", log.retention_bytes),
             retention_ms: log.retention_ms,
             retention_bytes: log.retention_bytes,
+            compact: self.is_compacted(),
+            delete: self.deletes(),
+            delete_retention_ms: self.delete_retention_ms(),
         }
     }
 
@@ -352,6 +389,7 @@ pub fn default_topic_config(name: &str, broker: &BrokerConfig) -> String {
         "message.timestamp.type" => "CreateTime".to_string(),
         "local.retention.ms" | "local.retention.bytes" => "-2".to_string(),
         "remote.storage.enable" => "false".to_string(),
+        "delete.retention.ms" => "86400000".to_string(),
         _ => String::new(),
     }
 }
@@ -436,11 +474,43 @@ mod tests {
         assert!(validate_topic_config("retention.ms", "abc").is_err());
         assert!(validate_topic_config("segment.bytes", "13").is_err());
         assert!(validate_topic_config("segment.bytes", "1048576").is_ok());
-        assert!(validate_topic_config("cleanup.policy", "compact").is_err());
+        assert!(validate_topic_config("cleanup.policy", "compact").is_ok());
+        assert!(validate_topic_config("cleanup.policy", "compact,delete").is_ok());
         assert!(validate_topic_config("cleanup.policy", "delete").is_ok());
+        assert!(validate_topic_config("cleanup.policy", "shred").is_err());
+        assert!(validate_topic_config("delete.retention.ms", "-1").is_err());
         assert!(validate_topic_config("message.timestamp.type", "LogAppendTime").is_err());
         assert!(validate_topic_config("remote.storage.enable", "TRUE").is_ok());
         assert!(validate_topic_config("no.such.config", "1").is_err());
+    }
+
+    #[test]
+    fn compaction_needs_the_remote_tier() {
+        let config = |pairs: &[(&str, &str)]| {
+            TopicConfig::from_overrides(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        let error = config(&[("cleanup.policy", "compact")]).unwrap_err();
+        assert!(error.contains("remote.storage.enable"), "{error}");
+        let compacted = config(&[
+            ("cleanup.policy", "compact"),
+            ("remote.storage.enable", "true"),
+        ])
+        .unwrap();
+        assert!(compacted.is_compacted() && !compacted.deletes());
+        let both = config(&[
+            ("cleanup.policy", "compact,delete"),
+            ("remote.storage.enable", "true"),
+            ("delete.retention.ms", "5"),
+        ])
+        .unwrap();
+        assert!(both.is_compacted() && both.deletes());
+        assert_eq!(both.delete_retention_ms(), 5);
+        assert!(config(&[]).unwrap().deletes());
     }
 
     #[test]

@@ -37,7 +37,8 @@
 //!   below zero), at scrape.
 //! - Tiered storage: `strata_tier_offloaded_files_total`, `strata_tier_offloaded_batch_bytes_total`,
 //!   `strata_tier_uploaded_bytes_total` (Parquet bytes), `strata_tier_offload_errors_total`,
-//!   `strata_tier_local_segments_deleted_total`, `strata_tier_remote_read_bytes_total`; at scrape,
+//!   `strata_tier_local_segments_deleted_total`, `strata_tier_remote_read_bytes_total`,
+//!   `strata_tier_compacted_files_total`, `strata_tier_compacted_records_removed_total`; at scrape,
 //!   per tiered partition: `strata_tier_pending_segments`, `strata_tier_pending_bytes`,
 //!   `strata_tier_offload_lag_ms` (the offload lag), `strata_tier_remote_bytes`.
 
@@ -141,6 +142,8 @@ pub struct Metrics {
     tier_offload_errors: Counter,
     tier_local_segments_deleted: Counter,
     tier_remote_read_bytes: Counter,
+    tier_compacted_files: Counter,
+    tier_compacted_records_removed: Counter,
     tier_pending_segments: Family<PartitionLabels, Gauge>,
     tier_pending_bytes: Family<PartitionLabels, Gauge>,
     tier_offload_lag_ms: Family<PartitionLabels, Gauge>,
@@ -323,6 +326,18 @@ impl Metrics {
             "Record batch bytes served to Fetch from the remote tier",
             tier_remote_read_bytes.clone(),
         );
+        let tier_compacted_files = Counter::default();
+        let tier_compacted_records_removed = Counter::default();
+        registry.register(
+            "tier_compacted_files",
+            "Remote files rewritten (or removed) by compaction",
+            tier_compacted_files.clone(),
+        );
+        registry.register(
+            "tier_compacted_records_removed",
+            "Records removed from the remote tier by compaction",
+            tier_compacted_records_removed.clone(),
+        );
         let tier_pending_segments = Family::<PartitionLabels, Gauge>::default();
         let tier_pending_bytes = Family::<PartitionLabels, Gauge>::default();
         let tier_offload_lag_ms = Family::<PartitionLabels, Gauge>::default();
@@ -356,6 +371,8 @@ impl Metrics {
             tier_offload_errors,
             tier_local_segments_deleted,
             tier_remote_read_bytes,
+            tier_compacted_files,
+            tier_compacted_records_removed,
             tier_pending_segments,
             tier_pending_bytes,
             tier_offload_lag_ms,
@@ -509,6 +526,12 @@ impl Metrics {
     /// Records local segments deleted by the tier task.
     pub fn record_local_segments_deleted(&self, count: usize) {
         self.tier_local_segments_deleted.inc_by(count as u64);
+    }
+
+    /// Records a compaction pass that rewrote `files` and removed `records`.
+    pub fn record_compaction(&self, files: usize, records: u64) {
+        self.tier_compacted_files.inc_by(files as u64);
+        self.tier_compacted_records_removed.inc_by(records);
     }
 
     /// Records bytes served from the remote tier.

@@ -27,6 +27,7 @@ use bytes::Bytes;
 use object_store::ObjectStore;
 use serde::Serialize;
 use strata_storage::disk::read_exact_at;
+use strata_storage::tier::compact::{compact, CompactionConfig};
 use strata_storage::tier::parquet_file::{encode_segment, EncodeOptions};
 use strata_storage::tier::remote::{ReadCache, RemoteLog, TierError};
 use strata_storage::ClosedSegment;
@@ -50,6 +51,12 @@ pub struct TierConfig {
     pub retention_ms: i64,
     /// `retention.bytes` of the whole log (-1 = no limit).
     pub retention_bytes: i64,
+    /// `cleanup.policy` includes `compact`.
+    pub compact: bool,
+    /// `cleanup.policy` includes `delete`: `retention.*` apply to the whole log.
+    pub delete: bool,
+    /// `delete.retention.ms`.
+    pub delete_retention_ms: i64,
 }
 
 /// What the tier task last saw of a partition (shown by the status endpoint).
@@ -70,6 +77,10 @@ pub struct PartitionTier {
     /// Remote start offset last seen (`i64::MIN` until the remote tier is opened), for
     /// metadata answers that cannot await.
     remote_start_offset: AtomicI64,
+    /// Compacted topics: the end offset (remote end, closed local end) of the last compaction
+    /// pass, and when its oldest kept tombstone expires.
+    /// (and the `delete.retention.ms` it ran with).
+    compacted: Mutex<Option<(i64, Option<i64>, i64)>>,
 }
 
 impl std::fmt::Debug for PartitionTier {
@@ -85,6 +96,7 @@ impl PartitionTier {
             remote: Mutex::new(None),
             progress: Mutex::new(TierProgress::default()),
             remote_start_offset: AtomicI64::new(i64::MIN),
+            compacted: Mutex::new(None),
         }
     }
 
@@ -341,7 +353,13 @@ async fn tick_partition(
         );
     }
 
-    // 2. Local retention: only segments the manifest covers.
+    // 2. Compaction of the remote tier (compacted topics), when new data was offloaded or
+    //    closed since the last pass, or tombstones may have expired.
+    if config.compact {
+        compact_partition(broker, topic, partition, &remote, config).await?;
+    }
+
+    // 3. Local retention: only segments the manifest covers.
     let now_ms = broker.clock().now_ms();
     if let Some(remote_end) = remote.manifest().end_offset() {
         let (closed, local_bytes) =
@@ -366,7 +384,11 @@ async fn tick_partition(
         }
     }
 
-    // 3. Whole-log retention: remote files first, then local segments below the new start.
+    // 4. Whole-log retention (`cleanup.policy` with delete): remote files first, then local
+    //    segments below the new start.
+    if !config.delete {
+        return Ok(());
+    }
     let (local_bytes_above_remote, local_start) = partition.with_log(|log| {
         let end = remote.manifest().end_offset().unwrap_or(i64::MIN);
         let below: u64 = log
@@ -403,6 +425,72 @@ async fn tick_partition(
         remote.manifest().start_offset().unwrap_or(i64::MIN),
         Ordering::SeqCst,
     );
+    Ok(())
+}
+
+async fn compact_partition(
+    broker: &Broker,
+    topic: &Topic,
+    partition: &Partition,
+    remote: &RemoteLog,
+    config: TierConfig,
+) -> Result<(), BrokerError> {
+    let Some(remote_end) = remote.manifest().end_offset() else {
+        return Ok(());
+    };
+    let closed = partition.with_log(|log| Ok(log.closed_segments()))?;
+    let closed_end = closed
+        .last()
+        .map_or(remote_end, |s| s.next_offset.max(remote_end));
+    let now_ms = broker.clock().now_ms();
+    let last = *partition
+        .tier()
+        .compacted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let due = match last {
+        None => true,
+        Some((end, expiry_ms, delete_retention_ms)) => {
+            end != closed_end
+                || expiry_ms.is_some_and(|t| now_ms >= t)
+                || delete_retention_ms != config.delete_retention_ms
+        }
+    };
+    if !due {
+        return Ok(());
+    }
+    let compaction = CompactionConfig {
+        delete_retention_ms: config.delete_retention_ms,
+        now_ms,
+        encode: EncodeOptions {
+            row_group_bytes_target: ROW_GROUP_BYTES_TARGET,
+            topic: topic.name().to_string(),
+            partition: partition.index(),
+        },
+    };
+    let outcome = compact(remote, &closed, &compaction)
+        .await
+        .map_err(|e| BrokerError::Tier(e.to_string()))?;
+    *partition
+        .tier()
+        .compacted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some((
+        closed_end,
+        outcome.next_tombstone_expiry_ms,
+        config.delete_retention_ms,
+    ));
+    if outcome.files_rewritten > 0 {
+        broker
+            .metrics()
+            .record_compaction(outcome.files_rewritten, outcome.records_removed);
+        tracing::debug!(
+            topic = topic.name(),
+            partition = partition.index(),
+            ?outcome,
+            "compacted the remote tier"
+        );
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use strata_cluster::client::{
 };
 use strata_cluster::tier::{status, PartitionStatus};
 use strata_cluster::{Broker, BrokerConfig};
+use strata_storage::tier::manifest::Manifest;
 use strata_storage::{Clock, Disk, MemDisk, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -210,6 +211,19 @@ async fn parquet_files(store: &Arc<dyn ObjectStore>) -> Vec<String> {
     names
 }
 
+async fn read_manifest(store: &Arc<dyn ObjectStore>) -> Manifest {
+    use object_store::ObjectStoreExt;
+    let path = object_store::path::Path::from("archive/partition=0/manifest.json");
+    let bytes = store
+        .get(&path)
+        .await
+        .expect("manifest")
+        .bytes()
+        .await
+        .expect("manifest bytes");
+    Manifest::decode(&bytes, TOPIC, 0).expect("valid manifest")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_read_the_whole_history_after_the_hot_tier_is_trimmed() {
     let disk = Arc::new(MemDisk::new());
@@ -318,6 +332,153 @@ async fn whole_log_retention_deletes_remote_files_and_moves_the_log_start() {
         error.kafka_error(),
         Some(strata_cluster::client::ResponseError::OffsetOutOfRange),
         "{error}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_the_latest_value_per_key_and_drops_expired_tombstones() {
+    let disk = Arc::new(MemDisk::new());
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let server = Server::start(Arc::clone(&disk), Arc::clone(&store)).await;
+    let client = server.client().await;
+    create_topic(
+        &client,
+        &[
+            ("cleanup.policy", "compact"),
+            ("delete.retention.ms", "86400000"),
+        ],
+    )
+    .await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // 20 keys written 10 times each, then a tombstone for key-3, then 300 records of distinct
+    // filler keys so that all of the above sits in closed, offloaded segments.
+    let mut produced = Vec::new();
+    for round in 0..10 {
+        for key in 0..20 {
+            produced.push(Record {
+                key: Some(Bytes::from(format!("key-{key}"))),
+                value: Some(Bytes::from(format!("value-{key}-{round}"))),
+                headers: vec![("round".to_string(), Some(Bytes::from(round.to_string())))],
+                timestamp_ms: Some(now_ms),
+            });
+        }
+    }
+    produced.push(Record {
+        key: Some(Bytes::from("key-3")),
+        value: None,
+        headers: Vec::new(),
+        timestamp_ms: Some(now_ms),
+    });
+    for filler in 0..300 {
+        produced.push(Record {
+            key: Some(Bytes::from(format!("filler-{filler}"))),
+            value: Some(Bytes::from(vec![b'f'; 50])),
+            headers: Vec::new(),
+            timestamp_ms: Some(now_ms),
+        });
+    }
+    let offsets = produce(&client, &produced, Compression::Lz4).await;
+    let end = *offsets.last().unwrap() + 1;
+    // What compaction must leave of the keyed records: the latest per key, at its offset.
+    let latest = |consumed: &[ConsumedRecord]| -> std::collections::BTreeMap<Bytes, Vec<(i64, Option<Bytes>)>> {
+        let mut by_key = std::collections::BTreeMap::new();
+        for r in consumed {
+            let key = r.key.clone().expect("every record has a key");
+            if key.starts_with(b"key-") {
+                by_key.entry(key).or_insert_with(Vec::new).push((r.offset, r.value.clone()));
+            }
+        }
+        by_key
+    };
+
+    let mut compacted = None;
+    for _ in 0..1000 {
+        let status = server.status();
+        if status.pending_segments == 0 && status.local_start_offset > 200 {
+            let consumed = consume_all(&client, 0, end).await;
+            if latest(&consumed).values().all(|v| v.len() == 1) {
+                compacted = Some(consumed);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let consumed = compacted.unwrap_or_else(|| panic!("not compacted: {:?}", server.status()));
+    let by_key = latest(&consumed);
+    assert_eq!(by_key.len(), 20);
+    for key in 0..20 {
+        let (offset, value) = &by_key[&Bytes::from(format!("key-{key}"))][0];
+        if key == 3 {
+            // The tombstone is younger than delete.retention.ms: kept, at its offset.
+            assert_eq!((*offset, value.clone()), (200, None));
+        } else {
+            assert_eq!(*offset, 180 + key as i64, "key-{key}");
+            assert_eq!(value.clone(), Some(Bytes::from(format!("value-{key}-9"))));
+        }
+    }
+    // Offsets are kept, with gaps; the fillers are all there.
+    assert!(consumed.windows(2).all(|w| w[0].offset < w[1].offset));
+    assert_eq!(
+        consumed
+            .iter()
+            .filter(|r| r.key.as_ref().unwrap().starts_with(b"filler-"))
+            .count(),
+        300
+    );
+    // Consumers starting inside a compacted gap go on at the next record.
+    let from_gap = client.fetch(TOPIC, 0, 5, 100, 1024).await.expect("fetch");
+    assert_eq!(from_gap.records.first().map(|r| r.offset), Some(180));
+    assert_eq!(
+        client
+            .list_offsets(TOPIC, 0, OffsetSpec::Earliest)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // The Parquet files hold exactly what compaction kept (the manifest's record counts).
+    let manifest = read_manifest(&store).await;
+    let remote_end = manifest.end_offset().expect("files");
+    assert!(remote_end > 200);
+    assert_eq!(
+        manifest.files.iter().map(|f| f.record_count).sum::<u64>() as usize,
+        consumed.iter().filter(|r| r.offset < remote_end).count()
+    );
+
+    // With delete.retention.ms=0 the tombstone goes too (and key-3's earlier values stay gone).
+    client
+        .alter_topic_configs(
+            TOPIC,
+            &[
+                ("cleanup.policy".to_string(), Some("compact".to_string())),
+                (
+                    "remote.storage.enable".to_string(),
+                    Some("true".to_string()),
+                ),
+                ("delete.retention.ms".to_string(), Some("0".to_string())),
+            ],
+        )
+        .await
+        .expect("alter");
+    let mut gone = false;
+    for _ in 0..500 {
+        let consumed = consume_all(&client, 180, end).await;
+        let by_key = latest(&consumed);
+        if !by_key.contains_key(&Bytes::from("key-3")) {
+            assert_eq!(by_key.len(), 19);
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        gone,
+        "the expired tombstone was not removed: {:?}",
+        server.status()
     );
     server.stop().await;
 }

@@ -174,11 +174,11 @@ impl Manifest {
         Ok(())
     }
 
-    /// First offset held remotely (`None` if no file).
+    /// The log start offset when the remote tier holds files (`None` if none). Compaction can
+    /// leave a gap between it and the first file: reads there go on at the next record, as
+    /// Kafka reads of a compacted log do.
     pub fn start_offset(&self) -> Option<i64> {
-        self.files
-            .first()
-            .map(|f| f.base_offset.max(self.log_start_offset))
+        self.files.first().map(|_| self.log_start_offset)
     }
 
     /// The offset after the last one held remotely (`None` if no file).

@@ -273,6 +273,17 @@ impl RemoteLog {
         self.dir.clone().join(name)
     }
 
+    /// The cache key of a file version: compaction can replace a file under the same name, so
+    /// the key also holds its size and upload time.
+    fn cache_key(&self, file: &RemoteFile) -> String {
+        format!(
+            "{}@{}:{}",
+            self.file_path(&file.name),
+            file.size_bytes,
+            file.uploaded_ms
+        )
+    }
+
     async fn write_manifest(&self, manifest: Manifest) -> Result<(), TierError> {
         if let Err(reason) = manifest.validate() {
             // Never write a manifest that breaks an invariant: that is a bug here.
@@ -295,6 +306,7 @@ impl RemoteLog {
         let manifest = self.manifest();
         let mut listing = self.store.list(Some(&self.dir));
         let mut orphans = Vec::new();
+        let mut sizes = HashMap::new();
         while let Some(meta) = listing.next().await {
             let meta = meta.map_err(store_error(format!("listing {}", self.dir)))?;
             let Some(name) = meta.location.filename() else {
@@ -303,11 +315,37 @@ impl RemoteLog {
             if Manifest::parse_file_name(name).is_none() {
                 continue;
             }
-            if !manifest.files.iter().any(|f| f.name == name) {
+            if manifest.files.iter().any(|f| f.name == name) {
+                sizes.insert(name.to_string(), meta.size);
+            } else {
                 orphans.push(meta.location.clone());
             }
         }
         drop(listing);
+        // A crash between a compacted file's upload (same name, new content) and the manifest
+        // write leaves the manifest with the old size: the stored object is the truth, and
+        // both versions hold exactly the records compaction may keep.
+        let mut fixed = (*manifest).clone();
+        let mut changed = false;
+        for file in &mut fixed.files {
+            match sizes.get(&file.name) {
+                Some(&size) if size != file.size_bytes => {
+                    file.size_bytes = size;
+                    changed = true;
+                }
+                Some(_) => {}
+                None => {
+                    return Err(TierError::Manifest {
+                        path: self.dir.clone().join(MANIFEST_FILE_NAME).to_string(),
+                        reason: format!("names {}, which is not in the store", file.name),
+                    })
+                }
+            }
+        }
+        if changed {
+            fixed.generation += 1;
+            self.write_manifest(fixed).await?;
+        }
         for path in &orphans {
             tracing::info!(file = %path, "deleting an orphan file of the remote tier");
             match self.store.delete(path).await {
@@ -426,7 +464,7 @@ impl RemoteLog {
         self.write_manifest(next).await?;
         for file in &doomed {
             let path = self.file_path(&file.name);
-            self.cache.forget_file(path.as_ref());
+            self.cache.forget_file(&self.cache_key(file));
             match self.store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => {
@@ -439,6 +477,89 @@ impl RemoteLog {
             files_deleted: doomed.len(),
             log_start_offset: Some(log_start_offset),
         })
+    }
+
+    /// Every batch of `file`, rebuilt from all its row groups (for compaction; not cached).
+    pub async fn read_file(&self, file: &RemoteFile) -> Result<Vec<Bytes>, TierError> {
+        let path = self.file_path(&file.name);
+        let index = self.file_index(file).await?;
+        let mut out = Vec::new();
+        for row_group in 0..index.row_groups.len() {
+            let batches = parquet_file::read_row_group(&self.store, &path, &index, row_group)
+                .await
+                .map_err(|source| {
+                    codec_or_store(format!("reading row group {row_group} of {path}"), source)
+                })?;
+            out.extend(batches);
+        }
+        Ok(out)
+    }
+
+    /// Replaces the live file `old_name` by `new` (compaction): `new` must cover a sub-range of
+    /// the old file's offsets. `None` removes the file. The new file is uploaded, then the
+    /// manifest written, then the old object deleted if its name differs.
+    pub async fn replace_file(
+        &self,
+        old_name: &str,
+        new: Option<SegmentFile>,
+        now_ms: i64,
+    ) -> Result<(), TierError> {
+        let _writer = self.writer.lock().await;
+        let mut manifest = (*self.manifest()).clone();
+        let Some(position) = manifest.files.iter().position(|f| f.name == old_name) else {
+            // Removed meanwhile (retention): nothing to replace.
+            return Ok(());
+        };
+        let old = manifest.files[position].clone();
+        match new {
+            Some(file) => {
+                assert!(
+                    old.base_offset <= file.base_offset && file.last_offset <= old.last_offset,
+                    "a compacted file {}..={} must lie inside {}",
+                    file.base_offset,
+                    file.last_offset,
+                    old.name
+                );
+                let name = Manifest::file_name(file.base_offset, file.last_offset);
+                let path = self.file_path(&name);
+                let size_bytes = file.bytes.len() as u64;
+                self.store
+                    .put(&path, PutPayload::from(file.bytes))
+                    .await
+                    .map_err(store_error(format!("uploading {path}")))?;
+                manifest.files[position] = RemoteFile {
+                    name,
+                    base_offset: file.base_offset,
+                    last_offset: file.last_offset,
+                    record_count: file.record_count,
+                    batch_bytes: file.batch_bytes,
+                    size_bytes,
+                    timestamp_min_ms: file.timestamp_min_ms,
+                    timestamp_max_ms: file.timestamp_max_ms,
+                    uploaded_ms: now_ms.max(old.uploaded_ms + 1),
+                };
+            }
+            None => {
+                manifest.files.remove(position);
+            }
+        }
+        if let Some(first) = manifest.files.first() {
+            manifest.log_start_offset = manifest.log_start_offset.min(first.last_offset);
+        }
+        manifest.generation += 1;
+        let new_name = manifest.files.get(position).map(|f| f.name.clone());
+        self.write_manifest(manifest).await?;
+        self.cache.forget_file(&self.cache_key(&old));
+        if new_name.as_deref() != Some(old_name) {
+            let path = self.file_path(old_name);
+            match self.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(file = %path, "cannot delete a replaced file: {e}");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes every file and the manifest (topic deletion).
@@ -456,8 +577,10 @@ impl RemoteLog {
         // Data files first, the manifest last: a crash in between leaves a manifest naming
         // missing files only for a topic that no longer exists.
         paths.sort_by_key(|p| p.filename() == Some(MANIFEST_FILE_NAME));
+        for file in &self.manifest().files {
+            self.cache.forget_file(&self.cache_key(file));
+        }
         for path in paths {
-            self.cache.forget_file(path.as_ref());
             match self.store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(store_error(format!("deleting {path}"))(e)),
@@ -468,14 +591,15 @@ impl RemoteLog {
 
     async fn file_index(&self, file: &RemoteFile) -> Result<Arc<FileIndex>, TierError> {
         let path = self.file_path(&file.name);
-        if let Some(index) = self.cache.index(path.as_ref()) {
+        let key = self.cache_key(file);
+        if let Some(index) = self.cache.index(&key) {
             return Ok(index);
         }
         let index = parquet_file::load_index(&self.store, &path, file.size_bytes)
             .await
             .map_err(|source| codec_or_store(format!("reading the footer of {path}"), source))?;
         let index = Arc::new(index);
-        self.cache.insert_index(path.as_ref(), Arc::clone(&index));
+        self.cache.insert_index(&key, Arc::clone(&index));
         Ok(index)
     }
 
@@ -486,7 +610,8 @@ impl RemoteLog {
         row_group: usize,
     ) -> Result<Arc<Vec<Bytes>>, TierError> {
         let path = self.file_path(&file.name);
-        if let Some(batches) = self.cache.row_group(path.as_ref(), row_group) {
+        let key = self.cache_key(file);
+        if let Some(batches) = self.cache.row_group(&key, row_group) {
             return Ok(batches);
         }
         let batches = parquet_file::read_row_group(&self.store, &path, index, row_group)
@@ -496,7 +621,7 @@ impl RemoteLog {
             })?;
         let batches = Arc::new(batches);
         self.cache
-            .insert_row_group(path.as_ref(), row_group, Arc::clone(&batches));
+            .insert_row_group(&key, row_group, Arc::clone(&batches));
         Ok(batches)
     }
 
