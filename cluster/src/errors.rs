@@ -159,6 +159,10 @@ pub const INVALID_REQUIRED_ACKS: ResponseError = ResponseError::InvalidRequiredA
 /// RecordTooLargeException).
 pub const MESSAGE_TOO_LARGE: ResponseError = ResponseError::MessageTooLarge;
 
+/// Error for a record without a key produced to a compacted topic: INVALID_RECORD (87) (Kafka's
+/// InvalidRecordException, "Compacted topic cannot accept message without key").
+pub const INVALID_RECORD: ResponseError = ResponseError::InvalidRecord;
+
 /// Error for acks=all on a topic whose `min.insync.replicas` exceeds the single replica:
 /// NOT_ENOUGH_REPLICAS (19).
 pub const NOT_ENOUGH_REPLICAS: ResponseError = ResponseError::NotEnoughReplicas;

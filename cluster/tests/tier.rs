@@ -350,6 +350,21 @@ async fn compaction_keeps_the_latest_value_per_key_and_drops_expired_tombstones(
         ],
     )
     .await;
+    // Kafka's rule for compacted topics: a record without a key is refused.
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).expect("producer");
+    let error = producer
+        .send(
+            TOPIC,
+            Some(0),
+            Record::from_value(Bytes::from_static(b"keyless")),
+        )
+        .await
+        .expect_err("a keyless record is refused");
+    assert_eq!(
+        error.kafka_error(),
+        Some(strata_cluster::client::ResponseError::InvalidRecord),
+        "{error}"
+    );
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

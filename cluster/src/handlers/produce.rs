@@ -13,8 +13,8 @@ use kafka_protocol::ResponseError;
 use super::{Outcome, Response};
 use crate::broker::{Broker, Partition};
 use crate::errors::{
-    BrokerError, INVALID_REQUIRED_ACKS, MESSAGE_TOO_LARGE, NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT,
-    TRANSACTIONS_UNSUPPORTED,
+    BrokerError, INVALID_RECORD, INVALID_REQUIRED_ACKS, MESSAGE_TOO_LARGE, NOT_ENOUGH_REPLICAS,
+    REQUEST_TIMED_OUT, TRANSACTIONS_UNSUPPORTED,
 };
 
 /// Wait limit for acks=all when the request's timeout is not positive.
@@ -97,6 +97,9 @@ fn append_partition(
             format!("record batch of {largest} bytes exceeds max.message.bytes {max_bytes}"),
         ));
     }
+    if config.is_compacted() {
+        check_keys(&records, partition)?;
+    }
     if acks == -1 && config.min_insync_replicas() > 1 {
         return Err((
             NOT_ENOUGH_REPLICAS,
@@ -119,6 +122,36 @@ fn append_partition(
         .with_log(|log| Ok(log.log_start_offset()))
         .map_err(|e| (e.response_error(), e.to_string()))?;
     Ok((outcome, log_start))
+}
+
+/// Compacted topics: every record needs a key (Kafka's rule; compaction keeps the latest value
+/// per key). Decodes the batches (only for compacted topics).
+fn check_keys(records: &[u8], partition: &Partition) -> Result<(), (ResponseError, String)> {
+    for item in strata_storage::batch::batches(records) {
+        let (header, batch) = item.map_err(|e| {
+            (
+                ResponseError::CorruptMessage,
+                format!("bad record batch: {e}"),
+            )
+        })?;
+        let (_, rows) = strata_storage::tier::records::decode_batch(batch).map_err(|e| {
+            (
+                ResponseError::CorruptMessage,
+                format!("record batch at {}: {e}", header.base_offset),
+            )
+        })?;
+        if rows.iter().any(|row| row.key.is_none()) {
+            return Err((
+                INVALID_RECORD,
+                format!(
+                    "Compacted topic cannot accept message without key in topic partition {}-{}",
+                    partition.topic(),
+                    partition.index()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Handles a Produce request.
