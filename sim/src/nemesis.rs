@@ -3,8 +3,9 @@
 //! The run alternates quiet periods and fault windows. For each window the nemesis draws a
 //! subset (one to `concurrent_max` kinds) of the scenario's [`FaultKind`]s, starts them all,
 //! holds them for the window, then heals them. When the fault phase ends, everything is healed
-//! (brokers running, network unclogged, latency and loss back to normal, strobing off) for the
-//! final phase, in which every acknowledged record must be read back.
+//! (brokers running, network unclogged, latency and loss back to normal, strobing off, object
+//! stores available at their base fault rates) for the final phase, in which every
+//! acknowledged record must be read back.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use madsim::task::NodeId;
 
 use crate::clock::Strobe;
 use crate::node::SimCluster;
+use crate::object_store::ObjectStoreFaults;
 use crate::rng::SimRng;
 use crate::trace::Trace;
 
@@ -46,6 +48,17 @@ pub enum FaultKind {
     /// (it must not retry a failed fsync), madsim restarts it 1–10 s later, and its disk loses
     /// everything unsynced; a restart inside the window may crash again while recovering.
     SyncEio,
+    /// The object store is unavailable for the window: every request of every broker fails
+    /// without effect (a region outage). Offload stalls and retries; remote reads fail with a
+    /// retriable error.
+    StoreOutage,
+    /// An error burst: 20–100% of a broker's object-store requests fail without effect.
+    StoreErrors,
+    /// A broker's object-store requests take 100–3000 ms, and 30% of them 5 s more.
+    StoreLatency,
+    /// 20–80% of a broker's object-store writes (puts, copies) take effect and then report an
+    /// error (the reply was lost): the broker cannot tell them from failed writes.
+    StoreLostReplies,
 }
 
 impl FaultKind {
@@ -63,6 +76,14 @@ impl FaultKind {
         FaultKind::SyncEio,
     ];
 
+    /// The object-store kinds (no effect on brokers without an object store).
+    pub const OBJECT_STORE: [FaultKind; 4] = [
+        FaultKind::StoreOutage,
+        FaultKind::StoreErrors,
+        FaultKind::StoreLatency,
+        FaultKind::StoreLostReplies,
+    ];
+
     /// The name used in logs.
     pub fn name(self) -> &'static str {
         match self {
@@ -76,6 +97,10 @@ impl FaultKind {
             FaultKind::ClockJump => "clock-jump",
             FaultKind::ClockStrobe => "clock-strobe",
             FaultKind::SyncEio => "sync-eio",
+            FaultKind::StoreOutage => "store-outage",
+            FaultKind::StoreErrors => "store-errors",
+            FaultKind::StoreLatency => "store-latency",
+            FaultKind::StoreLostReplies => "store-lost-replies",
         }
     }
 }
@@ -104,6 +129,11 @@ enum Active {
     Strobe(usize),
     /// Broker index, and the sync EIO rate to restore.
     SyncEio(usize, f64),
+    /// Every object store is in an outage.
+    StoreOutage,
+    /// Broker index, and the object-store fault kind whose rates to restore (only its own
+    /// rates: two kinds on one store heal in any order).
+    StoreFaults(usize, FaultKind),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -125,6 +155,8 @@ pub struct Nemesis {
     trace: Trace,
     start: Instant,
     active: Vec<Active>,
+    /// Each broker's object-store fault rates when the nemesis started (restored on heal).
+    store_base: Vec<Option<ObjectStoreFaults>>,
     /// Faults injected so far.
     pub faults: u64,
     /// What happened, one line per event (`<simulated s> <event>`).
@@ -143,7 +175,13 @@ impl Nemesis {
         trace: Trace,
     ) -> Nemesis {
         assert!(!cluster.brokers.is_empty(), "a nemesis needs brokers");
+        let store_base = cluster
+            .brokers
+            .iter()
+            .map(|b| b.object_store.as_ref().map(|s| s.faults()))
+            .collect();
         Nemesis {
+            store_base,
             handle: Handle::current(),
             cluster,
             clients,
@@ -309,6 +347,51 @@ impl Nemesis {
                     rate * 100.0
                 ));
             }
+            FaultKind::StoreOutage => {
+                for store in self
+                    .cluster
+                    .brokers
+                    .iter()
+                    .filter_map(|b| b.object_store.as_ref())
+                {
+                    store.set_outage(true);
+                }
+                self.active.push(Active::StoreOutage);
+                self.note("object store outage".to_string());
+            }
+            FaultKind::StoreErrors | FaultKind::StoreLatency | FaultKind::StoreLostReplies => {
+                let Some(store) = broker.object_store.clone() else {
+                    self.note(format!("{} has no object store", broker.name));
+                    return;
+                };
+                let mut faults = store.faults();
+                let what = match kind {
+                    FaultKind::StoreErrors => {
+                        faults.error_rate = 0.2 + 0.8 * self.rng.unit();
+                        faults.part_error_rate = faults.error_rate;
+                        format!("fails {:.0}% of requests", faults.error_rate * 100.0)
+                    }
+                    FaultKind::StoreLatency => {
+                        let low = self.rng.range(100..1_000);
+                        let high = low + self.rng.range(1..2_000);
+                        faults.latency_ms = low..high;
+                        faults.slow_rate = 0.3;
+                        faults.slow_part_rate = 0.3;
+                        faults.slow_ms = 5_000;
+                        format!("answers in {low}..{high} ms (30% 5 s more)")
+                    }
+                    _ => {
+                        faults.lost_reply_rate = 0.2 + 0.6 * self.rng.unit();
+                        format!(
+                            "loses the replies of {:.0}% of writes",
+                            faults.lost_reply_rate * 100.0
+                        )
+                    }
+                };
+                store.set_faults(faults);
+                self.active.push(Active::StoreFaults(b, kind));
+                self.note(format!("object store of {} {what}", broker.name));
+            }
         }
     }
 
@@ -432,6 +515,42 @@ impl Nemesis {
                     disk.set_faults(faults);
                     self.note(format!(
                         "disk of {} syncs normally",
+                        self.cluster.brokers[b].name
+                    ));
+                }
+                Active::StoreOutage => {
+                    for store in self
+                        .cluster
+                        .brokers
+                        .iter()
+                        .filter_map(|b| b.object_store.as_ref())
+                    {
+                        store.set_outage(false);
+                    }
+                    self.note("object store back".to_string());
+                }
+                Active::StoreFaults(b, kind) => {
+                    if let (Some(store), Some(base)) =
+                        (&self.cluster.brokers[b].object_store, &self.store_base[b])
+                    {
+                        let mut faults = store.faults();
+                        match kind {
+                            FaultKind::StoreErrors => {
+                                faults.error_rate = base.error_rate;
+                                faults.part_error_rate = base.part_error_rate;
+                            }
+                            FaultKind::StoreLatency => {
+                                faults.latency_ms = base.latency_ms.clone();
+                                faults.slow_rate = base.slow_rate;
+                                faults.slow_part_rate = base.slow_part_rate;
+                                faults.slow_ms = base.slow_ms;
+                            }
+                            _ => faults.lost_reply_rate = base.lost_reply_rate,
+                        }
+                        store.set_faults(faults);
+                    }
+                    self.note(format!(
+                        "object store of {} normal",
                         self.cluster.brokers[b].name
                     ));
                 }

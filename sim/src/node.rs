@@ -3,16 +3,18 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 use madsim::task::NodeId;
+use object_store::ObjectStore;
 use strata_cluster::{server, Broker, BrokerConfig};
 use strata_storage::{Clock, Disk, MemDisk, SystemClock};
 
 use crate::clock::SimClock;
 use crate::disk::{FaultyDisk, INJECTED_EIO_MARK};
+use crate::object_store::FaultyObjectStore;
 
 /// The Kafka port every simulated broker listens on.
 pub const BROKER_PORT: u16 = 9092;
@@ -68,6 +70,68 @@ pub fn start_node(
     clock: Arc<dyn Clock>,
     on_boot: Arc<dyn Fn(u64) + Send + Sync>,
 ) -> NodeHandle {
+    start_node_with_tier(
+        handle,
+        name,
+        config,
+        disk,
+        clock,
+        on_boot,
+        NodeTier::default(),
+    )
+}
+
+/// A simulated broker's remote tier: the object store it opens the broker with, and where the
+/// harness finds the running broker.
+#[derive(Clone, Default)]
+pub struct NodeTier {
+    /// The object store handed to `Broker::open_with_store` (`None`: no remote tier).
+    pub store: Option<Arc<dyn ObjectStore>>,
+    /// Set to the broker of every boot once it is open.
+    pub slot: BrokerSlot,
+}
+
+/// Where the harness finds a node's current broker (for `strata_cluster::tier::status`). It
+/// holds a weak reference: a killed node's broker is dropped with its tasks, as in a real crash.
+#[derive(Clone, Default)]
+pub struct BrokerSlot {
+    broker: Arc<Mutex<Weak<Broker>>>,
+}
+
+impl BrokerSlot {
+    /// The broker of the node's latest boot, if it opened and its node has not been killed
+    /// since.
+    pub fn get(&self) -> Option<Arc<Broker>> {
+        self.broker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upgrade()
+    }
+
+    fn set(&self, broker: &Arc<Broker>) {
+        *self.broker.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(broker);
+    }
+}
+
+impl std::fmt::Debug for BrokerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerSlot")
+            .field("running", &self.get().is_some())
+            .finish()
+    }
+}
+
+/// [`start_node`] with a remote tier: the broker opens with `tier.store` (every boot, the same
+/// store: what it offloaded survives the node's crashes) and is published in `tier.slot`.
+pub fn start_node_with_tier(
+    handle: &Handle,
+    name: &str,
+    config: BrokerConfig,
+    disk: Arc<dyn Disk>,
+    clock: Arc<dyn Clock>,
+    on_boot: Arc<dyn Fn(u64) + Send + Sync>,
+    tier: NodeTier,
+) -> NodeHandle {
     let boots = Arc::new(AtomicU64::new(0));
     let ip = config.listen.ip();
     // madsim's `restart` does not close the node's sockets (only `kill` does), so a restart of
@@ -83,6 +147,7 @@ pub fn start_node(
         .restart_on_panic_matching(CRASH_PANIC_MARK)
         .init(move || {
             let (disk, clock, config) = (disk.clone(), clock.clone(), config.clone());
+            let tier = tier.clone();
             let boot = boots.fetch_add(1, Ordering::SeqCst);
             on_boot(boot);
             let own_id = own_id_at_boot.get().copied();
@@ -92,7 +157,8 @@ pub fn start_node(
                 }
                 let node_id = config.node_id;
                 let listen = config.listen;
-                let broker = match Broker::open(config, disk, clock).await {
+                let broker = match Broker::open_with_store(config, disk, clock, tier.store).await
+                {
                     Ok(broker) => broker,
                     // The process exits on an fsync failure while opening (it must not retry
                     // one); a supervisor restarts it: a node crash, not a finding.
@@ -101,6 +167,7 @@ pub fn start_node(
                     }
                     Err(error) => panic!("broker {node_id} failed to open its data dir: {error}"),
                 };
+                tier.slot.set(&broker);
                 let listener = match tokio::net::TcpListener::bind(listen).await {
                     Ok(listener) => listener,
                     Err(error) => panic!("broker {node_id} cannot bind {listen}: {error}"),
@@ -144,6 +211,11 @@ pub struct SimBroker {
     pub disk: FaultyDisk,
     /// The node's clock; survives restarts.
     pub clock: SimClock,
+    /// The node's view of the run's object store (`None`: the broker has no remote tier);
+    /// survives restarts.
+    pub object_store: Option<FaultyObjectStore>,
+    /// The node's running broker.
+    pub broker: BrokerSlot,
 }
 
 impl SimBroker {
@@ -176,15 +248,36 @@ impl SimCluster {
         disks_and_clocks: Vec<(FaultyDisk, SimClock)>,
         configure: impl Fn(&mut BrokerConfig),
     ) -> SimCluster {
+        let nodes = disks_and_clocks
+            .into_iter()
+            .map(|(disk, clock)| (disk, clock, None))
+            .collect();
+        SimCluster::start_with_stores(handle, nodes, configure)
+    }
+
+    /// [`SimCluster::start`] where broker `i` opens with the object store given with its disk
+    /// and clock, if any (its remote tier; see [`start_node_with_tier`]).
+    pub fn start_with_stores(
+        handle: &Handle,
+        nodes: Vec<(FaultyDisk, SimClock, Option<FaultyObjectStore>)>,
+        configure: impl Fn(&mut BrokerConfig),
+    ) -> SimCluster {
         let mut brokers = Vec::new();
-        for (index, (disk, clock)) in disks_and_clocks.into_iter().enumerate() {
+        for (index, (disk, clock, object_store)) in nodes.into_iter().enumerate() {
             let node_id = i32::try_from(index).expect("few brokers");
             let ip = broker_ip(node_id);
             let name = format!("broker-{node_id}");
             let crash_disk = disk.clone();
             let mut config = broker_config(node_id, ip);
             configure(&mut config);
-            let node = start_node(
+            let slot = BrokerSlot::default();
+            let tier = NodeTier {
+                store: object_store
+                    .clone()
+                    .map(|store| Arc::new(store) as Arc<dyn ObjectStore>),
+                slot: slot.clone(),
+            };
+            let node = start_node_with_tier(
                 handle,
                 &name,
                 config,
@@ -195,6 +288,7 @@ impl SimCluster {
                         crash_disk.crash();
                     }
                 }),
+                tier,
             );
             brokers.push(SimBroker {
                 node_id,
@@ -203,6 +297,8 @@ impl SimCluster {
                 sim_id: node.id(),
                 disk,
                 clock,
+                object_store,
+                broker: slot,
             });
         }
         SimCluster { brokers }

@@ -2,9 +2,9 @@
 //! node, wrapped by [`FaultyObjectStore`] to inject seeded latency, errors, lost replies and slow
 //! or failed multipart uploads.
 //!
-//! The broker does not tier to object storage yet; this module is the seam the tiering work
-//! plugs into: a node gets an `Arc<dyn ObjectStore>` (a [`FaultyObjectStore`]) exactly as it
-//! would get an S3 client in production.
+//! Every simulated broker of a run with an object store (the `tiered` and `mixed` scenarios) gets
+//! an `Arc<dyn ObjectStore>` (its own [`FaultyObjectStore`] over the run's one
+//! [`SimObjectStore`]) exactly as it would get an S3 client in production, and tiers to it.
 //!
 //! # Fault model
 //!
@@ -30,6 +30,8 @@
 //!   ambiguous here, so a failed upload never leaves an object; nor is a delete.
 //! - **Outages.** [`FaultyObjectStore::set_outage`] makes every request fail without effect (after
 //!   its latency) until it is turned off: the nemesis's "object store unavailable" window.
+//! - **Bursts.** [`FaultyObjectStore::set_faults`] replaces the rates for the requests that
+//!   arrive from then on (the nemesis's error bursts, latency spikes and lost-reply windows).
 //! - Deletes (`delete`, `delete_stream`) are one request per location: each waits its latency
 //!   and may fail without effect. Listings (`list`, `list_with_offset`) fail as a whole (the
 //!   stream yields one error and ends) with the error probability or during an outage, without
@@ -128,7 +130,7 @@ enum Fate {
 
 struct Shared {
     inner: Arc<dyn ObjectStore>,
-    faults: ObjectStoreFaults,
+    faults: Mutex<ObjectStoreFaults>,
     rng: Mutex<SimRng>,
     outage: AtomicBool,
     counters: Counters,
@@ -139,7 +141,11 @@ impl Shared {
     /// Draws a request's delay and fate (in arrival order, so deterministic per seed).
     fn draw(&self, part: bool, may_lose_reply: bool) -> (Duration, Fate) {
         let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-        let f = &self.faults;
+        let f = self
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut delay_ms = if f.latency_ms.is_empty() {
             0
         } else {
@@ -230,6 +236,22 @@ where
     }
 }
 
+/// Panics unless every rate of `faults` is a probability (a harness bug).
+fn check_rates(faults: &ObjectStoreFaults) {
+    for rate in [
+        faults.slow_rate,
+        faults.slow_part_rate,
+        faults.error_rate,
+        faults.part_error_rate,
+        faults.lost_reply_rate,
+    ] {
+        assert!(
+            (0.0..=1.0).contains(&rate),
+            "fault rates are probabilities: {faults:?}"
+        );
+    }
+}
+
 /// A shared in-memory object store that survives node crashes: create one per simulated run
 /// (outside any node) and hand clones of [`SimObjectStore::faulty`] wrappers to the nodes.
 #[derive(Debug, Clone)]
@@ -282,22 +304,11 @@ impl FaultyObjectStore {
         seed: u64,
         trace: Option<Trace>,
     ) -> FaultyObjectStore {
-        for rate in [
-            faults.slow_rate,
-            faults.slow_part_rate,
-            faults.error_rate,
-            faults.part_error_rate,
-            faults.lost_reply_rate,
-        ] {
-            assert!(
-                (0.0..=1.0).contains(&rate),
-                "fault rates are probabilities: {faults:?}"
-            );
-        }
+        check_rates(&faults);
         FaultyObjectStore {
             shared: Arc::new(Shared {
                 inner,
-                faults,
+                faults: Mutex::new(faults),
                 rng: Mutex::new(SimRng::new(seed)),
                 outage: AtomicBool::new(false),
                 counters: Counters::default(),
@@ -311,6 +322,23 @@ impl FaultyObjectStore {
         self.shared.outage.store(on, Ordering::SeqCst);
         self.shared
             .record("outage", "", if on { "on" } else { "off" });
+    }
+
+    /// The fault rates in force.
+    pub fn faults(&self) -> ObjectStoreFaults {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the fault rates: requests that arrive from now on draw from `faults` (requests
+    /// already waiting their latency keep the fate they drew, except that an outage fails them).
+    pub fn set_faults(&self, faults: ObjectStoreFaults) {
+        check_rates(&faults);
+        self.shared.record("faults", "", &format!("{faults:?}"));
+        *self.shared.faults.lock().unwrap_or_else(|p| p.into_inner()) = faults;
     }
 
     /// What was injected so far.
@@ -354,7 +382,7 @@ impl FaultyObjectStore {
 impl fmt::Debug for FaultyObjectStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FaultyObjectStore")
-            .field("faults", &self.shared.faults)
+            .field("faults", &self.faults())
             .field("outage", &self.shared.outage.load(Ordering::SeqCst))
             .field("stats", &self.stats())
             .finish()

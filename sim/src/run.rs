@@ -9,10 +9,16 @@ use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
 use strata_cluster::FlushPolicy;
 
+use futures_util::StreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use strata_storage::tier::manifest::{Manifest, MANIFEST_FILE_NAME};
+use strata_storage::tier::remote::partition_dir;
+
 use crate::clock::SimClock;
 use crate::disk::{DiskFaults, DiskStats, FaultyDisk};
 use crate::nemesis::{FaultKind, Nemesis, NemesisConfig};
 use crate::node::SimCluster;
+use crate::object_store::{ObjectStoreFaults, SimObjectStore};
 use crate::rng::SimRng;
 use crate::trace::{derive_seed, Trace};
 use crate::workload::{
@@ -45,15 +51,54 @@ pub struct Scenario {
     /// The brokers' flush policy (`Ack`, the default, except in the `no-fsync` detection
     /// scenario).
     pub flush: FlushPolicy,
+    /// Tiered storage: the brokers open with a [`crate::object_store::FaultyObjectStore`] over
+    /// the run's shared [`SimObjectStore`], with these base fault rates (the nemesis's
+    /// object-store faults come on top). `None`: no remote tier.
+    pub object_store: Option<ObjectStoreFaults>,
+    /// The brokers' `tier_interval_ms` (how often the tier task offloads and trims).
+    pub tier_interval_ms: u64,
+    /// How long, in simulated seconds, the healed system may take for offload to catch up (every
+    /// closed segment in the store) before the final read.
+    pub offload_catch_up_s: u64,
+}
+
+/// The topic configs of a tiered workload: closed segments are offloaded, and the hot tier
+/// keeps only the active segment (`local.retention.bytes=0`), so every read below the active
+/// segment goes to the object store; small segments roll every second or two.
+pub fn tiered_topic_configs() -> Vec<(String, String)> {
+    [
+        ("remote.storage.enable", "true"),
+        ("segment.bytes", "4096"),
+        ("local.retention.bytes", "0"),
+        ("retention.ms", "-1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The base faults of the object store in tiered scenarios: 1–30 ms per request, 1% of requests
+/// slow (2 s more), 1% failing, 1% of writes losing their reply.
+pub fn tiered_store_faults() -> ObjectStoreFaults {
+    ObjectStoreFaults {
+        latency_ms: 1..30,
+        slow_rate: 0.01,
+        slow_part_rate: 0.01,
+        slow_ms: 2_000,
+        error_rate: 0.01,
+        part_error_rate: 0.01,
+        lost_reply_rate: 0.01,
+    }
 }
 
 /// Names of every scenario a correct broker passes.
-pub const SCENARIOS: [&str; 5] = [
+pub const SCENARIOS: [&str; 6] = [
     "crash-restart",
     "partition",
     "clock",
     "mixed",
     "group-commit",
+    "tiered",
 ];
 
 /// Scenarios whose faults no single broker can survive: a correct harness must find anomalies
@@ -95,6 +140,9 @@ impl Scenario {
             final_read_s: 120,
             net: madsim::net::Config::default(),
             flush: FlushPolicy::Ack,
+            object_store: None,
+            tier_interval_ms: 200,
+            offload_catch_up_s: 60,
         };
         let scenario = match name {
             "crash-restart" => Scenario {
@@ -153,6 +201,33 @@ impl Scenario {
                 },
                 ..base
             },
+            // Tiered storage: small segments offloaded every 200 ms, the hot tier trimmed to the
+            // active segment; kills, disk sync failures, clock faults and network faults next
+            // to object-store outages, error bursts, latency and lost replies. Consumers that
+            // seek to 0 and the final read read the remote tier.
+            "tiered" => {
+                let mut workload = WorkloadConfig::default();
+                workload.topic_configs = tiered_topic_configs();
+                let mut kinds = vec![
+                    FaultKind::Kill,
+                    FaultKind::Pause,
+                    FaultKind::SyncEio,
+                    FaultKind::ClogClients,
+                    FaultKind::ClockJump,
+                ];
+                kinds.extend(FaultKind::OBJECT_STORE);
+                Scenario {
+                    name: "tiered",
+                    workload,
+                    object_store: Some(tiered_store_faults()),
+                    nemesis: NemesisConfig {
+                        kinds,
+                        concurrent_max: 3,
+                        ..base.nemesis.clone()
+                    },
+                    ..base
+                }
+            }
             // Group commit: the flusher waits 20 ms after an append before it syncs, so the
             // log has an unsynced tail much of the time and kills tear it (with the default
             // policy the sync follows the append in the same simulated instant). acks=all
@@ -241,6 +316,10 @@ pub struct SimOutcome {
     pub report: CheckReport,
     /// The nemesis's log.
     pub nemesis_log: Vec<String>,
+    /// Tiered scenarios: what the end-of-run check of the remote tier found.
+    pub tier: Option<TierReport>,
+    /// Tiered scenarios: what each broker's object store injected, by node id.
+    pub object_store_stats: Vec<crate::object_store::ObjectStoreStats>,
 }
 
 /// The verdict of one seed.
@@ -296,7 +375,7 @@ pub async fn simulate(scenario: Scenario) -> SimOutcome {
     let trace = Trace::new();
     NetSim::current().update_config(|c| *c = scenario.net.clone());
     let mut rng = SimRng::new(derive_seed(seed, "clocks"));
-    let disks_and_clocks = (0..scenario.brokers)
+    let disks_and_clocks: Vec<_> = (0..scenario.brokers)
         .map(|i| {
             let disk = FaultyDisk::new(
                 scenario.disk_faults.clone(),
@@ -307,8 +386,25 @@ pub async fn simulate(scenario: Scenario) -> SimOutcome {
         })
         .collect();
     let flush = scenario.flush;
-    let cluster = SimCluster::start(&handle, disks_and_clocks, move |config| {
+    let tier_interval_ms = scenario.tier_interval_ms;
+    let store = SimObjectStore::new();
+    let nodes = disks_and_clocks
+        .into_iter()
+        .enumerate()
+        .map(|(i, (disk, clock))| {
+            let faulty = scenario.object_store.clone().map(|faults| {
+                store.faulty(
+                    faults,
+                    derive_seed(seed, &format!("object-store-{i}")),
+                    Some(trace.clone()),
+                )
+            });
+            (disk, clock, faulty)
+        })
+        .collect();
+    let cluster = SimCluster::start_with_stores(&handle, nodes, move |config| {
         config.flush = flush;
+        config.tier_interval_ms = tier_interval_ms;
     });
     let bootstrap = cluster.bootstrap();
     let workload = scenario.workload.clone();
@@ -346,6 +442,24 @@ pub async fn simulate(scenario: Scenario) -> SimOutcome {
     }
     tokio::time::sleep(Duration::from_secs(scenario.settle_s)).await;
 
+    // Tiered: offload must catch up in the healed system before the final read, which then
+    // reads everything below the active segments from the object store.
+    let tier = if scenario.object_store.is_some() {
+        let deadline = Instant::now() + Duration::from_secs(scenario.offload_catch_up_s);
+        let report = wait_for_offload(
+            &cluster,
+            &workload.topic,
+            workload.partitions,
+            &store,
+            deadline,
+        )
+        .await;
+        trace.event("tier", &[report.summary().as_bytes()]);
+        Some(report)
+    } else {
+        None
+    };
+
     let reader = handle
         .create_node()
         .name("final-reader")
@@ -378,7 +492,296 @@ pub async fn simulate(scenario: Scenario) -> SimOutcome {
         history,
         report,
         nemesis_log: nemesis.log,
+        tier,
+        object_store_stats: cluster
+            .brokers
+            .iter()
+            .filter_map(|b| b.object_store.as_ref().map(|s| s.stats()))
+            .collect(),
     }
+}
+
+/// One partition of a broker as the end-of-run tier check saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierPartition {
+    /// Broker node id.
+    pub node_id: i32,
+    /// Partition.
+    pub partition: i32,
+    /// Files the manifest in the store names.
+    pub remote_files: usize,
+    /// The offset after the last one in the store (0 if none).
+    pub remote_end_offset: i64,
+    /// The broker's local log start offset.
+    pub local_start_offset: i64,
+    /// The broker's log end offset.
+    pub log_end_offset: i64,
+    /// Parquet objects in the partition's directory that the manifest does not name (an upload
+    /// whose manifest write failed or whose broker died; the next offload overwrites them).
+    pub orphans: usize,
+}
+
+/// What the end-of-run check of the remote tier found (tiered scenarios).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TierReport {
+    /// Simulated seconds the healed system took until every closed segment was in the store
+    /// (`None`: not by the deadline).
+    pub caught_up_after_s: Option<f64>,
+    /// Every partition of every broker.
+    pub partitions: Vec<TierPartition>,
+    /// What is wrong; any problem fails the seed.
+    pub problems: Vec<String>,
+}
+
+impl TierReport {
+    /// One line for the trace.
+    pub fn summary(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+impl std::fmt::Display for TierReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.caught_up_after_s {
+            Some(s) => writeln!(f, "offload caught up {s:.1} s into the healed phase")?,
+            None => writeln!(f, "offload did NOT catch up")?,
+        }
+        for p in &self.partitions {
+            writeln!(
+                f,
+                "broker-{} partition {}: {} remote files up to offset {}, local from {}, log end {}, {} orphans",
+                p.node_id,
+                p.partition,
+                p.remote_files,
+                p.remote_end_offset,
+                p.local_start_offset,
+                p.log_end_offset,
+                p.orphans
+            )?;
+        }
+        for problem in &self.problems {
+            writeln!(f, "PROBLEM: {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether every broker's tier task has put every closed segment of `topic` in the store: the
+/// remote tier is open, the last tick had no error, and each closed segment (with batches) ends
+/// at or below the manifest's end. `Err` says what is still missing.
+fn offload_caught_up(cluster: &SimCluster, topic: &str, partitions: i32) -> Result<(), String> {
+    for sim_broker in &cluster.brokers {
+        let Some(broker) = sim_broker.broker.get() else {
+            return Err(format!("{} is not running", sim_broker.name));
+        };
+        let Some(t) = broker.topics().into_iter().find(|t| t.name() == topic) else {
+            return Err(format!("{} does not have topic {topic}", sim_broker.name));
+        };
+        if t.partitions().len() != partitions as usize {
+            return Err(format!(
+                "{} has {} partitions of {topic}, not {partitions}",
+                sim_broker.name,
+                t.partitions().len()
+            ));
+        }
+        for partition in t.partitions() {
+            let at = format!("{} {topic}-{}", sim_broker.name, partition.index());
+            let tier = partition.tier();
+            let Some(remote) = tier.remote() else {
+                return Err(format!("{at}: the remote tier is not open"));
+            };
+            let status = strata_cluster::tier::status(&broker, Some(topic));
+            if let Some(error) = status
+                .iter()
+                .find(|s| s.partition == partition.index())
+                .and_then(|s| s.last_error.clone())
+            {
+                return Err(format!("{at}: the last tier tick failed: {error}"));
+            }
+            let remote_end = remote.manifest().end_offset().unwrap_or(0);
+            let closed = partition
+                .with_log(|log| Ok(log.closed_segments()))
+                .map_err(|e| format!("{at}: {e}"))?;
+            if let Some(segment) = closed
+                .iter()
+                .find(|s| s.size_bytes > 0 && s.next_offset > remote_end)
+            {
+                return Err(format!(
+                    "{at}: closed segment {}..{} is not in the store (remote end {remote_end})",
+                    segment.base_offset, segment.next_offset
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads partition `partition`'s manifest straight from the store (no faults) and checks it
+/// against the store's objects and the broker: the files cover `0..end` without a gap or an
+/// overlap, each one exists with the size the manifest says, and nothing below the broker's
+/// local start offset is missing from the store.
+async fn check_store_partition(
+    store: &dyn ObjectStore,
+    topic: &str,
+    partition: i32,
+    node_id: i32,
+    local: Option<(i64, i64)>,
+    problems: &mut Vec<String>,
+) -> TierPartition {
+    let (local_start_offset, log_end_offset) = local.unwrap_or((-1, -1));
+    let mut seen = TierPartition {
+        node_id,
+        partition,
+        remote_files: 0,
+        remote_end_offset: 0,
+        local_start_offset,
+        log_end_offset,
+        orphans: 0,
+    };
+    let at = format!("{topic}-{partition}");
+    let dir = partition_dir(topic, partition);
+    let manifest_path = dir.clone().join(MANIFEST_FILE_NAME);
+    let manifest = match store.get(&manifest_path).await {
+        Ok(result) => match result.bytes().await {
+            Ok(bytes) => match Manifest::decode(&bytes, topic, partition) {
+                Ok(manifest) => Some(manifest),
+                Err(error) => {
+                    problems.push(format!("{at}: bad manifest in the store: {error}"));
+                    None
+                }
+            },
+            Err(error) => {
+                problems.push(format!("{at}: cannot read the manifest: {error}"));
+                None
+            }
+        },
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(error) => {
+            problems.push(format!("{at}: cannot read the manifest: {error}"));
+            None
+        }
+    };
+    let mut objects: Vec<(String, u64)> = Vec::new();
+    let mut listing = store.list(Some(&dir));
+    while let Some(item) = listing.next().await {
+        match item {
+            Ok(meta) => {
+                if let Some(name) = meta.location.filename() {
+                    objects.push((name.to_string(), meta.size));
+                }
+            }
+            Err(error) => {
+                problems.push(format!("{at}: cannot list the store: {error}"));
+                break;
+            }
+        }
+    }
+    let files = manifest.map(|m| m.files).unwrap_or_default();
+    seen.remote_files = files.len();
+    let mut expected_base = 0;
+    for file in &files {
+        if file.base_offset != expected_base {
+            problems.push(format!(
+                "{at}: remote file {} starts at {}, expected {expected_base} (gap or overlap)",
+                file.name, file.base_offset
+            ));
+        }
+        if Manifest::parse_file_name(&file.name) != Some((file.base_offset, file.last_offset)) {
+            problems.push(format!(
+                "{at}: remote file {} does not name its offsets {}..={}",
+                file.name, file.base_offset, file.last_offset
+            ));
+        }
+        match objects.iter().find(|(name, _)| *name == file.name) {
+            Some((_, size)) if *size == file.size_bytes => {}
+            Some((_, size)) => problems.push(format!(
+                "{at}: remote file {} has {size} bytes in the store, the manifest says {}",
+                file.name, file.size_bytes
+            )),
+            None => problems.push(format!(
+                "{at}: the manifest names {}, which is not in the store",
+                file.name
+            )),
+        }
+        expected_base = file.last_offset + 1;
+    }
+    seen.remote_end_offset = expected_base;
+    seen.orphans = objects
+        .iter()
+        .filter(|(name, _)| {
+            Manifest::parse_file_name(name).is_some() && !files.iter().any(|f| f.name == *name)
+        })
+        .count();
+    if local_start_offset > seen.remote_end_offset {
+        problems.push(format!(
+            "{at}: broker-{node_id} holds offsets from {local_start_offset} locally but the store \
+             only up to {}: offsets in between are nowhere",
+            seen.remote_end_offset
+        ));
+    }
+    seen
+}
+
+/// The end-of-run tier check: waits (until `deadline`) for offload to catch up in the healed
+/// system, then checks what the store holds for every partition of `topic`, read directly
+/// (`store` without faults), and that something was offloaded at all.
+pub async fn wait_for_offload(
+    cluster: &SimCluster,
+    topic: &str,
+    partitions: i32,
+    store: &SimObjectStore,
+    deadline: Instant,
+) -> TierReport {
+    let started = Instant::now();
+    let mut report = TierReport::default();
+    loop {
+        match offload_caught_up(cluster, topic, partitions) {
+            Ok(()) => {
+                report.caught_up_after_s = Some(started.elapsed().as_secs_f64());
+                break;
+            }
+            Err(why) if Instant::now() >= deadline => {
+                report.problems.push(format!(
+                    "offload did not catch up within {:.0} s: {why}",
+                    started.elapsed().as_secs_f64()
+                ));
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let direct = store.direct();
+    for sim_broker in &cluster.brokers {
+        let broker = sim_broker.broker.get();
+        for partition in 0..partitions {
+            let local = broker.as_ref().and_then(|b| {
+                let t = b.topics().into_iter().find(|t| t.name() == topic)?;
+                let p = t
+                    .partitions()
+                    .iter()
+                    .find(|p| p.index() == partition)?
+                    .clone();
+                p.with_log(|log| Ok((log.log_start_offset(), log.log_end_offset())))
+                    .ok()
+            });
+            let seen = check_store_partition(
+                direct.as_ref(),
+                topic,
+                partition,
+                sim_broker.node_id,
+                local,
+                &mut report.problems,
+            )
+            .await;
+            report.partitions.push(seen);
+        }
+    }
+    if report.partitions.iter().all(|p| p.remote_files == 0) {
+        report
+            .problems
+            .push(format!("nothing of {topic} was offloaded"));
+    }
+    report
 }
 
 fn verdict_of(outcome: &SimOutcome) -> Verdict {
@@ -389,6 +792,8 @@ fn verdict_of(outcome: &SimOutcome) -> Verdict {
         ))
     } else if !outcome.final_read_complete {
         Verdict::Invalid("the final read did not reach the end of every partition".to_string())
+    } else if let Some(problem) = outcome.tier.as_ref().and_then(|t| t.problems.first()) {
+        Verdict::Invalid(format!("tier: {problem}"))
     } else {
         Verdict::Ok
     }
@@ -509,6 +914,16 @@ pub fn replay_report(result: &SeedResult) -> String {
                     "disk of broker-{node_id}: {} crashes, {} bit flips, {} lost syncs, {} sync errors",
                     stats.crashes, stats.bit_flips, stats.lost_syncs, stats.sync_errors
                 );
+            }
+            for (node_id, stats) in outcome.object_store_stats.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "object store of broker-{node_id}: {} requests, {} slow, {} failed, {} lost replies",
+                    stats.requests, stats.slow, stats.errors, stats.lost_replies
+                );
+            }
+            if let Some(tier) = &outcome.tier {
+                let _ = writeln!(out, "\n## tier\n{tier}");
             }
             let _ = writeln!(out, "\n## checker\n{}", outcome.report);
             let _ = writeln!(out, "verdict: {:?}", result.verdict);
