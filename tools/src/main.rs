@@ -1,12 +1,14 @@
-//! `strata`: the Strata broker (`strata serve`) and a small Kafka client (`strata topic`,
-//! `strata produce`, `strata consume`).
+//! `strata`: the Strata broker (`strata serve`), a small Kafka client (`strata topic`,
+//! `strata produce`, `strata consume`) and operator tools (`strata tier status`).
 
 mod bench;
 mod consume;
 mod group;
+mod object_store_url;
 mod produce;
 mod serve;
 mod serve_config;
+mod tier;
 mod topic;
 
 use std::process::ExitCode;
@@ -44,6 +46,9 @@ enum Command {
     /// Load tool: measure produce, consume and end-to-end throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The remote (tiered) storage of partitions: `strata tier status`.
+    #[command(subcommand)]
+    Tier(tier::TierCommand),
 }
 
 /// How the client commands reach a broker.
@@ -139,6 +144,7 @@ fn main() -> ExitCode {
             Command::Consume(args) => consume::run(args).await,
             Command::Group(command) => group::run(command).await,
             Command::Bench(command) => bench::run(command).await,
+            Command::Tier(command) => tier::run(command).await,
         }
     });
     match result {

@@ -8,6 +8,7 @@ use clap::Args;
 use strata_cluster::broker::Broker;
 use strata_storage::{Clock, Disk, RealDisk, SystemClock};
 
+use crate::object_store_url::open_object_store;
 use crate::serve_config::{self, FileConfig, FlagOverrides};
 
 /// Flags of `strata serve`; each overrides the config file.
@@ -35,6 +36,15 @@ pub struct ServeArgs {
     /// `none` to serve no metrics.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// The remote tier's object store: `file:///abs/path`, `s3://bucket[/prefix]` (configured
+    /// by AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_ALLOW_HTTP), or `none` (default: file://<data-dir>/remote).
+    #[arg(long, value_name = "URL")]
+    object_store: Option<String>,
+    /// How often closed segments are offloaded and remote retention runs, in milliseconds
+    /// (default 5000).
+    #[arg(long, value_name = "MS")]
+    tier_interval_ms: Option<u64>,
 }
 
 /// Runs the broker: open the data dir, bind, serve until a shutdown signal, then flush and
@@ -51,13 +61,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         node_id: args.node_id,
         flush: args.flush,
         metrics_listen: args.metrics_listen,
+        object_store: args.object_store,
+        tier_interval_ms: args.tier_interval_ms,
     };
+    let store_url = serve_config::object_store_url(&file, &flags);
     let config = serve_config::build(file, flags)?;
     let data_dir = config.data_dir.clone();
+    let remote_store = match open_object_store(store_url.as_deref(), &data_dir)? {
+        Some((store, description)) => {
+            tracing::info!("remote tier: {description}");
+            Some(store)
+        }
+        None => {
+            tracing::info!("remote tier: none (topics with remote.storage.enable stay local)");
+            None
+        }
+    };
     let listen = config.listen;
     let disk: Arc<dyn Disk> = Arc::new(RealDisk::new());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-    let broker = Broker::open(config, disk, clock)
+    let broker = Broker::open_with_store(config, disk, clock, remote_store)
         .await
         .with_context(|| format!("cannot open data dir {}", data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(listen)

@@ -23,6 +23,9 @@ use strata_cluster::config::{BrokerConfig, FlushPolicy};
 /// request_max_bytes = 104857600
 /// retention_check_interval_ms = 300000
 /// metrics_listen = "127.0.0.1:9644"  # Prometheus GET /metrics; "none" disables
+/// object_store = "s3://bucket/prefix"  # remote tier: file:///abs/path, s3://..., none
+///                                       # (default: file://<data_dir>/remote)
+/// tier_interval_ms = 5000     # how often offload and remote retention run
 ///
 /// [log]                       # defaults of the topic configs, Kafka names
 /// "segment.bytes" = 1073741824
@@ -45,6 +48,8 @@ pub struct FileConfig {
     pub request_max_bytes: Option<usize>,
     pub retention_check_interval_ms: Option<u64>,
     pub metrics_listen: Option<String>,
+    pub object_store: Option<String>,
+    pub tier_interval_ms: Option<u64>,
     pub log: Option<BTreeMap<String, toml::Value>>,
 }
 
@@ -57,6 +62,17 @@ pub struct FlagOverrides {
     pub node_id: Option<i32>,
     pub flush: Option<String>,
     pub metrics_listen: Option<String>,
+    pub object_store: Option<String>,
+    pub tier_interval_ms: Option<u64>,
+}
+
+/// The remote tier's object-store URL: the flag, else the file, else `None` (the default,
+/// `file://<data_dir>/remote`; see `object_store_url`).
+pub fn object_store_url(file: &FileConfig, flags: &FlagOverrides) -> Option<String> {
+    flags
+        .object_store
+        .clone()
+        .or_else(|| file.object_store.clone())
 }
 
 /// Where `strata serve` serves Prometheus metrics unless told otherwise.
@@ -143,6 +159,12 @@ pub fn build(file: FileConfig, flags: FlagOverrides) -> anyhow::Result<BrokerCon
     }
     if let Some(flush) = flags.flush.as_deref().or(file.flush.as_deref()) {
         config.flush = parse_flush(flush)?;
+    }
+    if let Some(ms) = flags.tier_interval_ms.or(file.tier_interval_ms) {
+        if ms == 0 {
+            bail!("tier_interval_ms must be positive");
+        }
+        config.tier_interval_ms = ms;
     }
     config.metrics_listen = parse_metrics_listen(
         flags
@@ -301,6 +323,30 @@ mod tests {
         );
         let flags = FlagOverrides {
             metrics_listen: Some("nowhere".to_string()),
+            ..FlagOverrides::default()
+        };
+        assert!(build(FileConfig::default(), flags).is_err());
+    }
+
+    #[test]
+    fn object_store_and_tier_interval_from_file_or_flag() {
+        let text = "object_store = \"s3://b/p\"\ntier_interval_ms = 700\n";
+        let file = parse_file(text).expect("parse");
+        let flags = FlagOverrides::default();
+        assert_eq!(object_store_url(&file, &flags).as_deref(), Some("s3://b/p"));
+        assert_eq!(build(file, flags).expect("build").tier_interval_ms, 700);
+        let file = parse_file(text).expect("parse");
+        let flags = FlagOverrides {
+            object_store: Some("none".to_string()),
+            tier_interval_ms: Some(200),
+            ..FlagOverrides::default()
+        };
+        assert_eq!(object_store_url(&file, &flags).as_deref(), Some("none"));
+        assert_eq!(build(file, flags).expect("build").tier_interval_ms, 200);
+        let defaults = FileConfig::default();
+        assert_eq!(object_store_url(&defaults, &FlagOverrides::default()), None);
+        let flags = FlagOverrides {
+            tier_interval_ms: Some(0),
             ..FlagOverrides::default()
         };
         assert!(build(FileConfig::default(), flags).is_err());
