@@ -274,8 +274,15 @@ impl Topic {
     }
 
     /// The topic's tiering settings (`-2` local retentions resolved).
+    /// `__consumer_offsets` is always compacted (and never deleted by time or size).
     pub fn tier_config(&self, broker: &BrokerConfig) -> TierConfig {
-        self.config().tier_config(&broker.log_defaults)
+        let mut config = self.config().tier_config(&broker.log_defaults);
+        if self.is_internal() {
+            config.remote_storage_enable = false;
+            config.compact = true;
+            config.delete = false;
+        }
+        config
     }
 
     /// A copy of the topic's config.
@@ -1108,12 +1115,22 @@ impl Broker {
     /// Rolls segments past `segment.ms` and deletes segments past retention, on every partition.
     pub fn check_retention(&self) {
         for topic in self.topics() {
-            // Tiered partitions: the tier task applies retention (after offloading).
+            // Tiered partitions: the tier task applies retention (after offloading) and
+            // compaction. Others: retention here if `cleanup.policy` has delete, compaction of
+            // the closed local segments if it has compact.
             let tiered = self.is_tiered(&topic);
+            let tier_config = topic.tier_config(&self.config);
             for partition in &topic.partitions {
+                if !tiered && tier_config.compact {
+                    crate::tier::compact_local_partition(self, &topic, partition, tier_config);
+                }
                 let result = partition.with_log(|log| {
                     let rolled = log.roll_if_due()?;
-                    let deleted = if tiered { 0 } else { log.enforce_retention()? };
+                    let deleted = if tiered || !tier_config.delete {
+                        0
+                    } else {
+                        log.enforce_retention()?
+                    };
                     Ok((rolled, deleted))
                 });
                 match result {

@@ -55,6 +55,9 @@ pub struct BrokerConfig {
     pub tier_interval_ms: u64,
     /// Bytes of remote row groups (rebuilt into batches) cached for reads, default 256 MiB.
     pub tier_cache_bytes: u64,
+    /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets` when it is created
+    /// (compaction works on closed segments), default 100 MiB as in Kafka.
+    pub offsets_segment_bytes: u64,
 }
 
 impl Default for BrokerConfig {
@@ -74,6 +77,7 @@ impl Default for BrokerConfig {
             metrics_listen: None,
             tier_interval_ms: 5000,
             tier_cache_bytes: 256 * 1024 * 1024,
+            offsets_segment_bytes: 100 * 1024 * 1024,
         }
     }
 }
@@ -112,7 +116,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         name: "cleanup.policy",
         broker_synonym: Some("log.cleanup.policy"),
         config_type: ConfigType::List,
-        doc: "delete, compact or compact,delete; compaction applies to the remote tier, so compact needs remote.storage.enable=true.",
+        doc: "delete, compact or compact,delete: compaction keeps the latest record per key (closed local segments, and the remote tier when tiered).",
     },
     TopicConfigSpec {
         name: "segment.bytes",
@@ -258,22 +262,12 @@ pub struct TopicConfig {
 }
 
 impl TopicConfig {
-    /// Builds a topic config from overrides, validating every entry, and their combination:
-    /// compaction is done on the remote tier, so `cleanup.policy=compact` needs
-    /// `remote.storage.enable=true`.
+    /// Builds a topic config from overrides, validating every entry.
     pub fn from_overrides(overrides: BTreeMap<String, String>) -> Result<TopicConfig, String> {
         for (name, value) in &overrides {
             validate_topic_config(name, value)?;
         }
-        let config = TopicConfig { overrides };
-        if config.is_compacted()
-            && !config
-                .tier_config(&LogConfig::default())
-                .remote_storage_enable
-        {
-            return Err("cleanup.policy=compact needs remote.storage.enable=true: Strata compacts the remote tier (local-only compaction is not supported)".to_string());
-        }
-        Ok(config)
+        Ok(TopicConfig { overrides })
     }
 
     /// Whether `cleanup.policy` includes `compact`.
@@ -485,7 +479,7 @@ mod tests {
     }
 
     #[test]
-    fn compaction_needs_the_remote_tier() {
+    fn cleanup_policies() {
         let config = |pairs: &[(&str, &str)]| {
             TopicConfig::from_overrides(
                 pairs
@@ -494,8 +488,6 @@ mod tests {
                     .collect(),
             )
         };
-        let error = config(&[("cleanup.policy", "compact")]).unwrap_err();
-        assert!(error.contains("remote.storage.enable"), "{error}");
         let compacted = config(&[
             ("cleanup.policy", "compact"),
             ("remote.storage.enable", "true"),

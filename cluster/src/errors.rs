@@ -149,6 +149,9 @@ pub fn log_error(error: &LogError) -> ResponseError {
         LogError::CorruptLog { .. } => ResponseError::KafkaStorageError,
         // OFFSET_OUT_OF_RANGE (1).
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        // Only compaction rewrites segments and never answers a client; should one surface,
+        // it is the broker's own failure: UNKNOWN_SERVER_ERROR (-1).
+        LogError::InvalidRewrite(_) => ResponseError::UnknownServerError,
     }
 }
 

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use object_store::ObjectStore;
 use serde::Serialize;
 use strata_storage::disk::read_exact_at;
-use strata_storage::tier::compact::{compact, CompactionConfig};
+use strata_storage::tier::compact::{compact, plan_local_compaction, CompactionConfig};
 use strata_storage::tier::parquet_file::{encode_segment, EncodeOptions};
 use strata_storage::tier::remote::{ReadCache, RemoteLog, TierError};
 use strata_storage::ClosedSegment;
@@ -492,6 +492,101 @@ async fn compact_partition(
         );
     }
     Ok(())
+}
+
+/// Compacts the closed, durable local segments of a compacted topic that is not tiered
+/// (`__consumer_offsets` among them), when segments were closed since the last pass or a kept
+/// tombstone expired. Segments are read and the rewrite planned without the log's lock; each
+/// rewrite then takes it briefly. Failures are logged (compaction retries next check).
+pub fn compact_local_partition(
+    broker: &Broker,
+    topic: &Topic,
+    partition: &Partition,
+    config: TierConfig,
+) {
+    if partition.offline_reason().is_some() {
+        return;
+    }
+    let Ok(closed) = partition.with_log(|log| {
+        let durable_end = log.durable_end_offset();
+        Ok(log
+            .closed_segments()
+            .into_iter()
+            .filter(|s| s.next_offset <= durable_end)
+            .collect::<Vec<_>>())
+    }) else {
+        return;
+    };
+    let Some(closed_end) = closed.last().map(|s| s.next_offset) else {
+        return;
+    };
+    let now_ms = broker.clock().now_ms();
+    let last = *partition
+        .tier()
+        .compacted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let due = match last {
+        None => true,
+        Some((end, expiry_ms, delete_retention_ms)) => {
+            end != closed_end
+                || expiry_ms.is_some_and(|t| now_ms >= t)
+                || delete_retention_ms != config.delete_retention_ms
+        }
+    };
+    if !due {
+        return;
+    }
+    let (rewrites, next_expiry) = match plan_local_compaction(
+        &closed,
+        config.delete_retention_ms,
+        now_ms,
+    ) {
+        Ok(plan) => plan,
+        Err(error) => {
+            tracing::warn!(topic = topic.name(), partition = partition.index(), %error, "local compaction failed");
+            return;
+        }
+    };
+    let mut records_removed = 0u64;
+    let mut rewritten = 0usize;
+    for rewrite in rewrites {
+        match partition.with_log(|log| {
+            log.replace_closed_segment(
+                rewrite.base_offset,
+                rewrite.size_bytes_before,
+                &rewrite.batches,
+            )
+        }) {
+            Ok(true) => {
+                rewritten += 1;
+                records_removed += rewrite.records_removed;
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(topic = topic.name(), partition = partition.index(), %error, "local compaction failed");
+                return;
+            }
+        }
+    }
+    *partition
+        .tier()
+        .compacted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) =
+        Some((closed_end, next_expiry, config.delete_retention_ms));
+    if rewritten > 0 {
+        broker
+            .metrics()
+            .record_compaction(rewritten, records_removed);
+        tracing::debug!(
+            topic = topic.name(),
+            partition = partition.index(),
+            rewritten,
+            records_removed,
+            "compacted local segments"
+        );
+    }
 }
 
 /// Deletes a deleted topic's remote files (best effort: failures are logged; the files are then

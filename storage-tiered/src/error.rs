@@ -9,6 +9,10 @@ use crate::disk::is_storage_full;
 /// Errors of [`PartitionLog`](crate::PartitionLog).
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// A segment rewrite (compaction) that would change the log's batch offsets: a bug in the
+    /// caller, refused before anything is written.
+    #[error("invalid segment rewrite: {0}")]
+    InvalidRewrite(String),
     /// A read, write or sync failed.
     #[error("I/O error {context}: {source}")]
     Io {

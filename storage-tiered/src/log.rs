@@ -998,6 +998,90 @@ impl PartitionLog {
             .collect()
     }
 
+    /// Replaces the bytes of the closed, durable segment starting at `base_offset` with `batches`
+    /// (compaction): the new batches must have exactly the old batches' offset ranges, in order
+    /// (records may be removed from a batch, even all of them; the batch stays, so offsets stay
+    /// dense at the batch level). The new file is written beside the old one, fsynced, and
+    /// renamed over it, then the directory is fsynced: a crash leaves the old or the new
+    /// content, never a mix. Returns `Ok(false)` if the segment is no longer there or changed
+    /// (retention, a concurrent rewrite).
+    pub fn replace_closed_segment(
+        &mut self,
+        base_offset: i64,
+        expected_size_bytes: u64,
+        batches_new: &[u8],
+    ) -> Result<bool, LogError> {
+        let active_base = *self.segments.keys().next_back().expect("never empty");
+        let Some(segment) = self.segments.get(&base_offset) else {
+            return Ok(false);
+        };
+        if base_offset == active_base
+            || segment.size != expected_size_bytes
+            || segment.next_offset > self.durable_end_offset
+        {
+            return Ok(false);
+        }
+        // The old and the new batch ranges must be the same.
+        let mut old = vec![0u8; segment.size as usize];
+        read_exact_at(&*segment.file, 0, &mut old)
+            .map_err(io_error(|| format!("reading {}", segment.path.display())))?;
+        let ranges = |bytes: &[u8]| -> Result<Vec<(i64, i64)>, String> {
+            batches(bytes)
+                .map(|item| {
+                    item.map(|(h, _)| (h.base_offset, h.last_offset()))
+                        .map_err(|e| e.to_string())
+                })
+                .collect()
+        };
+        let old_ranges = ranges(&old).map_err(|reason| LogError::CorruptLog {
+            file: segment.path.clone(),
+            position: 0,
+            reason,
+        })?;
+        match ranges(batches_new) {
+            Ok(new_ranges) if new_ranges == old_ranges => {}
+            Ok(_) => {
+                return Err(LogError::InvalidRewrite(format!(
+                    "the rewrite of segment {base_offset} changes its batch offsets"
+                )))
+            }
+            Err(reason) => {
+                return Err(LogError::InvalidRewrite(format!(
+                    "the rewrite of segment {base_offset} is not valid batches: {reason}"
+                )))
+            }
+        }
+        let path = segment.path.clone();
+        let created_ms = segment.created_ms;
+        let tmp = PathBuf::from(format!("{}{TMP_SUFFIX}", path.display()));
+        let context = || format!("rewriting {}", path.display());
+        let file = self.disk.open(&tmp, true).map_err(io_error(context))?;
+        file.set_len(0).map_err(io_error(context))?;
+        file.append(batches_new).map_err(io_error(context))?;
+        file.sync().map_err(sync_error(context))?;
+        drop(file);
+        self.disk.rename(&tmp, &path).map_err(io_error(context))?;
+        self.sync_dir()?;
+        let file = self.disk.open(&path, false).map_err(io_error(context))?;
+        let mut rebuilt = Segment::new(base_offset, path.clone(), file, created_ms);
+        match rebuilt.scan(true, self.config.index_interval_bytes, &mut |_| {})? {
+            ScanEnd::Clean => {}
+            ScanEnd::Problem {
+                position, reason, ..
+            } => {
+                return Err(LogError::CorruptLog {
+                    file: path,
+                    position,
+                    reason: format!("after a rewrite: {reason}"),
+                })
+            }
+        }
+        rebuilt.finish_time_index();
+        write_index_files(&*self.disk, &self.dir, &rebuilt)?;
+        self.segments.insert(base_offset, rebuilt);
+        Ok(true)
+    }
+
     /// Deletes the closed segments that hold only offsets below `offset` (never the active
     /// one), moving the log start offset; returns how many were deleted. The remote tier calls
     /// it once those offsets are offloaded (local retention) or expired (whole-log retention).

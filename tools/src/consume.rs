@@ -203,6 +203,10 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                 }
             };
             let mut out = Vec::new();
+            if result.records.is_empty() {
+                // Batches compaction left without records still move the position.
+                cursor.offset = cursor.offset.max(result.next_offset);
+            }
             for record in &result.records {
                 if args.count.is_some_and(|count| printed >= count) {
                     break;

@@ -44,6 +44,9 @@ pub struct FetchResult {
     /// The records at or after the requested offset, in offset order (control records are
     /// skipped).
     pub records: Vec<ConsumedRecord>,
+    /// Where the next fetch starts: after the last whole batch returned (which may hold no
+    /// record at all in a compacted topic), or the requested offset if none was returned.
+    pub next_offset: i64,
 }
 
 impl Client {
@@ -124,6 +127,10 @@ impl Client {
                     ))
                 }
             }
+            let next_offset = data
+                .records
+                .as_ref()
+                .map_or(offset, |bytes| next_offset_after(bytes, offset));
             let records = match data.records {
                 Some(bytes) => {
                     decode_records(bytes, offset).map_err(|reason| ClientError::Protocol {
@@ -137,10 +144,34 @@ impl Client {
                 high_watermark: data.high_watermark,
                 log_start_offset: data.log_start_offset,
                 records,
+                next_offset,
             })
         })
         .await
     }
+}
+
+/// The offset after the last whole batch in `bytes` (batch headers only), at least `offset`.
+pub fn next_offset_after(bytes: &[u8], offset: i64) -> i64 {
+    let mut next = offset;
+    let mut position = 0usize;
+    while bytes.len() - position >= BATCH_HEADER_BYTES {
+        let rest = &bytes[position..];
+        let base_offset = be_i64(&rest[0..8]);
+        let Some(total) = usize::try_from(be_i32(&rest[8..12]))
+            .ok()
+            .and_then(|l| l.checked_add(12))
+        else {
+            break;
+        };
+        if total < BATCH_HEADER_BYTES || rest.len() < total {
+            break;
+        }
+        let last_offset_delta = be_i32(&rest[23..27]);
+        next = next.max(base_offset.saturating_add(i64::from(last_offset_delta)) + 1);
+        position += total;
+    }
+    next
 }
 
 /// Decodes the record batches in `bytes` (magic 2, any codec), skipping control batches and

@@ -246,20 +246,26 @@ impl GroupCoordinator {
             if bytes.is_empty() {
                 break;
             }
+            // The next position comes from the batch headers: compaction can leave batches
+            // without records.
+            let next = strata_storage::batch::batches(&bytes)
+                .map_while(Result::ok)
+                .last()
+                .map(|(header, _)| header.last_offset() + 1);
             let entries =
                 offsets::decode_batches(bytes).map_err(|reason| BrokerError::CorruptMeta {
                     path: format!("{OFFSETS_TOPIC}-0@{position}").into(),
                     reason,
                 })?;
-            let Some(last) = entries.last().map(|e| e.0) else {
-                break;
-            };
             for (offset, key, value) in entries {
                 records += 1;
                 apply_record(&mut groups, offset, key, value);
             }
-            assert!(last >= position, "offsets replay must move forward");
-            position = last + 1;
+            let Some(next) = next else {
+                break;
+            };
+            assert!(next > position, "offsets replay must move forward");
+            position = next;
         }
         tracing::info!(
             records,
@@ -1026,13 +1032,20 @@ fn apply_record(
     }
 }
 
-/// The one partition of `__consumer_offsets`, created (with `retention.ms=-1`) if missing.
+/// The one partition of `__consumer_offsets`, created if missing: compacted (Kafka's
+/// `cleanup.policy=compact`, which the broker applies to this topic whatever its stored config),
+/// never deleted by time, with `offsets.topic.segment.bytes` segments.
 fn offsets_partition(broker: &Broker) -> Result<Arc<Partition>, BrokerError> {
     let topic = match broker.topic(OFFSETS_TOPIC) {
         Some(topic) => topic,
         None => {
             let mut overrides = BTreeMap::new();
             overrides.insert("retention.ms".to_string(), "-1".to_string());
+            overrides.insert("cleanup.policy".to_string(), "compact".to_string());
+            overrides.insert(
+                "segment.bytes".to_string(),
+                broker.config().offsets_segment_bytes.to_string(),
+            );
             let config =
                 TopicConfig::from_overrides(overrides).map_err(BrokerError::InvalidConfig)?;
             match broker.create_topic(OFFSETS_TOPIC, 1, config, false) {

@@ -1,5 +1,6 @@
-//! Key-based compaction of the remote tier (`cleanup.policy=compact` and `compact,delete`),
-//! which Kafka's own tiered storage cannot do.
+//! Key-based compaction (`cleanup.policy=compact` and `compact,delete`): of the remote tier
+//! ([`compact`], which Kafka's own tiered storage cannot do) and of local segments
+//! ([`plan_local_compaction`], for topics that are not tiered, `__consumer_offsets` among them).
 //!
 //! # What a pass does
 //!
@@ -82,6 +83,130 @@ fn record_error(context: String) -> impl FnOnce(RecordError) -> TierError {
     }
 }
 
+/// A closed local segment's new bytes, for [`crate::PartitionLog::replace_closed_segment`].
+#[derive(Debug, Clone)]
+pub struct SegmentRewrite {
+    /// The segment.
+    pub base_offset: i64,
+    /// Its size when it was read (the rewrite is skipped if it changed since).
+    pub size_bytes_before: u64,
+    /// The same batches (same offset ranges), with the removed records left out.
+    pub batches: Vec<u8>,
+    /// Records left out.
+    pub records_removed: u64,
+}
+
+fn read_segment(segment: &ClosedSegment) -> Result<Vec<u8>, TierError> {
+    let size = usize::try_from(segment.size_bytes).map_err(|e| TierError::Invalid {
+        context: format!("local segment {}", segment.base_offset),
+        reason: e.to_string(),
+    })?;
+    let mut bytes = vec![0u8; size];
+    read_exact_at(&*segment.file, 0, &mut bytes).map_err(|e| TierError::Invalid {
+        context: format!("reading local segment {}", segment.base_offset),
+        reason: e.to_string(),
+    })?;
+    Ok(bytes)
+}
+
+/// Plans one compaction pass over closed local segments (read without the log's lock: closed
+/// segments are immutable): the key map is built over all of them, and each segment holding a
+/// record to remove gets a [`SegmentRewrite`] that keeps every batch (a batch may end up with
+/// no record, so batch offsets stay dense). Returns the rewrites and when the oldest kept
+/// tombstone expires.
+pub fn plan_local_compaction(
+    segments: &[ClosedSegment],
+    delete_retention_ms: i64,
+    now_ms: i64,
+) -> Result<(Vec<SegmentRewrite>, Option<i64>), TierError> {
+    let mut map = KeyMap::default();
+    let mut contents = Vec::with_capacity(segments.len());
+    for segment in segments {
+        let bytes = read_segment(segment)?;
+        for item in batches(&bytes) {
+            let (_, batch) = item.map_err(|e| TierError::Invalid {
+                context: format!("local segment {}", segment.base_offset),
+                reason: e.to_string(),
+            })?;
+            map.add_batch(batch).map_err(record_error(format!(
+                "a batch of local segment {}",
+                segment.base_offset
+            )))?;
+        }
+        contents.push(bytes);
+    }
+    let mut rewrites = Vec::new();
+    let mut next_expiry: Option<i64> = None;
+    for (segment, bytes) in segments.iter().zip(contents) {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut removed = 0u64;
+        for item in batches(&bytes) {
+            let (_, batch) = item.map_err(|e| TierError::Invalid {
+                context: format!("local segment {}", segment.base_offset),
+                reason: e.to_string(),
+            })?;
+            let (meta, rows) = decode_batch(batch).map_err(record_error(format!(
+                "a batch of local segment {}",
+                segment.base_offset
+            )))?;
+            let before = rows.len();
+            let kept = keep_rows(&map, rows, delete_retention_ms, now_ms, &mut next_expiry);
+            if kept.len() == before {
+                out.extend_from_slice(batch);
+                continue;
+            }
+            removed += (before - kept.len()) as u64;
+            let encoded = encode_batch(&meta, &kept).map_err(record_error(format!(
+                "re-encoding a batch of local segment {}",
+                segment.base_offset
+            )))?;
+            out.extend_from_slice(&encoded);
+        }
+        if removed > 0 {
+            rewrites.push(SegmentRewrite {
+                base_offset: segment.base_offset,
+                size_bytes_before: segment.size_bytes,
+                batches: out,
+                records_removed: removed,
+            });
+        }
+    }
+    Ok((rewrites, next_expiry))
+}
+
+/// The rows compaction keeps: each key's latest record, unless it is a tombstone older than
+/// `delete_retention_ms`; records without a key. Tracks when the oldest kept tombstone expires.
+fn keep_rows(
+    map: &KeyMap,
+    rows: Vec<super::records::RecordRow>,
+    delete_retention_ms: i64,
+    now_ms: i64,
+    next_expiry: &mut Option<i64>,
+) -> Vec<super::records::RecordRow> {
+    rows.into_iter()
+        .filter(|row| {
+            let Some(key) = &row.key else {
+                return true;
+            };
+            if map.latest.get(key).copied().unwrap_or(row.offset) != row.offset {
+                return false;
+            }
+            if row.value.is_some() || delete_retention_ms < 0 {
+                return true;
+            }
+            let expiry = row
+                .timestamp_ms
+                .saturating_add(delete_retention_ms)
+                .saturating_add(1);
+            if now_ms >= expiry {
+                return false;
+            }
+            *next_expiry = Some(next_expiry.map_or(expiry, |e| e.min(expiry)));
+            true
+        })
+        .collect()
+}
+
 /// Runs one compaction pass over `remote`, with `local` the closed local segments holding offsets
 /// at or after the remote end (their keys supersede remote records).
 pub async fn compact(
@@ -102,15 +227,7 @@ pub async fn compact(
         files.push((file.clone(), file_batches));
     }
     for segment in local.iter().filter(|s| s.next_offset > remote_end) {
-        let size = usize::try_from(segment.size_bytes).map_err(|e| TierError::Invalid {
-            context: format!("local segment {}", segment.base_offset),
-            reason: e.to_string(),
-        })?;
-        let mut bytes = vec![0u8; size];
-        read_exact_at(&*segment.file, 0, &mut bytes).map_err(|e| TierError::Invalid {
-            context: format!("reading local segment {}", segment.base_offset),
-            reason: e.to_string(),
-        })?;
+        let bytes = read_segment(segment)?;
         for item in batches(&bytes) {
             let (_, batch) = item.map_err(|e| TierError::Invalid {
                 context: format!("local segment {}", segment.base_offset),
@@ -135,29 +252,13 @@ pub async fn compact(
                 decode_batch(batch).map_err(record_error(format!("a batch of {}", file.name)))?;
             let before = rows.len();
             let mut next_expiry = outcome.next_tombstone_expiry_ms;
-            let kept: Vec<_> = rows
-                .into_iter()
-                .filter(|row| {
-                    let Some(key) = &row.key else {
-                        return true;
-                    };
-                    let latest = map.latest.get(key).copied().unwrap_or(row.offset);
-                    if latest != row.offset {
-                        return false;
-                    }
-                    let expired_tombstone = row.value.is_none()
-                        && config.delete_retention_ms >= 0
-                        && config.now_ms.saturating_sub(row.timestamp_ms)
-                            > config.delete_retention_ms;
-                    if row.value.is_none() && !expired_tombstone && config.delete_retention_ms >= 0
-                    {
-                        let expiry =
-                            row.timestamp_ms.saturating_add(config.delete_retention_ms) + 1;
-                        next_expiry = Some(next_expiry.map_or(expiry, |e: i64| e.min(expiry)));
-                    }
-                    !expired_tombstone
-                })
-                .collect();
+            let kept = keep_rows(
+                &map,
+                rows,
+                config.delete_retention_ms,
+                config.now_ms,
+                &mut next_expiry,
+            );
             outcome.next_tombstone_expiry_ms = next_expiry;
             removed += (before - kept.len()) as u64;
             if !kept.is_empty() {
