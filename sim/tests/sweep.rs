@@ -1,4 +1,5 @@
-//! Goal: every scenario passes the checker on many seeds (200 in all by default), seeds replay to
+//! Goal: every scenario passes the checker on many seeds (240 in all by default, `tiered`
+//! included: see also `tiering.rs`), seeds replay to
 //! the same trace hash, madsim's own determinism check passes, and a disk that loses acknowledged syncs
 //! is caught — through the same code path as `sim/run sweep` ([`run_seed`]).
 //!
@@ -8,8 +9,8 @@
 
 use strata_sim::run::{run_seed, simulate, Scenario, DETECTION_SCENARIOS, SCENARIOS};
 
-/// Seeds per scenario in the big sweep; `SIM_SEEDS_PER_SCENARIO` overrides (CI: 40, i.e. 200
-/// seeds in all over the 5 scenarios).
+/// Seeds per scenario in the big sweep; `SIM_SEEDS_PER_SCENARIO` overrides (CI: 40, i.e. 240
+/// seeds in all over the 6 scenarios).
 fn seeds_per_scenario() -> u64 {
     std::env::var("SIM_SEEDS_PER_SCENARIO")
         .ok()

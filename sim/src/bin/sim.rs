@@ -41,11 +41,13 @@ mod cli {
   sim replay --seed S [--scenario NAME]
   sim planted [--seeds N] [--from S] [--scenario NAME]
 
-Scenarios: crash-restart, partition, clock, mixed, group-commit; and the detection scenarios lost-sync (a disk
-that loses acknowledged syncs) and no-fsync (a broker that acknowledges before fsync), whose seeds
-are expected to fail: they show the checker catches lost acknowledged writes; and the
-exploratory scenario bit-flip (0.1% of disk reads flip a bit), whose failures are findings. Without --scenario, seed S runs scenario
-number S mod 5 of that list (in both sweep and replay). --twice runs every seed a second time
+Scenarios: crash-restart, partition, clock, mixed, group-commit, tiered (tiered storage: the
+broker offloads small segments to a faulty object store and keeps only the active segment
+locally); and the detection scenarios lost-sync (a disk that loses acknowledged syncs) and
+no-fsync (a broker that acknowledges before fsync), whose seeds are expected to fail: they show
+the checker catches lost acknowledged writes; and the exploratory scenario bit-flip (0.1% of
+disk reads flip a bit), whose failures are findings. Without --scenario, seed S runs scenario
+number S mod 6 of that list (in both sweep and replay). --twice runs every seed a second time
 and fails it if the trace hash differs. --jobs runs seeds on J threads at once.
 planted (in a build with --cfg strata_bug=\"NAME\", see sim/run planted) runs seeds of the bug's
 scenario from S (default 0) until one fails, at most N (default the stated bound), and prints
