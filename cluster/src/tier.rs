@@ -38,6 +38,15 @@ use crate::errors::BrokerError;
 /// Target bytes of source batches per Parquet row group (a fetch reads whole row groups).
 pub const ROW_GROUP_BYTES_TARGET: usize = 4 * 1024 * 1024;
 
+/// Longest a Fetch or ListOffsets waits on the object store before answering
+/// KAFKA_STORAGE_ERROR (retriable) for that partition: a slow store must not hold a whole
+/// fetch response.
+pub const REMOTE_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest one tier tick of one partition (uploads of a whole segment included) may take
+/// before it is abandoned and retried on the next tick.
+pub const TIER_TICK_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The resolved tiering settings of a topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TierConfig {
@@ -179,7 +188,19 @@ pub async fn read_remote(
             partition.index()
         )));
     };
-    match remote.read(offset, max_bytes).await {
+    let read = tokio::time::timeout(REMOTE_READ_TIMEOUT, remote.read(offset, max_bytes)).await;
+    let Ok(read) = read else {
+        tracing::warn!(
+            topic = partition.topic(),
+            partition = partition.index(),
+            "remote read timed out"
+        );
+        return Err(BrokerError::Tier(format!(
+            "reading offset {offset} from the object store timed out after {} s",
+            REMOTE_READ_TIMEOUT.as_secs()
+        )));
+    };
+    match read {
         Ok(bytes) => {
             broker.metrics().record_remote_read(bytes.len());
             Ok(bytes)
@@ -204,10 +225,12 @@ pub async fn remote_offset_for_timestamp(
     let Some(remote) = partition.tier().remote() else {
         return Ok(None);
     };
-    remote
-        .offset_for_timestamp(ts_ms)
-        .await
-        .map_err(|e| BrokerError::Tier(e.to_string()))
+    match tokio::time::timeout(REMOTE_READ_TIMEOUT, remote.offset_for_timestamp(ts_ms)).await {
+        Ok(result) => result.map_err(|e| BrokerError::Tier(e.to_string())),
+        Err(_) => Err(BrokerError::Tier(
+            "a timestamp lookup in the object store timed out".to_string(),
+        )),
+    }
 }
 
 /// The tier task: every `tier_interval_ms`, each tiered partition is offloaded and trimmed.
