@@ -246,8 +246,21 @@ pub async fn run(broker: Arc<Broker>, store: Arc<dyn ObjectStore>, cache: Arc<Re
                 if broker.is_shutting_down() {
                     return;
                 }
-                let result =
-                    tick_partition(&broker, &topic, partition, &store, &cache, config).await;
+                let tick = tick_partition(&broker, &topic, partition, &store, &cache, config);
+                // Shutdown does not wait for an upload: dropping one mid-way leaves at most an
+                // orphan file (see the module docs).
+                let timed = tokio::select! {
+                    biased;
+                    _ = broker.shutdown_started() => return,
+                    timed = tokio::time::timeout(TIER_TICK_TIMEOUT, tick) => timed,
+                };
+                let result = match timed {
+                    Ok(result) => result,
+                    Err(_) => Err(BrokerError::Tier(format!(
+                        "tiering did not finish within {} s",
+                        TIER_TICK_TIMEOUT.as_secs()
+                    ))),
+                };
                 match result {
                     Ok(()) => partition.tier().set_error(None),
                     Err(BrokerError::ShuttingDown)
