@@ -124,6 +124,23 @@ def wait_status(broker, topic: str, predicate, what: str, timeout_s: float = OFF
     raise AssertionError(f"tier status of {topic} never showed {what} within {timeout_s}s; last: {last}")
 
 
+def wait_settled(broker, topic: str, predicate, what: str, timeout_s: float = OFFLOAD_TIMEOUT_S) -> dict:
+    """Like wait_status, but the status must still hold, unchanged, a few tier runs later: the
+    pending counts are what the last tier run saw, so a status taken right after producing may
+    predate segments that closed since."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        first = wait_status(broker, topic, predicate, what, max(1.0, deadline - time.monotonic()))
+        time.sleep(3 * TIER_INTERVAL_MS / 1000)
+        second = tier_status(broker, topic)
+        fields = ("log_start_offset", "local_start_offset", "log_end_offset", "remote_start_offset",
+                  "remote_end_offset")
+        if predicate(second) and all(first[f] == second[f] for f in fields):
+            return second
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"tier status of {topic} never settled on {what}: {first} then {second}")
+
+
 def offloaded_and_trimmed(s: dict) -> bool:
     """All closed segments are remote and the hot tier was trimmed (local.retention.bytes=1 leaves
     only the active segment, which starts where the remote tier ends)."""
@@ -219,8 +236,13 @@ def check_remote_files(remote_root: Path, topic: str, status: dict, expected: di
     folder = remote_root / topic / "partition=0"
     assert (folder / "manifest.json").is_file(), f"no manifest in {folder}: {sorted(os.listdir(folder))}"
     json.loads((folder / "manifest.json").read_text())  # the manifest is JSON
+    # Removals write the manifest first and delete the objects after: give the deletes a moment.
+    deadline = time.monotonic() + 15
     files = parquet_files(remote_root, topic)
-    assert len(files) == status["remote_files"], (files, status)
+    while len(files) != status["remote_files"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        files = parquet_files(remote_root, topic)
+    assert len(files) == status["remote_files"], ([f.name for f in files], status)
     assert sum(f.stat().st_size for f in files) == status["remote_bytes"], status
 
     # pyarrow: schema and per-file contents.
@@ -342,7 +364,7 @@ def test_offload_to_local_folder_by_default(make_broker, tmp_path):
     records = make_records(3000, now_ms())
     expected = produce_all(broker.bootstrap, topic, records, config={"compression.type": "lz4"})
 
-    status = wait_status(broker, topic, offloaded_and_trimmed, "all closed segments offloaded and trimmed")
+    status = wait_settled(broker, topic, offloaded_and_trimmed, "all closed segments offloaded and trimmed")
     assert status["remote_storage_enable"] is True
     assert status["local_bytes"] <= SEGMENT_BYTES + 64 * 1024, f"hot tier not trimmed: {status}"
     assert status["log_start_offset"] == 0 and status["remote_start_offset"] == 0, status
@@ -373,7 +395,7 @@ def test_offload_to_s3_server(make_broker, s3_server, tmp_path):
     records = make_records(2500, now_ms(), tag="s3")
     expected = produce_all(broker.bootstrap, topic, records, config={"compression.type": "zstd"})
 
-    status = wait_status(broker, topic, offloaded_and_trimmed, "all closed segments offloaded to S3")
+    status = wait_settled(broker, topic, offloaded_and_trimmed, "all closed segments offloaded to S3")
     assert status["last_error"] is None, status
     consumed = consume(broker.bootstrap, topic, 2500, start_offset=0, timeout_s=60)
     assert_consumed(consumed, expected, 0)
@@ -395,7 +417,7 @@ def test_s3_outage_keeps_the_hot_tier_and_catches_up(make_broker, s3_server, tmp
     idempotent = {"enable.idempotence": True, "acks": "all"}
     first = make_records(1000, now_ms(), tag="before")
     expected = produce_all(broker.bootstrap, topic, first, config=idempotent)
-    wait_status(broker, topic, offloaded_and_trimmed, "the first batch offloaded")
+    wait_settled(broker, topic, offloaded_and_trimmed, "the first batch offloaded")
 
     s3_server.stop()
     second = make_records(2000, now_ms(), tag="during")
@@ -414,7 +436,7 @@ def test_s3_outage_keeps_the_hot_tier_and_catches_up(make_broker, s3_server, tmp
     assert outage["local_start_offset"] <= outage["remote_end_offset"], outage
 
     s3_server.start()
-    wait_status(broker, topic, offloaded_and_trimmed, "the offload catching up after the outage")
+    wait_settled(broker, topic, offloaded_and_trimmed, "the offload catching up after the outage")
     status = tier_status(broker, topic)
     assert status["remote_end_offset"] > 1000, status
     consumed = consume(broker.bootstrap, topic, 3000, start_offset=0, timeout_s=60)
@@ -435,7 +457,7 @@ def test_retention_deletes_remote_files_and_moves_log_start(make_broker, tmp_pat
     new = make_records(1500, now_ms(), tag="new")
     expected.update(produce_all(broker.bootstrap, topic, new))
     first_new = 1500
-    before = wait_status(broker, topic, offloaded_and_trimmed, "everything closed offloaded")
+    before = wait_settled(broker, topic, offloaded_and_trimmed, "everything closed offloaded")
     assert before["remote_start_offset"] == 0, before
     files_before = parquet_files(broker.data_dir / "remote", topic)
     ranges = [tuple(int(x) for x in FILE_NAME.match(p.name).groups()) for p in files_before]
@@ -476,7 +498,7 @@ def test_kafka_python_reads_offloaded_records(make_broker, tmp_path):
     create_topic(broker.bootstrap, topic, config=tiered_topic_config())
     records = make_records(2000, now_ms(), tag="kpy")
     expected = produce_all(broker.bootstrap, topic, records)
-    wait_status(broker, topic, offloaded_and_trimmed, "all closed segments offloaded and trimmed")
+    wait_settled(broker, topic, offloaded_and_trimmed, "all closed segments offloaded and trimmed")
 
     got = kafka_python_read_all(broker.bootstrap, topic, 2000)
     assert [m.offset for m in got] == list(range(2000)), f"got {len(got)} records"
