@@ -354,6 +354,19 @@ def test_tier_status_unreachable_admin_is_a_clear_error():
     assert "admin endpoint" in stderr and f"127.0.0.1:{port}" in stderr, stderr
 
 
+@pytest.mark.parametrize("url", ["gs://bucket/prefix", "s3://", "file://relative/dir"])
+def test_serve_refuses_a_bad_object_store_url(tmp_path, url):
+    """Goal: a mistyped --object-store stops `strata serve` at start with the accepted forms, rather
+    than running without the remote tier the operator asked for."""
+    proc = subprocess.run(
+        [str(STRATA_BIN), "serve", "--listen", f"127.0.0.1:{free_port()}", "--metrics-listen", "none",
+         "--data-dir", str(tmp_path / "data"), "--object-store", url],
+        capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0
+    stderr = proc.stderr.decode(errors="replace")
+    assert "object store URL" in stderr and url in stderr, stderr
+
+
 def test_offload_to_local_folder_by_default(make_broker, tmp_path):
     """Goal: with no --object-store, closed segments go to <data_dir>/remote as Parquet, the hot
     tier is trimmed, a fresh consumer from offset 0 gets every record intact, and DuckDB/pyarrow
@@ -436,9 +449,9 @@ def test_s3_outage_keeps_the_hot_tier_and_catches_up(make_broker, s3_server, tmp
     assert outage["local_start_offset"] <= outage["remote_end_offset"], outage
 
     s3_server.start()
-    wait_settled(broker, topic, offloaded_and_trimmed, "the offload catching up after the outage")
-    status = tier_status(broker, topic)
+    status = wait_settled(broker, topic, offloaded_and_trimmed, "the offload catching up after the outage")
     assert status["remote_end_offset"] > 1000, status
+    assert status["last_error"] is None, f"the error outlived the outage: {status}"
     consumed = consume(broker.bootstrap, topic, 3000, start_offset=0, timeout_s=60)
     assert_consumed(consumed, expected, 0)
     check_remote_files(s3_server.root / BUCKET / S3_PREFIX, topic, status, expected)
