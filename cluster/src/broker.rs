@@ -943,6 +943,7 @@ impl Broker {
                     store,
                     Arc::clone(&self.tier_cache),
                     name.to_string(),
+                    topic.id,
                     topic.partitions.len() as i32,
                 ));
             }

@@ -282,6 +282,7 @@ pub async fn run(broker: Arc<Broker>, store: Arc<dyn ObjectStore>, cache: Arc<Re
 }
 
 async fn open_remote(
+    topic_id: uuid::Uuid,
     partition: &Partition,
     store: &Arc<dyn ObjectStore>,
     cache: &Arc<ReadCache>,
@@ -289,10 +290,11 @@ async fn open_remote(
     if let Some(remote) = partition.tier().remote() {
         return Ok(remote);
     }
-    let remote = RemoteLog::open(
+    let remote = RemoteLog::open_with_topic_id(
         Arc::clone(store),
         Arc::clone(cache),
         partition.topic(),
+        Some(&topic_id.to_string()),
         partition.index(),
     )
     .await
@@ -340,7 +342,7 @@ async fn tick_partition(
     if partition.offline_reason().is_some() {
         return Ok(());
     }
-    let remote = open_remote(partition, store, cache).await?;
+    let remote = open_remote(topic.id(), partition, store, cache).await?;
     let tier_error = |e: TierError| BrokerError::Tier(e.to_string());
 
     // 1. Offload closed, durable segments in offset order.
@@ -631,12 +633,23 @@ pub async fn delete_remote(
     store: Arc<dyn ObjectStore>,
     cache: Arc<ReadCache>,
     topic: String,
+    topic_id: uuid::Uuid,
     partitions: i32,
 ) {
+    let topic_id = topic_id.to_string();
     for index in 0..partitions {
         let result = async {
             let remote =
                 RemoteLog::open(Arc::clone(&store), Arc::clone(&cache), &topic, index).await?;
+            // A topic of the same name created since owns what is there now.
+            if remote
+                .manifest()
+                .topic_id
+                .as_ref()
+                .is_some_and(|id| *id != topic_id)
+            {
+                return Ok(());
+            }
             remote.delete_all().await
         }
         .await;

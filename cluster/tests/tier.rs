@@ -578,3 +578,72 @@ mod random_records {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recreated_topic_never_serves_a_deleted_topics_files() {
+    use object_store::{ObjectStoreExt, PutPayload};
+    let disk = Arc::new(MemDisk::new());
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let server = Server::start(Arc::clone(&disk), Arc::clone(&store)).await;
+    let client = server.client().await;
+    create_topic(&client, &[]).await;
+    produce(&client, &records(300), Compression::None).await;
+    server
+        .wait_for("offload", |s| {
+            s.pending_segments == 0 && s.remote_files >= 2
+        })
+        .await;
+    // Keep a copy of the remote files, as a deletion that failed half-way would leave them.
+    let mut leftovers = Vec::new();
+    for name in parquet_files(&store).await {
+        let path = object_store::path::Path::from(name);
+        let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+        leftovers.push((path, bytes));
+    }
+    let manifest_path = object_store::path::Path::from("archive/partition=0/manifest.json");
+    let manifest = store
+        .get(&manifest_path)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    leftovers.push((manifest_path, manifest));
+
+    client.delete_topics(&[TOPIC]).await.expect("delete");
+    for _ in 0..200 {
+        if parquet_files(&store).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        parquet_files(&store).await.is_empty(),
+        "deleting the topic deletes its files"
+    );
+    for (path, bytes) in leftovers {
+        store.put(&path, PutPayload::from(bytes)).await.unwrap();
+    }
+
+    create_topic(&client, &[]).await;
+    let fresh = vec![Record::from_key_value("new", "record")];
+    produce(&client, &fresh, Compression::None).await;
+    // The tier task opens the new topic's remote tier and wipes the stale files.
+    for _ in 0..500 {
+        if parquet_files(&store).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(parquet_files(&store).await.is_empty());
+    let status = server.status();
+    assert_eq!(
+        (status.log_start_offset, status.remote_files),
+        (0, 0),
+        "{status:?}"
+    );
+    let consumed = consume_all(&client, 0, 1).await;
+    assert_eq!(consumed.len(), 1);
+    assert_eq!(consumed[0].value, Some(Bytes::from("record")));
+    server.stop().await;
+}

@@ -68,6 +68,10 @@ pub struct Manifest {
     pub topic: String,
     /// The partition.
     pub partition: i32,
+    /// The topic's id (Kafka's topic UUID) when known: a manifest left by a deleted topic of
+    /// the same name is recognised by its different id.
+    #[serde(default)]
+    pub topic_id: Option<String>,
     /// Incremented on every write.
     pub generation: u64,
     /// The first offset of the whole log (remote and local): retention moved it here. Files
@@ -84,6 +88,7 @@ impl Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
             topic: topic.to_string(),
             partition,
+            topic_id: None,
             generation: 0,
             log_start_offset: 0,
             files: Vec::new(),

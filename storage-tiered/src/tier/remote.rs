@@ -217,6 +217,19 @@ impl RemoteLog {
         topic: &str,
         partition: i32,
     ) -> Result<RemoteLog, TierError> {
+        RemoteLog::open_with_topic_id(store, cache, topic, None, partition).await
+    }
+
+    /// [`RemoteLog::open`] for the topic with id `topic_id`: a manifest written for another id
+    /// (a deleted topic of the same name whose files were not all removed) is stale; its files
+    /// and itself are deleted and the remote tier starts empty. New manifests record the id.
+    pub async fn open_with_topic_id(
+        store: Arc<dyn ObjectStore>,
+        cache: Arc<ReadCache>,
+        topic: &str,
+        topic_id: Option<&str>,
+        partition: i32,
+    ) -> Result<RemoteLog, TierError> {
         let dir = partition_dir(topic, partition);
         let manifest_path = dir.clone().join(MANIFEST_FILE_NAME);
         let manifest = match store.get(&manifest_path).await {
@@ -241,6 +254,24 @@ impl RemoteLog {
             Err(object_store::Error::NotFound { .. }) => Manifest::empty(topic, partition),
             Err(e) => return Err(store_error(format!("reading {manifest_path}"))(e)),
         };
+        let stale = match (&manifest.topic_id, topic_id) {
+            (Some(found), Some(wanted)) => found != wanted,
+            _ => false,
+        };
+        let mut manifest = if stale {
+            tracing::warn!(
+                manifest = %manifest_path,
+                found = ?manifest.topic_id,
+                wanted = ?topic_id,
+                "the remote tier holds a deleted topic's files: removing them"
+            );
+            Manifest::empty(topic, partition)
+        } else {
+            manifest
+        };
+        if manifest.topic_id.is_none() {
+            manifest.topic_id = topic_id.map(str::to_string);
+        }
         let remote = RemoteLog {
             store,
             cache,
@@ -250,7 +281,12 @@ impl RemoteLog {
             manifest: Mutex::new(Arc::new(manifest)),
             writer: tokio::sync::Mutex::new(()),
         };
+        // With a stale manifest replaced by an empty one, every file is an orphan.
         remote.delete_orphans().await?;
+        if stale {
+            let fresh = (*remote.manifest()).clone();
+            remote.write_manifest(fresh).await?;
+        }
         Ok(remote)
     }
 
