@@ -1,32 +1,42 @@
 #!/usr/bin/env bash
 # Tiered storage against the hot tier, in one run of `strata serve` (free ports, temp data dir,
-# remote tier file://<temp>/remote, --tier-interval-ms 100):
-#   1. `strata bench produce` of RECORDS records of RECORD_SIZE bytes (acks=1) into a plain topic
-#      `hot` and into a topic `tiered`, both with segment.bytes=SEGMENT_BYTES and one partition;
-#   2. offload: `strata topic alter tiered --config remote.storage.enable=true --config
-#      local.retention.bytes=0`, then `GET /v1/tier/status` every 20 ms until the remote end
-#      offset covers every closed segment, pending_segments is 0 and the hot tier is trimmed
-#      to the active segment. Offload throughput = bytes of the closed segments (record batches)
-#      / wall time from the alter to the remote end covering them; per core = the same bytes /
-#      the broker's CPU time (utime + stime from /proc/PID/stat) over that interval. Enabling
-#      tiering after the data is written times the offload alone (with tiering on from the
-#      start it would run alongside the producer);
-#   3. reads of the offloaded records with `strata bench consume` from offset 0: the tiered topic
-#      twice (first pass: every row group decoded from Parquet, cold read cache; second pass:
-#      warm cache) and the same records of `hot` (page cache) twice;
-# and prints a table with the ratios cold/hot and warm/hot. The warm pass is only warm if the
-# offloaded bytes fit in the broker's read cache (tier_cache_bytes, 256 MiB): the defaults
-# offload 3 x 64 MiB. About 30 s on 2 cores; stops its broker and removes its temp dir on exit.
+# remote tier file://<temp>/remote, --tier-interval-ms 100), for each of two payloads:
+#   - `loadtool`: `strata bench produce` (acks=1) values: slices of one pool of random letters at
+#     251 start positions, so a Parquet value column holds 251 distinct values and its
+#     dictionary encoding shrinks it to almost nothing (an optimistic case for the codec);
+#   - `random`: every value fresh random uppercase letters (seeded), sent with `strata produce
+#     --acks 1` from stdin: zstd brings them to about 60%, as for real text payloads;
+# it does:
+#   1. RECORDS records of RECORD_SIZE bytes into a plain topic `hot-P` and into a topic
+#      `tiered-P`, both with segment.bytes=SEGMENT_BYTES and one partition;
+#   2. offload: `strata topic alter tiered-P --config remote.storage.enable=true --config
+#      local.retention.bytes=0`, then `GET /v1/tier/status?topic=tiered-P` every 20 ms until the
+#      remote end offset covers every closed segment, pending_segments is 0 and the hot tier is
+#      trimmed to the active segment. Offload throughput = bytes of the closed segments (record
+#      batches) / wall time from the alter to the remote end covering them; per core = the same
+#      bytes / the broker's CPU time (utime + stime from /proc/PID/stat) over that interval.
+#      Enabling tiering after the data is written times the offload alone (with tiering on from
+#      the start it would run alongside the producer); the 100 ms tier interval adds up to
+#      100 ms of wall time;
+#   3. reads of the offloaded records with `strata bench consume` from offset 0: `tiered-P` once
+#      with a cold read cache (every row group decoded from Parquet), then three times with a
+#      warm cache, each followed by a read of the same records of `hot-P` (page cache);
+# and prints a table per payload with the ratios cold/hot and warm/hot (warm and hot: medians
+# of 3; each read of 200 MB takes a fraction of a second, so single passes are noisy). The warm pass is only
+# warm if the offloaded bytes fit in the broker's read cache (tier_cache_bytes, 256 MiB): the
+# defaults offload 3 x 64 MiB. About 20-40 s on 2 cores; stops its broker and removes its temp
+# dir on exit.
 #
 # Usage: benches/tier-compare.sh      (after: cargo build --release -p strata-tools)
 # Environment:
 #   STRATA_BIN     the strata binary (default: target/release/strata, or $CARGO_TARGET_DIR's)
 #   COMPARE_DIR    where the temp dir goes (default: $TMPDIR or /tmp)
+#   PAYLOADS       payloads to run, in order (default "loadtool random")
 #   RECORDS        records produced into each topic (default 230000: 3 closed segments + part of
 #                  a fourth with the defaults)
 #   RECORD_SIZE    bytes of each record's value (default 1024)
-#   SEGMENT_BYTES  segment.bytes of both topics (default 67108864)
-#   BATCH_SIZE     records per produce request (default 500)
+#   SEGMENT_BYTES  segment.bytes of the topics (default 67108864)
+#   BATCH_SIZE     records per produce request of `strata bench produce` (default 500)
 #   JSON_OUT       if set, a JSON summary of the run is written there
 set -euo pipefail
 export LC_ALL=C
@@ -108,28 +118,56 @@ if [[ -z $bootstrap || -z $metrics ]]; then
 fi
 
 connect=(--bootstrap-server "$bootstrap")
-for topic in hot tiered; do
-    timeout "$step_timeout_s" "$strata" topic create "$topic" --partitions 1 \
-        --config "segment.bytes=$segment_bytes" "${connect[@]}" >/dev/null
-    timeout "$step_timeout_s" "$strata" bench produce "${connect[@]}" --topic "$topic" \
-        --partitions 1 --producers 1 --record-size "$record_size" --num-records "$records" \
-        --duration-secs 50 --batch-size "$batch_size" --acks 1 --json --quiet >"$work/produce-$topic.json"
-done
 
-# Offload: enable tiering on `tiered` and time it until the closed segments are remote.
-timeout 90 python3 - "$strata" "$bootstrap" "$metrics" "$serve_pid" "$work/data/tiered-0" \
-    "$work/offload.json" <<'EOF'
+# fill PAYLOAD TOPIC: creates TOPIC and writes $records records of $record_size bytes to it.
+fill() {
+    timeout "$step_timeout_s" "$strata" topic create "$2" --partitions 1 \
+        --config "segment.bytes=$segment_bytes" "${connect[@]}" >/dev/null
+    case $1 in
+    loadtool)
+        timeout "$step_timeout_s" "$strata" bench produce "${connect[@]}" --topic "$2" \
+            --partitions 1 --producers 1 --record-size "$record_size" --num-records "$records" \
+            --duration-secs 50 --batch-size "$batch_size" --acks 1 --json --quiet >"$work/produce-$2.json"
+        ;;
+    random)
+        # One line per record: random uppercase letters (seeded: both topics get the same values).
+        python3 -c '
+import random, sys
+records, size = int(sys.argv[1]), int(sys.argv[2])
+rng = random.Random(20261126)
+table = bytes(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"[i % 26] for i in range(256))
+out = sys.stdout.buffer
+for first in range(0, records, 1000):
+    n = min(1000, records - first)
+    block = rng.randbytes(n * size).translate(table)
+    out.write(b"".join(block[i * size:(i + 1) * size] + b"\n" for i in range(n)))
+' "$records" "$record_size" | timeout "$step_timeout_s" "$strata" produce "$2" --acks 1 "${connect[@]}"
+        ;;
+    *)
+        echo "tier-compare.sh: unknown payload $1 (loadtool or random)" >&2
+        exit 2
+        ;;
+    esac
+}
+
+# offload TOPIC: enables tiering on TOPIC and times it until its closed segments are remote
+# (writes $work/offload-TOPIC.json).
+offload() {
+    timeout 90 python3 - "$strata" "$bootstrap" "$metrics" "$serve_pid" "$1" "$work/data/$1-0" \
+        "$work/offload-$1.json" <<'EOF'
 import json, os, subprocess, sys, time, urllib.request
 
-strata, bootstrap, metrics, pid, log_dir, out = sys.argv[1:7]
+strata, bootstrap, metrics, pid, topic, log_dir, out = sys.argv[1:8]
 tick_s = 1 / os.sysconf("SC_CLK_TCK")
 
 def cpu_s():
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat; fields[0] here is field 3 (state).
     return (int(fields[11]) + int(fields[12])) * tick_s
 
 def status():
-    with urllib.request.urlopen(f"http://{metrics}/v1/tier/status?topic=tiered", timeout=5) as r:
+    url = f"http://{metrics}/v1/tier/status?topic={topic}"
+    with urllib.request.urlopen(url, timeout=5) as r:
         partitions = json.load(r)["partitions"]
     assert len(partitions) == 1, partitions
     return partitions[0]
@@ -141,7 +179,7 @@ while True:
     if s["high_watermark"] == s["log_end_offset"]:
         break
     if time.monotonic() > deadline:
-        sys.exit(f"the high watermark of tiered-0 stays below the log end: {s}")
+        sys.exit(f"the high watermark of {topic}-0 stays below the log end: {s}")
     time.sleep(0.05)
 
 segments = sorted(
@@ -157,7 +195,7 @@ closed_bytes = sum(size for _, size in segments[:-1])
 cpu_0 = cpu_s()
 t_0 = time.monotonic()
 subprocess.run(
-    [strata, "topic", "alter", "tiered", "--config", "remote.storage.enable=true",
+    [strata, "topic", "alter", topic, "--config", "remote.storage.enable=true",
      "--config", "local.retention.bytes=0", "--bootstrap-server", bootstrap],
     check=True, stdout=subprocess.DEVNULL,
 )
@@ -191,67 +229,80 @@ json.dump({
     "status": s,
 }, open(out, "w"))
 EOF
+}
 
-closed_end=$(json_field "$work/offload.json" closed_end_offset)
-
-# consume NAME TOPIC: reads the first $closed_end records of TOPIC from offset 0; records the
-# broker's CPU seconds of the pass in $work/NAME.cpu.
+# consume NAME TOPIC RECORDS: reads the first RECORDS records of TOPIC from offset 0 into
+# $work/NAME.json; the broker's CPU seconds of the pass go to $work/NAME.cpu.
 consume() {
-    local before after
+    local before after got
     before=$(cpu_s)
     timeout "$step_timeout_s" "$strata" bench consume "${connect[@]}" --topic "$2" \
-        --num-records "$closed_end" --json --quiet >"$work/$1.json"
+        --num-records "$3" --json --quiet >"$work/$1.json"
     after=$(cpu_s)
     python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$before" "$after" >"$work/$1.cpu"
-    local got
     got=$(json_field "$work/$1.json" consume.records)
-    if [[ $got != "$closed_end" ]]; then
-        echo "tier-compare.sh: $1 read $got records, expected $closed_end" >&2
+    # A consumer counts whole batches: it may read a few records past RECORDS.
+    if ((got < $3)); then
+        echo "tier-compare.sh: $1 read $got records of $2, expected at least $3" >&2
         exit 1
     fi
 }
-consume hot-1 hot
-consume cold tiered
-consume warm tiered
-consume hot-2 hot
 
-python3 - "$work" "$records" "$record_size" "${JSON_OUT:-}" <<'EOF'
+for payload in ${PAYLOADS:-loadtool random}; do
+    fill "$payload" "hot-$payload"
+    fill "$payload" "tiered-$payload"
+    offload "tiered-$payload"
+    closed_end=$(json_field "$work/offload-tiered-$payload.json" closed_end_offset)
+    consume "$payload-cold" "tiered-$payload" "$closed_end"
+    for pass in 1 2 3; do
+        consume "$payload-warm-$pass" "tiered-$payload" "$closed_end"
+        consume "$payload-hot-$pass" "hot-$payload" "$closed_end"
+    done
+done
+
+python3 - "$work" "$records" "$record_size" "${JSON_OUT:-}" ${PAYLOADS:-loadtool random} <<'EOF'
 import json, sys
 
 work, records, record_size, json_out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+payloads = sys.argv[5:]
 load = lambda name: json.load(open(f"{work}/{name}.json"))
-offload = load("offload")
-runs = {name: load(name)["consume"] for name in ["hot-1", "cold", "warm", "hot-2"]}
-cpu = {name: float(open(f"{work}/{name}.cpu").read()) for name in runs}
-produce = {t: load(f"produce-{t}")["produce"] for t in ["hot", "tiered"]}
-hot = max(runs["hot-1"]["mb_per_s"], runs["hot-2"]["mb_per_s"])
-
-print(f"produce (acks=1, {records} x {record_size} B): hot {produce['hot']['mb_per_s']:.1f} MB/s, "
-      f"tiered {produce['tiered']['mb_per_s']:.1f} MB/s")
-print(f"offload: {offload['closed_segments']} closed segments, {offload['closed_bytes'] / 1e6:.1f} MB of batches "
-      f"-> {offload['remote_bytes'] / 1e6:.1f} MB of Parquet ({100 * offload['remote_bytes'] / offload['closed_bytes']:.1f}%) "
-      f"in {offload['wall_s']:.2f} s wall, {offload['cpu_s']:.2f} s broker CPU (hot tier trimmed after {offload['trimmed_s']:.2f} s)")
+summary = {}
+for payload in payloads:
+    offload = load(f"offload-tiered-{payload}")
+    names = ["cold"] + [f"{kind}-{i}" for i in (1, 2, 3) for kind in ("warm", "hot")]
+    runs = {n: load(f"{payload}-{n}")["consume"] for n in names}
+    cpu = {n: float(open(f"{work}/{payload}-{n}.cpu").read()) for n in names}
+    median = lambda kind: sorted(runs[f"{kind}-{i}"]["mb_per_s"] for i in (1, 2, 3))[1]
+    hot, warm, cold = median("hot"), median("warm"), runs["cold"]["mb_per_s"]
+    print()
+    print(f"== payload {payload}: {records} x {record_size} B records per topic")
+    print(f"offload: {offload['closed_segments']} closed segments, {offload['closed_bytes'] / 1e6:.1f} MB of batches "
+          f"-> {offload['remote_bytes'] / 1e6:.1f} MB of Parquet ({100 * offload['remote_bytes'] / offload['closed_bytes']:.1f}%) "
+          f"in {offload['wall_s']:.2f} s wall, {offload['cpu_s']:.2f} s broker CPU "
+          f"(hot tier trimmed after {offload['trimmed_s']:.2f} s)")
+    print(f"{'measure':<46} {'MB/s':>9} {'records/s':>11} {'broker CPU s':>13} {'vs hot':>7}")
+    print(f"{'offload (batches -> Parquet, wall)':<46} {offload['mb_per_s']:>9.1f}")
+    per_core = offload["mb_per_cpu_s"]
+    per_core = "n/a" if per_core is None else f"{per_core:.1f}"
+    print(f"{'offload per core (per broker CPU second)':<46} {per_core:>9}")
+    for n in names:
+        r = runs[n]
+        kind, _, i = n.partition("-")
+        label = {
+            "cold": "tiered consume, first pass (Parquet, cold)",
+            "warm": f"tiered consume, warm read cache, pass {i}",
+            "hot": f"hot consume (page cache), pass {i}",
+        }[kind]
+        ratio = f"{r['mb_per_s'] / hot:.2f}" if kind != "hot" else ""
+        print(f"{label:<46} {r['mb_per_s']:>9.1f} {r['records_per_s']:>11.0f} {cpu[n]:>13.2f} {ratio:>7}")
+    cold_ratio, warm_ratio = cold / hot, warm / hot
+    print(f"cold {cold:.1f} MB/s, warm {warm:.1f} (median of 3), hot {hot:.1f} (median of 3): "
+          f"cold/hot = {cold_ratio:.2f}, warm/hot = {warm_ratio:.2f}; target warm/hot >= 0.5: "
+          f"{'met' if warm_ratio >= 0.5 else 'MISSED'}")
+    summary[payload] = {"offload": offload, "consume": runs, "broker_cpu_s": cpu,
+                        "cold_over_hot": cold_ratio, "warm_over_hot": warm_ratio}
 print()
-print(f"{'measure':<44} {'MB/s':>9} {'records/s':>11} {'broker CPU s':>13} {'vs hot':>8}")
-print(f"{'offload (batches -> Parquet, wall)':<44} {offload['mb_per_s']:>9.1f}")
-per_core = offload["mb_per_cpu_s"]
-print(f"{'offload per core (per broker CPU second)':<44} {per_core if per_core is None else f'{per_core:9.1f}':>9}")
-labels = {
-    "hot-1": "hot consume, pass 1 (page cache)",
-    "cold": "tiered consume, pass 1 (Parquet, cold cache)",
-    "warm": "tiered consume, pass 2 (warm read cache)",
-    "hot-2": "hot consume, pass 2 (page cache)",
-}
-for name, label in labels.items():
-    r = runs[name]
-    ratio = f"{r['mb_per_s'] / hot:.2f}" if name in ("cold", "warm") else ""
-    print(f"{label:<44} {r['mb_per_s']:>9.1f} {r['records_per_s']:>11.0f} {cpu[name]:>13.2f} {ratio:>8}")
-print()
-print(f"cold/hot = {runs['cold']['mb_per_s'] / hot:.2f}, warm/hot = {runs['warm']['mb_per_s'] / hot:.2f} "
-      f"(hot = the better hot pass, {hot:.1f} MB/s; MB = 10^6 bytes of record values for reads, "
-      f"of record batches for offload); target warm/hot >= 0.5: "
-      f"{'met' if runs['warm']['mb_per_s'] >= hot / 2 else 'MISSED'}")
+print("MB = 10^6 bytes: of record values for reads (as strata bench counts), of record batches for offload.")
 if json_out:
-    json.dump({"offload": offload, "consume": runs, "broker_cpu_s": cpu, "produce": produce},
-              open(json_out, "w"), indent=1)
+    json.dump(summary, open(json_out, "w"), indent=1)
 EOF

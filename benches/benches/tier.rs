@@ -3,9 +3,10 @@
 //! rebuilt from the rows), and the per-batch record codec (`records::decode_batch` /
 //! `encode_batch`).
 //!
-//! `cargo bench -p strata-benches --bench tier`. Record values are random uppercase letters, as
-//! the load tool (and Kafka's producer-perf-test) makes them: zstd shrinks them to about 60%, so
-//! neither the codec's best case (constant bytes) nor its worst (random bytes) is measured.
+//! `cargo bench -p strata-benches --bench tier`. Record values are fresh random uppercase letters
+//! for every record (Kafka's producer-perf-test draws them from the same alphabet): zstd shrinks
+//! them to about 60%, so neither the codec's best case (repeated values, which Parquet's
+//! dictionary encoding collapses) nor its worst (random bytes) is measured.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -34,32 +35,33 @@ const CODEC_BATCH_BYTES_TARGET: usize = 1024 * 1024;
 /// Record value sizes measured.
 const RECORD_SIZES: [usize; 2] = [1024, 100];
 
-/// Random uppercase letters (xorshift64), as the load tool's payload pool.
-fn letters(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            b'A' + (state % 26) as u8
-        })
-        .collect()
+/// Random uppercase letters (xorshift64), as in the load tool's payload pool; every record
+/// gets fresh letters (the load tool's values are 251 slices of one pool, which Parquet's
+/// dictionary encoding collapses to almost nothing: not what real payloads do).
+struct Letters {
+    state: u64,
 }
 
-/// A batch of `count` records of `value_bytes` bytes each, at `base_offset`.
-fn batch_at(base_offset: i64, count: usize, value_bytes: usize, pool: &[u8]) -> Vec<u8> {
-    assert!(
-        pool.len() > value_bytes,
-        "the pool must be longer than a value"
-    );
-    let variants = pool.len() - value_bytes;
-    let values = (0..count)
-        .map(|i| {
-            let start = (base_offset as usize + i * 7) % variants;
-            pool[start..start + value_bytes].to_vec()
-        })
-        .collect();
+impl Letters {
+    fn new(seed: u64) -> Letters {
+        Letters { state: seed | 1 }
+    }
+
+    fn take(&mut self, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                self.state ^= self.state << 13;
+                self.state ^= self.state >> 7;
+                self.state ^= self.state << 17;
+                b'A' + (self.state % 26) as u8
+            })
+            .collect()
+    }
+}
+
+/// A batch of `count` records of `value_bytes` fresh random letters each, at `base_offset`.
+fn batch_at(base_offset: i64, count: usize, value_bytes: usize, letters: &mut Letters) -> Vec<u8> {
+    let values = (0..count).map(|_| letters.take(value_bytes)).collect();
     let mut spec = BatchSpec::new(1_700_000_000_000 + base_offset, values);
     spec.base_offset = base_offset;
     spec.encode()
@@ -74,12 +76,12 @@ fn records_per_batch(value_bytes: usize, target: usize) -> usize {
 /// A closed segment: batches of about [`SEGMENT_BATCH_BYTES_TARGET`] back to back, offsets from
 /// 0, about [`SEGMENT_BYTES_TARGET`] bytes in all.
 fn segment(value_bytes: usize) -> Vec<u8> {
-    let pool = letters(64 * 1024, 0x2545_F491_4F6C_DD1D);
+    let mut letters = Letters::new(0x2545_F491_4F6C_DD1D);
     let per_batch = records_per_batch(value_bytes, SEGMENT_BATCH_BYTES_TARGET);
     let mut out = Vec::with_capacity(SEGMENT_BYTES_TARGET + SEGMENT_BATCH_BYTES_TARGET);
     let mut offset = 0i64;
     while out.len() < SEGMENT_BYTES_TARGET {
-        out.extend_from_slice(&batch_at(offset, per_batch, value_bytes, &pool));
+        out.extend_from_slice(&batch_at(offset, per_batch, value_bytes, &mut letters));
         offset += per_batch as i64;
     }
     out
@@ -211,11 +213,11 @@ fn row_group_decode(c: &mut Criterion) {
 /// `records::decode_batch` (framing, CRC, every record parsed) and `records::encode_batch`
 /// (records written, CRC) of an uncompressed batch of about 1 MiB.
 fn record_codec(c: &mut Criterion) {
-    let pool = letters(64 * 1024, 0x9E37_79B9_7F4A_7C15);
+    let mut letters = Letters::new(0x9E37_79B9_7F4A_7C15);
     let mut group = c.benchmark_group("record_codec_1MiB");
     for value_bytes in RECORD_SIZES {
         let count = records_per_batch(value_bytes, CODEC_BATCH_BYTES_TARGET);
-        let batch = batch_at(1_000, count, value_bytes, &pool);
+        let batch = batch_at(1_000, count, value_bytes, &mut letters);
         let (meta, rows) = records::decode_batch(&batch).expect("decode");
         assert_eq!(rows.len(), count);
         assert_eq!(
