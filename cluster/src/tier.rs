@@ -718,7 +718,25 @@ pub fn status(broker: &Broker, topic_filter: Option<&str>) -> Vec<PartitionStatu
             };
             let tier = partition.tier();
             let manifest = tier.remote().map(|r| r.manifest());
-            let progress = tier.progress().clone();
+            let mut progress = tier.progress().clone();
+            if enabled {
+                // Pending now, not as the tier task last saw it: closed segments above the
+                // remote end.
+                let remote_end = manifest.as_ref().and_then(|m| m.end_offset());
+                if let Ok(closed) = partition.with_log(|log| Ok(log.closed_segments())) {
+                    let pending: Vec<&ClosedSegment> = closed
+                        .iter()
+                        .filter(|s| {
+                            s.size_bytes > 0 && remote_end.is_none_or(|end| s.base_offset >= end)
+                        })
+                        .collect();
+                    progress.pending_segments = pending.len() as u64;
+                    progress.pending_bytes = pending.iter().map(|s| s.size_bytes).sum();
+                    if pending.is_empty() {
+                        progress.oldest_pending_since_ms = None;
+                    }
+                }
+            }
             out.push(PartitionStatus {
                 topic: topic.name().to_string(),
                 partition: partition.index(),

@@ -97,8 +97,13 @@ pub fn open_object_store(
         StoreLocation::File(dir) => {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create the remote tier dir {}", dir.display()))?;
+            // fsync of every written file and of its directory before a put returns, like the
+            // durability S3 gives a successful PUT: the broker deletes local segments once the
+            // manifest naming their file is written (docs/durability.md).
             let store = LocalFileSystem::new_with_prefix(&dir)
-                .with_context(|| format!("cannot open the remote tier dir {}", dir.display()))?;
+                .with_context(|| format!("cannot open the remote tier dir {}", dir.display()))?
+                .with_fsync(true)
+                .with_automatic_cleanup(true);
             Ok(Some((Arc::new(store), format!("file://{}", dir.display()))))
         }
         StoreLocation::S3 { bucket, prefix } => {
