@@ -19,13 +19,14 @@
 #      the start it would run alongside the producer); the 100 ms tier interval adds up to
 #      100 ms of wall time;
 #   3. reads of the offloaded records with `strata bench consume` from offset 0: `tiered-P` once
-#      with a cold read cache (every row group decoded from Parquet), then three times with a
+#      with a cold read cache (every row group decoded from Parquet), then five times with a
 #      warm cache, each followed by a read of the same records of `hot-P` (page cache);
-# and prints a table per payload with the ratios cold/hot and warm/hot (warm and hot: medians
-# of 3; each read of 200 MB takes a fraction of a second, so single passes are noisy). The warm pass is only
-# warm if the offloaded bytes fit in the broker's read cache (tier_cache_bytes, 256 MiB): the
-# defaults offload 3 x 64 MiB. About 20-40 s on 2 cores; stops its broker and removes its temp
-# dir on exit.
+# and prints a table per payload with the ratios cold/hot and warm/hot (warm and hot: medians of
+# 5, as each read of 200 MB takes a fraction of a second and single passes are noisy) and the
+# broker's CPU time per pass (MB/CPU-s: MB read per broker CPU second, steadier than MB/s on a
+# busy machine). The warm passes are only warm if the offloaded bytes fit in the broker's read
+# cache (tier_cache_bytes, 256 MiB): the defaults offload 3 x 64 MiB. About 30 s on 2 cores;
+# stops its broker and removes its temp dir on exit.
 #
 # Usage: benches/tier-compare.sh      (after: cargo build --release -p strata-tools)
 # Environment:
@@ -254,7 +255,7 @@ for payload in ${PAYLOADS:-loadtool random}; do
     offload "tiered-$payload"
     closed_end=$(json_field "$work/offload-tiered-$payload.json" closed_end_offset)
     consume "$payload-cold" "tiered-$payload" "$closed_end"
-    for pass in 1 2 3; do
+    for pass in 1 2 3 4 5; do
         consume "$payload-warm-$pass" "tiered-$payload" "$closed_end"
         consume "$payload-hot-$pass" "hot-$payload" "$closed_end"
     done
@@ -265,14 +266,15 @@ import json, sys
 
 work, records, record_size, json_out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 payloads = sys.argv[5:]
+PASSES = (1, 2, 3, 4, 5)
 load = lambda name: json.load(open(f"{work}/{name}.json"))
 summary = {}
 for payload in payloads:
     offload = load(f"offload-tiered-{payload}")
-    names = ["cold"] + [f"{kind}-{i}" for i in (1, 2, 3) for kind in ("warm", "hot")]
+    names = ["cold"] + [f"{kind}-{i}" for i in PASSES for kind in ("warm", "hot")]
     runs = {n: load(f"{payload}-{n}")["consume"] for n in names}
     cpu = {n: float(open(f"{work}/{payload}-{n}.cpu").read()) for n in names}
-    median = lambda kind: sorted(runs[f"{kind}-{i}"]["mb_per_s"] for i in (1, 2, 3))[1]
+    median = lambda kind: sorted(runs[f"{kind}-{i}"]["mb_per_s"] for i in PASSES)[2]
     hot, warm, cold = median("hot"), median("warm"), runs["cold"]["mb_per_s"]
     print()
     print(f"== payload {payload}: {records} x {record_size} B records per topic")
@@ -280,7 +282,7 @@ for payload in payloads:
           f"-> {offload['remote_bytes'] / 1e6:.1f} MB of Parquet ({100 * offload['remote_bytes'] / offload['closed_bytes']:.1f}%) "
           f"in {offload['wall_s']:.2f} s wall, {offload['cpu_s']:.2f} s broker CPU "
           f"(hot tier trimmed after {offload['trimmed_s']:.2f} s)")
-    print(f"{'measure':<46} {'MB/s':>9} {'records/s':>11} {'broker CPU s':>13} {'vs hot':>7}")
+    print(f"{'measure':<46} {'MB/s':>9} {'records/s':>11} {'broker CPU s':>13} {'MB/CPU-s':>9} {'vs hot':>7}")
     print(f"{'offload (batches -> Parquet, wall)':<46} {offload['mb_per_s']:>9.1f}")
     per_core = offload["mb_per_cpu_s"]
     per_core = "n/a" if per_core is None else f"{per_core:.1f}"
@@ -294,15 +296,20 @@ for payload in payloads:
             "hot": f"hot consume (page cache), pass {i}",
         }[kind]
         ratio = f"{r['mb_per_s'] / hot:.2f}" if kind != "hot" else ""
-        print(f"{label:<46} {r['mb_per_s']:>9.1f} {r['records_per_s']:>11.0f} {cpu[n]:>13.2f} {ratio:>7}")
+        per_cpu = f"{r['bytes'] / 1e6 / cpu[n]:.0f}" if cpu[n] > 0 else "n/a"
+        print(f"{label:<46} {r['mb_per_s']:>9.1f} {r['records_per_s']:>11.0f} {cpu[n]:>13.2f} {per_cpu:>9} {ratio:>7}")
     cold_ratio, warm_ratio = cold / hot, warm / hot
-    print(f"cold {cold:.1f} MB/s, warm {warm:.1f} (median of 3), hot {hot:.1f} (median of 3): "
+    cpu_median = lambda kind: sorted(cpu[f"{kind}-{i}"] for i in PASSES)[2]
+    print(f"broker CPU per pass: cold {cpu['cold']:.2f} s, warm {cpu_median('warm'):.2f} s, "
+          f"hot {cpu_median('hot'):.2f} s (medians; clock ticks of 10 ms)")
+    print(f"cold {cold:.1f} MB/s, warm {warm:.1f} (median of 5), hot {hot:.1f} (median of 5): "
           f"cold/hot = {cold_ratio:.2f}, warm/hot = {warm_ratio:.2f}; target warm/hot >= 0.5: "
           f"{'met' if warm_ratio >= 0.5 else 'MISSED'}")
     summary[payload] = {"offload": offload, "consume": runs, "broker_cpu_s": cpu,
                         "cold_over_hot": cold_ratio, "warm_over_hot": warm_ratio}
 print()
-print("MB = 10^6 bytes: of record values for reads (as strata bench counts), of record batches for offload.")
+print("MB = 10^6 bytes: of record values for reads (as strata bench counts), of record batches for offload;")
+print("MB/CPU-s: MB read per second of broker CPU (the consumer's CPU is not counted).")
 if json_out:
     json.dump(summary, open(json_out, "w"), indent=1)
 EOF
