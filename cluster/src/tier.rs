@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::ObjectStore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use strata_storage::disk::read_exact_at;
 use strata_storage::tier::compact::{compact, plan_local_compaction, CompactionConfig};
 use strata_storage::tier::parquet_file::{encode_segment, EncodeOptions};
@@ -123,6 +123,30 @@ impl PartitionTier {
 
     fn set_error(&self, error: Option<String>) {
         self.progress().last_error = error;
+    }
+
+    /// Whether a compaction pass has work: never ran, segments were closed since
+    /// (`closed_end` moved), a kept tombstone expired, or `delete.retention.ms` changed.
+    fn compaction_due(&self, closed_end: i64, now_ms: i64, delete_retention_ms: i64) -> bool {
+        match *self.compacted.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => true,
+            Some((end, expiry_ms, retention_ms)) => {
+                end != closed_end
+                    || expiry_ms.is_some_and(|t| now_ms >= t)
+                    || retention_ms != delete_retention_ms
+            }
+        }
+    }
+
+    /// Records a compaction pass up to `closed_end`.
+    fn compaction_done(
+        &self,
+        closed_end: i64,
+        next_tombstone_expiry_ms: Option<i64>,
+        delete_retention_ms: i64,
+    ) {
+        *self.compacted.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((closed_end, next_tombstone_expiry_ms, delete_retention_ms));
     }
 
     /// The first offset of the whole log, given the local log's start: the remote tier's start
@@ -481,20 +505,10 @@ async fn compact_partition(
         .last()
         .map_or(remote_end, |s| s.next_offset.max(remote_end));
     let now_ms = broker.clock().now_ms();
-    let last = *partition
+    if !partition
         .tier()
-        .compacted
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let due = match last {
-        None => true,
-        Some((end, expiry_ms, delete_retention_ms)) => {
-            end != closed_end
-                || expiry_ms.is_some_and(|t| now_ms >= t)
-                || delete_retention_ms != config.delete_retention_ms
-        }
-    };
-    if !due {
+        .compaction_due(closed_end, now_ms, config.delete_retention_ms)
+    {
         return Ok(());
     }
     let compaction = CompactionConfig {
@@ -509,15 +523,11 @@ async fn compact_partition(
     let outcome = compact(remote, &closed, &compaction)
         .await
         .map_err(|e| BrokerError::Tier(e.to_string()))?;
-    *partition
-        .tier()
-        .compacted
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = Some((
+    partition.tier().compaction_done(
         closed_end,
         outcome.next_tombstone_expiry_ms,
         config.delete_retention_ms,
-    ));
+    );
     if outcome.files_rewritten > 0 {
         broker
             .metrics()
@@ -559,20 +569,10 @@ pub fn compact_local_partition(
         return;
     };
     let now_ms = broker.clock().now_ms();
-    let last = *partition
+    if !partition
         .tier()
-        .compacted
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    let due = match last {
-        None => true,
-        Some((end, expiry_ms, delete_retention_ms)) => {
-            end != closed_end
-                || expiry_ms.is_some_and(|t| now_ms >= t)
-                || delete_retention_ms != config.delete_retention_ms
-        }
-    };
-    if !due {
+        .compaction_due(closed_end, now_ms, config.delete_retention_ms)
+    {
         return;
     }
     let (rewrites, next_expiry) = match plan_local_compaction(
@@ -607,12 +607,9 @@ pub fn compact_local_partition(
             }
         }
     }
-    *partition
+    partition
         .tier()
-        .compacted
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) =
-        Some((closed_end, next_expiry, config.delete_retention_ms));
+        .compaction_done(closed_end, next_expiry, config.delete_retention_ms);
     if rewritten > 0 {
         broker
             .metrics()
@@ -659,8 +656,15 @@ pub async fn delete_remote(
     }
 }
 
-/// One partition in `GET /v1/tier/status`.
-#[derive(Debug, Clone, Serialize)]
+/// The document served at `GET /v1/tier/status` (and read by `strata tier status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TierStatusDocument {
+    /// One entry per partition.
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// One partition in `GET /v1/tier/status`. Offsets are Kafka offsets; ranges are `[start, end)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartitionStatus {
     /// Topic.
     pub topic: String,
@@ -764,11 +768,7 @@ pub fn status(broker: &Broker, topic_filter: Option<&str>) -> Vec<PartitionStatu
 
 /// `GET /v1/tier/status` body.
 pub fn status_json(broker: &Broker, topic_filter: Option<&str>) -> String {
-    #[derive(Serialize)]
-    struct Body {
-        partitions: Vec<PartitionStatus>,
-    }
-    serde_json::to_string(&Body {
+    serde_json::to_string(&TierStatusDocument {
         partitions: status(broker, topic_filter),
     })
     .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))

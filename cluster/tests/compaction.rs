@@ -7,74 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_cluster::client::{
-    Client, ClientConfig, ConsumedRecord, Producer, ProducerConfig, Record,
-};
-use strata_cluster::{Broker, BrokerConfig};
-use strata_storage::{Clock, Disk, MemDisk, SystemClock};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+mod server_util;
 
-struct Server {
-    addr: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
-}
+use server_util::Server;
+use strata_cluster::client::{Client, ConsumedRecord, Producer, ProducerConfig, Record};
+use strata_cluster::BrokerConfig;
+use strata_storage::MemDisk;
 
-impl Server {
-    async fn start(disk: Arc<MemDisk>) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let config = BrokerConfig {
-            data_dir: "/data".into(),
-            listen: addr,
-            retention_check_interval_ms: 20,
-            offsets_segment_bytes: 2048,
-            ..BrokerConfig::default()
-        };
-        let disk: Arc<dyn Disk> = disk;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-        let broker = Broker::open(config, disk, clock)
-            .await
-            .expect("broker opens");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(strata_cluster::server::serve(
-            broker,
-            listener,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Server {
-            addr: addr.to_string(),
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    async fn client(&self) -> Client {
-        Client::connect(
-            &self.addr,
-            ClientConfig {
-                request_timeout_ms: 10_000,
-                client_id: "compaction-test".to_string(),
-            },
-        )
-        .await
-        .expect("client connects")
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await
-                .expect("server task")
-                .expect("server stops cleanly");
-        }
-    }
+async fn start(disk: Arc<MemDisk>) -> Server {
+    let config = BrokerConfig {
+        retention_check_interval_ms: 20,
+        offsets_segment_bytes: 2048,
+        ..BrokerConfig::default()
+    };
+    Server::start(config, disk, None).await
 }
 
 async fn consume_all(client: &Client, topic: &str, end: i64) -> Vec<ConsumedRecord> {
@@ -103,7 +49,7 @@ fn now_ms() -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_topic_keeps_the_latest_value_per_key_across_a_restart() {
     let disk = Arc::new(MemDisk::new());
-    let server = Server::start(Arc::clone(&disk)).await;
+    let server = start(Arc::clone(&disk)).await;
     let client = server.client().await;
     client
         .create_topics(
@@ -181,7 +127,7 @@ async fn a_compacted_topic_keeps_the_latest_value_per_key_across_a_restart() {
 
     // After a restart (recovery scans the rewritten segments), the same records.
     server.stop().await;
-    let server = Server::start(Arc::clone(&disk)).await;
+    let server = start(Arc::clone(&disk)).await;
     let client = server.client().await;
     let after = consume_all(&client, "latest", end).await;
     assert_eq!(keyed(&after), expected);
@@ -192,7 +138,7 @@ async fn a_compacted_topic_keeps_the_latest_value_per_key_across_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_offsets_are_compacted_and_rebuilt_intact() {
     let disk = Arc::new(MemDisk::new());
-    let server = Server::start(Arc::clone(&disk)).await;
+    let server = start(Arc::clone(&disk)).await;
     let client = server.client().await;
     client
         .create_topics("orders", 3, 1, &[])
@@ -230,7 +176,7 @@ async fn consumer_offsets_are_compacted_and_rebuilt_intact() {
     assert!(remaining < 100, "{remaining} offset records left");
 
     server.stop().await;
-    let server = Server::start(Arc::clone(&disk)).await;
+    let server = start(Arc::clone(&disk)).await;
     let client = server.client().await;
     let committed = client.committed_offsets("billing").await.expect("fetch");
     let got: Vec<(i32, i64)> = committed.iter().map(|c| (c.partition, c.offset)).collect();

@@ -7,72 +7,41 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod server_util;
+
 use bytes::Bytes;
 use object_store::memory::InMemory;
 use object_store::ObjectStore;
+use server_util::Server;
 use strata_cluster::client::{
-    Client, ClientConfig, Compression, ConsumedRecord, OffsetSpec, Producer, ProducerConfig, Record,
+    Client, Compression, ConsumedRecord, OffsetSpec, Producer, ProducerConfig, Record,
 };
 use strata_cluster::tier::{status, PartitionStatus};
-use strata_cluster::{Broker, BrokerConfig};
+use strata_cluster::BrokerConfig;
 use strata_storage::tier::manifest::Manifest;
-use strata_storage::{Clock, Disk, MemDisk, SystemClock};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use strata_storage::MemDisk;
 
 const TOPIC: &str = "archive";
 
-struct Server {
-    broker: Arc<Broker>,
-    addr: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+/// The tier helpers of a [`Server`] for these tests.
+trait TierServer {
+    fn status(&self) -> PartitionStatus;
+    async fn wait_for(
+        &self,
+        what: &str,
+        done: impl Fn(&PartitionStatus) -> bool,
+    ) -> PartitionStatus;
 }
 
-impl Server {
-    async fn start(disk: Arc<MemDisk>, store: Arc<dyn ObjectStore>) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let config = BrokerConfig {
-            data_dir: "/data".into(),
-            listen: addr,
-            tier_interval_ms: 20,
-            ..BrokerConfig::default()
-        };
-        let disk: Arc<dyn Disk> = disk;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-        let broker = Broker::open_with_store(config, disk, clock, Some(store))
-            .await
-            .expect("broker opens");
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(strata_cluster::server::serve(
-            Arc::clone(&broker),
-            listener,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Server {
-            broker,
-            addr: addr.to_string(),
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
+async fn start(disk: Arc<MemDisk>, store: Arc<dyn ObjectStore>) -> Server {
+    let config = BrokerConfig {
+        tier_interval_ms: 20,
+        ..BrokerConfig::default()
+    };
+    Server::start(config, disk, Some(store)).await
+}
 
-    async fn client(&self) -> Client {
-        Client::connect(
-            &self.addr,
-            ClientConfig {
-                request_timeout_ms: 10_000,
-                client_id: "tier-test".to_string(),
-            },
-        )
-        .await
-        .expect("client connects")
-    }
-
+impl TierServer for Server {
     fn status(&self) -> PartitionStatus {
         status(&self.broker, Some(TOPIC))
             .into_iter()
@@ -94,17 +63,6 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("timed out waiting for {what}: {:?}", self.status());
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await
-                .expect("server task")
-                .expect("server stops cleanly");
-        }
     }
 }
 
@@ -228,7 +186,7 @@ async fn read_manifest(store: &Arc<dyn ObjectStore>) -> Manifest {
 async fn consumers_read_the_whole_history_after_the_hot_tier_is_trimmed() {
     let disk = Arc::new(MemDisk::new());
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let server = Server::start(Arc::clone(&disk), Arc::clone(&store)).await;
+    let server = start(Arc::clone(&disk), Arc::clone(&store)).await;
     let client = server.client().await;
     create_topic(&client, &[]).await;
     let produced = records(600);
@@ -276,7 +234,7 @@ async fn consumers_read_the_whole_history_after_the_hot_tier_is_trimmed() {
 
     // After a restart, the remote tier is found again (the manifest) and serves the same.
     server.stop().await;
-    let server = Server::start(Arc::clone(&disk), Arc::clone(&store)).await;
+    let server = start(Arc::clone(&disk), Arc::clone(&store)).await;
     server
         .wait_for("the remote tier to reopen", |s| s.remote_files > 0)
         .await;
@@ -290,7 +248,7 @@ async fn consumers_read_the_whole_history_after_the_hot_tier_is_trimmed() {
 async fn whole_log_retention_deletes_remote_files_and_moves_the_log_start() {
     let disk = Arc::new(MemDisk::new());
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let server = Server::start(Arc::clone(&disk), Arc::clone(&store)).await;
+    let server = start(Arc::clone(&disk), Arc::clone(&store)).await;
     let client = server.client().await;
     create_topic(&client, &[]).await;
     let produced = records(300);
@@ -340,7 +298,7 @@ async fn whole_log_retention_deletes_remote_files_and_moves_the_log_start() {
 async fn compaction_keeps_the_latest_value_per_key_and_drops_expired_tombstones() {
     let disk = Arc::new(MemDisk::new());
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let server = Server::start(Arc::clone(&disk), Arc::clone(&store)).await;
+    let server = start(Arc::clone(&disk), Arc::clone(&store)).await;
     let client = server.client().await;
     create_topic(
         &client,
@@ -561,7 +519,7 @@ mod random_records {
                 .expect("runtime");
             runtime.block_on(async {
                 let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-                let server = Server::start(Arc::new(MemDisk::new()), Arc::clone(&store)).await;
+                let server = start(Arc::new(MemDisk::new()), Arc::clone(&store)).await;
                 let client = server.client().await;
                 create_topic(&client, &[]).await;
                 let offsets = produce(&client, &records, compression).await;
@@ -584,7 +542,7 @@ async fn a_recreated_topic_never_serves_a_deleted_topics_files() {
     use object_store::{ObjectStoreExt, PutPayload};
     let disk = Arc::new(MemDisk::new());
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let server = Server::start(Arc::clone(&disk), Arc::clone(&store)).await;
+    let server = start(Arc::clone(&disk), Arc::clone(&store)).await;
     let client = server.client().await;
     create_topic(&client, &[]).await;
     produce(&client, &records(300), Compression::None).await;

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
-use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The path of the tier status document on the admin (metrics) listener.
@@ -38,49 +37,8 @@ pub struct StatusArgs {
     pub timeout_ms: u64,
 }
 
-/// The document served at [`STATUS_PATH`].
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct TierStatus {
-    /// One entry per partition.
-    pub partitions: Vec<PartitionTierStatus>,
-}
-
-/// One partition's tiers. Offsets are Kafka offsets; ranges are `[start, end)`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct PartitionTierStatus {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: i32,
-    /// The topic's `remote.storage.enable`.
-    pub remote_storage_enable: bool,
-    /// First offset of the log (both tiers): ListOffsets earliest.
-    pub log_start_offset: i64,
-    /// First offset held on the broker's disk.
-    pub local_start_offset: i64,
-    /// One past the last offset appended.
-    pub log_end_offset: i64,
-    /// One past the last offset consumers may read.
-    pub high_watermark: i64,
-    /// First offset held remotely; `None` when no remote file exists.
-    pub remote_start_offset: Option<i64>,
-    /// One past the last offset held remotely; `None` when no remote file exists.
-    pub remote_end_offset: Option<i64>,
-    /// Live Parquet files of the partition.
-    pub remote_files: u64,
-    /// Their size.
-    pub remote_bytes: u64,
-    /// Size of the local segments.
-    pub local_bytes: u64,
-    /// Closed segments not yet offloaded.
-    pub pending_segments: u64,
-    /// Their size.
-    pub pending_bytes: u64,
-    /// How long the oldest pending segment has waited.
-    pub offload_lag_ms: i64,
-    /// The last offload or retention error, `None` after a successful run.
-    pub last_error: Option<String>,
-}
+/// The document served at [`STATUS_PATH`] (the broker's own type).
+pub use strata_cluster::tier::TierStatusDocument as TierStatus;
 
 /// Runs `strata tier ...`.
 pub async fn run(command: TierCommand) -> anyhow::Result<()> {

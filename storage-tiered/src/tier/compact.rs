@@ -61,6 +61,20 @@ struct KeyMap {
 }
 
 impl KeyMap {
+    /// Adds every batch of a local segment's bytes.
+    fn add_segment(&mut self, base_offset: i64, bytes: &[u8]) -> Result<(), TierError> {
+        for item in batches(bytes) {
+            let (_, batch) = item.map_err(|e| TierError::Invalid {
+                context: format!("local segment {base_offset}"),
+                reason: e.to_string(),
+            })?;
+            self.add_batch(batch).map_err(record_error(format!(
+                "a batch of local segment {base_offset}"
+            )))?;
+        }
+        Ok(())
+    }
+
     fn add_batch(&mut self, batch: &[u8]) -> Result<(), RecordError> {
         let (_, rows) = decode_batch(batch)?;
         for row in rows {
@@ -123,16 +137,7 @@ pub fn plan_local_compaction(
     let mut contents = Vec::with_capacity(segments.len());
     for segment in segments {
         let bytes = read_segment(segment)?;
-        for item in batches(&bytes) {
-            let (_, batch) = item.map_err(|e| TierError::Invalid {
-                context: format!("local segment {}", segment.base_offset),
-                reason: e.to_string(),
-            })?;
-            map.add_batch(batch).map_err(record_error(format!(
-                "a batch of local segment {}",
-                segment.base_offset
-            )))?;
-        }
+        map.add_segment(segment.base_offset, &bytes)?;
         contents.push(bytes);
     }
     let mut rewrites = Vec::new();
@@ -227,17 +232,7 @@ pub async fn compact(
         files.push((file.clone(), file_batches));
     }
     for segment in local.iter().filter(|s| s.next_offset > remote_end) {
-        let bytes = read_segment(segment)?;
-        for item in batches(&bytes) {
-            let (_, batch) = item.map_err(|e| TierError::Invalid {
-                context: format!("local segment {}", segment.base_offset),
-                reason: e.to_string(),
-            })?;
-            map.add_batch(batch).map_err(record_error(format!(
-                "a batch of local segment {}",
-                segment.base_offset
-            )))?;
-        }
+        map.add_segment(segment.base_offset, &read_segment(segment)?)?;
     }
 
     let mut outcome = CompactionOutcome {

@@ -392,6 +392,29 @@ impl RemoteLog {
         Ok(orphans.len())
     }
 
+    /// Uploads `file` in one PUT under its name (`<first>-<last>.parquet`); the manifest entry
+    /// that will name it.
+    async fn upload(&self, file: SegmentFile, uploaded_ms: i64) -> Result<RemoteFile, TierError> {
+        let name = Manifest::file_name(file.base_offset, file.last_offset);
+        let path = self.file_path(&name);
+        let size_bytes = file.bytes.len() as u64;
+        self.store
+            .put(&path, PutPayload::from(file.bytes))
+            .await
+            .map_err(store_error(format!("uploading {path}")))?;
+        Ok(RemoteFile {
+            name,
+            base_offset: file.base_offset,
+            last_offset: file.last_offset,
+            record_count: file.record_count,
+            batch_bytes: file.batch_bytes,
+            size_bytes,
+            timestamp_min_ms: file.timestamp_min_ms,
+            timestamp_max_ms: file.timestamp_max_ms,
+            uploaded_ms,
+        })
+    }
+
     /// Uploads an encoded segment and names it in the manifest. The file must start at or after
     /// the remote end offset. Idempotent: a retry after a failure re-uploads the same name.
     pub async fn offload(&self, file: SegmentFile, now_ms: i64) -> Result<RemoteFile, TierError> {
@@ -407,28 +430,11 @@ impl RemoteLog {
                 file.last_offset
             );
         }
-        let name = Manifest::file_name(file.base_offset, file.last_offset);
-        let path = self.file_path(&name);
-        let size_bytes = file.bytes.len() as u64;
-        self.store
-            .put(&path, PutPayload::from(file.bytes))
-            .await
-            .map_err(store_error(format!("uploading {path}")))?;
-        let remote_file = RemoteFile {
-            name,
-            base_offset: file.base_offset,
-            last_offset: file.last_offset,
-            record_count: file.record_count,
-            batch_bytes: file.batch_bytes,
-            size_bytes,
-            timestamp_min_ms: file.timestamp_min_ms,
-            timestamp_max_ms: file.timestamp_max_ms,
-            uploaded_ms: now_ms,
-        };
+        let remote_file = self.upload(file, now_ms).await?;
         if manifest.files.is_empty() {
             // The whole log starts where the remote tier starts, unless retention already
             // moved it (a local log whose start moved before anything was offloaded).
-            manifest.log_start_offset = manifest.log_start_offset.max(file.base_offset);
+            manifest.log_start_offset = manifest.log_start_offset.max(remote_file.base_offset);
         }
         manifest.files.push(remote_file.clone());
         manifest.generation += 1;
@@ -556,24 +562,9 @@ impl RemoteLog {
                     file.last_offset,
                     old.name
                 );
-                let name = Manifest::file_name(file.base_offset, file.last_offset);
-                let path = self.file_path(&name);
-                let size_bytes = file.bytes.len() as u64;
-                self.store
-                    .put(&path, PutPayload::from(file.bytes))
-                    .await
-                    .map_err(store_error(format!("uploading {path}")))?;
-                manifest.files[position] = RemoteFile {
-                    name,
-                    base_offset: file.base_offset,
-                    last_offset: file.last_offset,
-                    record_count: file.record_count,
-                    batch_bytes: file.batch_bytes,
-                    size_bytes,
-                    timestamp_min_ms: file.timestamp_min_ms,
-                    timestamp_max_ms: file.timestamp_max_ms,
-                    uploaded_ms: now_ms.max(old.uploaded_ms + 1),
-                };
+                // A later upload time than the old version's: the read cache tells them apart.
+                manifest.files[position] =
+                    self.upload(file, now_ms.max(old.uploaded_ms + 1)).await?;
             }
             None => {
                 manifest.files.remove(position);
