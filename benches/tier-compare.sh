@@ -232,15 +232,31 @@ json.dump({
 EOF
 }
 
+# remote_read_bytes: the broker's strata_tier_remote_read_bytes_total (bytes served from Parquet).
+remote_read_bytes() {
+    python3 -c '
+import sys, urllib.request
+with urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5) as r:
+    for line in r.read().decode().splitlines():
+        if line.startswith("strata_tier_remote_read_bytes_total "):
+            print(int(float(line.split()[1])))
+            break
+    else:
+        sys.exit("no strata_tier_remote_read_bytes_total in /metrics")' "$metrics"
+}
+
 # consume NAME TOPIC RECORDS: reads the first RECORDS records of TOPIC from offset 0 into
-# $work/NAME.json; the broker's CPU seconds of the pass go to $work/NAME.cpu.
+# $work/NAME.json; the broker's CPU seconds of the pass go to $work/NAME.cpu, the bytes it
+# served from the remote tier to $work/NAME.remote.
 consume() {
-    local before after got
+    local before after remote_before got
     before=$(cpu_s)
+    remote_before=$(remote_read_bytes)
     timeout "$step_timeout_s" "$strata" bench consume "${connect[@]}" --topic "$2" \
         --num-records "$3" --json --quiet >"$work/$1.json"
     after=$(cpu_s)
     python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$before" "$after" >"$work/$1.cpu"
+    echo $(($(remote_read_bytes) - remote_before)) >"$work/$1.remote"
     got=$(json_field "$work/$1.json" consume.records)
     # A consumer counts whole batches: it may read a few records past RECORDS.
     if ((got < $3)); then
@@ -274,6 +290,13 @@ for payload in payloads:
     names = ["cold"] + [f"{kind}-{i}" for i in PASSES for kind in ("warm", "hot")]
     runs = {n: load(f"{payload}-{n}")["consume"] for n in names}
     cpu = {n: float(open(f"{work}/{payload}-{n}.cpu").read()) for n in names}
+    remote = {n: int(open(f"{work}/{payload}-{n}.remote").read()) for n in names}
+    for n in names:
+        # A tiered pass must be served from Parquet (batch bytes >= value bytes), a hot one not.
+        from_parquet = remote[n] >= runs[n]["bytes"]
+        if from_parquet != (not n.startswith("hot")):
+            sys.exit(f"{payload}-{n}: {remote[n]} bytes from the remote tier for "
+                     f"{runs[n]['bytes']} bytes of values read: not the expected tier")
     median = lambda kind: sorted(runs[f"{kind}-{i}"]["mb_per_s"] for i in PASSES)[2]
     hot, warm, cold = median("hot"), median("warm"), runs["cold"]["mb_per_s"]
     print()
@@ -310,6 +333,7 @@ for payload in payloads:
 print()
 print("MB = 10^6 bytes: of record values for reads (as strata bench counts), of record batches for offload;")
 print("MB/CPU-s: MB read per second of broker CPU (the consumer's CPU is not counted).")
+print("Checked with strata_tier_remote_read_bytes_total: every tiered pass was served from Parquet, no hot pass.")
 if json_out:
     json.dump(summary, open(json_out, "w"), indent=1)
 EOF
