@@ -206,8 +206,10 @@ impl Scenario {
             // to object-store outages, error bursts, latency and lost replies. Consumers that
             // seek to 0 and the final read read the remote tier.
             "tiered" => {
-                let mut workload = WorkloadConfig::default();
-                workload.topic_configs = tiered_topic_configs();
+                let workload = WorkloadConfig {
+                    topic_configs: tiered_topic_configs(),
+                    ..WorkloadConfig::default()
+                };
                 let mut kinds = vec![
                     FaultKind::Kill,
                     FaultKind::Pause,

@@ -7,7 +7,9 @@
 //!   producers without retries (a resent batch could legitimately be written twice).
 //! - **Consumers** are assigned a subset of the partitions, poll them (one fetch per assigned
 //!   partition per `poll` operation) and now and then seek: a new `assign` operation followed by
-//!   positions at offset 0, at the latest offset or where they were.
+//!   positions at offset 0, at the latest offset or where they were. In tiered scenarios
+//!   (`local.retention.bytes=0`) a consumer at offset 0 reads every closed segment from the
+//!   object store, one at the latest offset the active segment on the broker's disk.
 //! - **Committers** ([`crate::group_workload`]) commit consumer-group offsets monotonically
 //!   and read them back (`commit` / `fetch-offsets` operations).
 //! - **The final read** (after the nemesis healed everything) polls every partition from offset
