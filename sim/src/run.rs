@@ -202,9 +202,9 @@ impl Scenario {
                 ..base
             },
             // Tiered storage: small segments offloaded every 200 ms, the hot tier trimmed to the
-            // active segment; kills, disk sync failures, clock faults and network faults next
-            // to object-store outages, error bursts, latency and lost replies. Consumers that
-            // seek to 0 and the final read read the remote tier.
+            // active segment; kills, pauses, disk sync failures, clock jumps, clogged client
+            // links and partitions next to object-store outages, error bursts, latency and lost
+            // replies. Consumers that seek to 0 and the final read read the remote tier.
             "tiered" => {
                 let workload = WorkloadConfig {
                     topic_configs: tiered_topic_configs(),
@@ -215,6 +215,7 @@ impl Scenario {
                     FaultKind::Pause,
                     FaultKind::SyncEio,
                     FaultKind::ClogClients,
+                    FaultKind::Partition,
                     FaultKind::ClockJump,
                 ];
                 kinds.extend(FaultKind::OBJECT_STORE);
