@@ -441,7 +441,8 @@ async fn tick_partition(
             delete_below = Some(segment.next_offset);
         }
         if let Some(offset) = delete_below {
-            let deleted = partition.with_log(|log| log.delete_segments_below(offset))?;
+            // Local retention only: the producer state stays (see `trim_local_below`).
+            let deleted = partition.with_log(|log| log.trim_local_below(offset))?;
             broker.metrics().record_local_segments_deleted(deleted);
         }
     }

@@ -58,6 +58,12 @@ use crate::segment::{
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
 /// Name of the log start offset checkpoint file.
 pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+/// Name of the producer-state snapshot, written before offloaded segments are trimmed locally
+/// (their batches are then the only local record of some idempotent producers).
+pub const PRODUCER_SNAPSHOT_FILE: &str = "producer-snapshot";
+/// Upper bound on a producer snapshot's size (about [`crate::producer_state::PRODUCERS_MAX`]
+/// producers with full caches).
+const PRODUCER_SNAPSHOT_BYTES_MAX: u64 = 256 * 1024 * 1024;
 const CHECKPOINT_VERSION: &str = "1";
 const CHECKPOINT_BYTES_MAX: u64 = 64;
 const TMP_SUFFIX: &str = ".tmp";
@@ -238,18 +244,59 @@ fn read_checkpoint(disk: &dyn Disk, path: &Path) -> Result<Option<i64>, LogError
 
 /// Writes a checkpoint file atomically and durably: temporary file, sync, rename, dir sync.
 fn write_checkpoint(disk: &dyn Disk, dir: &Path, name: &str, value: i64) -> Result<(), LogError> {
+    write_file_atomic(
+        disk,
+        dir,
+        name,
+        format!("{CHECKPOINT_VERSION}\n{value}\n").as_bytes(),
+    )
+}
+
+/// Writes `bytes` as file `name` of `dir`, atomically and durably: temporary file, sync,
+/// rename, directory sync.
+fn write_file_atomic(
+    disk: &dyn Disk,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), LogError> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
-    let context = || format!("writing checkpoint {}", path.display());
+    let context = || format!("writing {}", path.display());
     let file = disk.open(&tmp, true).map_err(io_error(context))?;
     file.set_len(0).map_err(io_error(context))?;
-    file.append(format!("{CHECKPOINT_VERSION}\n{value}\n").as_bytes())
-        .map_err(io_error(context))?;
+    file.append(bytes).map_err(io_error(context))?;
     file.sync().map_err(sync_error(context))?;
     drop(file);
     disk.rename(&tmp, &path).map_err(io_error(context))?;
     disk.sync_dir(dir).map_err(sync_error(context))?;
     Ok(())
+}
+
+/// Reads the producer snapshot of `dir`, if there is a readable one (a damaged one is ignored
+/// with a warning: its producers become unknown, as Kafka's do without a snapshot).
+fn read_producer_snapshot(
+    disk: &dyn Disk,
+    dir: &Path,
+) -> Result<Option<ProducerStateManager>, LogError> {
+    let path = dir.join(PRODUCER_SNAPSHOT_FILE);
+    if !disk.exists(&path) {
+        return Ok(None);
+    }
+    let context = || format!("reading {}", path.display());
+    let file = disk.open(&path, false).map_err(io_error(context))?;
+    let len = file.len().map_err(io_error(context))?;
+    if len > PRODUCER_SNAPSHOT_BYTES_MAX {
+        tracing::warn!(file = %path.display(), len, "ignoring an oversized producer snapshot");
+        return Ok(None);
+    }
+    let mut bytes = vec![0u8; len as usize];
+    read_exact_at(&*file, 0, &mut bytes).map_err(io_error(context))?;
+    let snapshot = ProducerStateManager::decode_snapshot(&bytes);
+    if snapshot.is_none() {
+        tracing::warn!(file = %path.display(), "ignoring a damaged producer snapshot");
+    }
+    Ok(snapshot)
 }
 
 /// Removes a file, treating "not found" as done.
@@ -370,6 +417,10 @@ impl PartitionLog {
             });
         }
         log.producers.remove_below(log.log_start_offset);
+        // Producers whose last batches were in segments trimmed locally (tiered partitions).
+        if let Some(snapshot) = read_producer_snapshot(&*log.disk, &log.dir)? {
+            log.producers.merge_snapshot(snapshot);
+        }
 
         // Make everything that survived durable, and say so in the recovery point.
         for segment in log.segments.values() {
@@ -979,7 +1030,7 @@ impl PartitionLog {
                 count += 1;
             }
         }
-        self.delete_oldest_segments(count)?;
+        self.delete_oldest_segments(count, true)?;
         Ok(count)
     }
 
@@ -1083,21 +1134,52 @@ impl PartitionLog {
     }
 
     /// Deletes the closed segments that hold only offsets below `offset` (never the active
-    /// one), moving the log start offset; returns how many were deleted. The remote tier calls
-    /// it once those offsets are offloaded (local retention) or expired (whole-log retention).
+    /// one), moving the log start offset, and forgets the producers whose last batch is below
+    /// it (whole-log retention: those offsets are gone from every tier). Returns how many
+    /// segments were deleted.
     pub fn delete_segments_below(&mut self, offset: i64) -> Result<usize, LogError> {
-        let count = self
-            .segments
-            .values()
-            .take(self.segments.len() - 1)
-            .take_while(|s| s.next_offset <= offset)
-            .count();
-        self.delete_oldest_segments(count)?;
+        let count = self.closed_count_below(offset);
+        self.delete_oldest_segments(count, true)?;
         Ok(count)
     }
 
-    /// Deletes the `count` oldest segments (closed ones only).
-    fn delete_oldest_segments(&mut self, count: usize) -> Result<(), LogError> {
+    /// Deletes the closed segments that hold only offsets below `offset` because the remote
+    /// tier holds them (local retention of a tiered partition). The producer state is kept:
+    /// a snapshot of it is written first (after a flush, so it names only durable batches),
+    /// and `open` merges it back, so that a retry of a batch in a trimmed segment is still
+    /// recognised as a duplicate. Returns how many segments were deleted.
+    pub fn trim_local_below(&mut self, offset: i64) -> Result<usize, LogError> {
+        let count = self.closed_count_below(offset);
+        if count == 0 {
+            return Ok(0);
+        }
+        self.flush()?;
+        write_file_atomic(
+            &*self.disk,
+            &self.dir,
+            PRODUCER_SNAPSHOT_FILE,
+            &self.producers.encode_snapshot(),
+        )?;
+        self.delete_oldest_segments(count, false)?;
+        Ok(count)
+    }
+
+    fn closed_count_below(&self, offset: i64) -> usize {
+        self.segments
+            .values()
+            .take(self.segments.len() - 1)
+            .take_while(|s| s.next_offset <= offset)
+            .count()
+    }
+
+    /// Deletes the `count` oldest segments (closed ones only); with `forget_producers`, the
+    /// producers whose last batch is below the new start are forgotten (and a producer
+    /// snapshot, if there is one, rewritten without them).
+    fn delete_oldest_segments(
+        &mut self,
+        count: usize,
+        forget_producers: bool,
+    ) -> Result<(), LogError> {
         assert!(
             count < self.segments.len(),
             "the active segment is never deleted"
@@ -1121,7 +1203,18 @@ impl PartitionLog {
         }
         self.sync_dir()?;
         self.durable_end_offset = self.durable_end_offset.max(new_start);
-        self.producers.remove_below(new_start);
+        if forget_producers {
+            self.producers.remove_below(new_start);
+            if self.disk.exists(&self.dir.join(PRODUCER_SNAPSHOT_FILE)) {
+                self.flush()?;
+                write_file_atomic(
+                    &*self.disk,
+                    &self.dir,
+                    PRODUCER_SNAPSHOT_FILE,
+                    &self.producers.encode_snapshot(),
+                )?;
+            }
+        }
         tracing::debug!(
             dir = %self.dir.display(),
             deleted = count,

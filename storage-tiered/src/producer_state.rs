@@ -12,7 +12,9 @@
 //!   else [`LogError::OutOfOrderSequence`];
 //! - unknown producer id: any sequence is accepted.
 //!
-//! The state is rebuilt on open from the batch headers of the log.
+//! The state is rebuilt on open from the batch headers of the log, merged with the producer
+//! snapshot written when offloaded segments are trimmed locally ([`ProducerStateManager::encode_snapshot`]):
+//! a tiered partition's local segments no longer hold every producer's last batches.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -68,6 +70,37 @@ impl ProducerEntry {
         while self.batches.len() > PRODUCER_BATCHES_CACHED {
             self.batches.pop_front();
         }
+    }
+}
+
+/// Version of [`ProducerStateManager::encode_snapshot`]'s format.
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// Reads big-endian fields off a snapshot; `None` past the end.
+struct SnapshotReader<'a> {
+    rest: &'a [u8],
+}
+
+impl SnapshotReader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.rest.split_at_checked(N)?;
+        self.rest = rest;
+        head.try_into().ok()
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|b| b[0])
+    }
+    fn i16(&mut self) -> Option<i16> {
+        self.take().map(i16::from_be_bytes)
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take().map(i32::from_be_bytes)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_be_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take().map(i64::from_be_bytes)
     }
 }
 
@@ -235,6 +268,90 @@ impl ProducerStateManager {
         self.enforce_limit();
     }
 
+    /// The snapshot bytes of the whole state: a version, the entries, and a CRC-32C of all
+    /// that precedes it (big-endian fields).
+    pub fn encode_snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.producers.len() * 64);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        out.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
+        for (id, entry) in &self.producers {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&entry.epoch.to_be_bytes());
+            out.push(entry.batches.len() as u8);
+            for b in &entry.batches {
+                out.extend_from_slice(&b.first_seq.to_be_bytes());
+                out.extend_from_slice(&b.last_seq.to_be_bytes());
+                out.extend_from_slice(&b.first_offset.to_be_bytes());
+                out.extend_from_slice(&b.last_offset.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Decodes [`ProducerStateManager::encode_snapshot`]'s bytes; `None` if they are damaged,
+    /// truncated or of another version.
+    pub fn decode_snapshot(bytes: &[u8]) -> Option<ProducerStateManager> {
+        let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+        if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) {
+            return None;
+        }
+        let mut reader = SnapshotReader { rest: body };
+        if reader.u32()? != SNAPSHOT_VERSION {
+            return None;
+        }
+        let count = reader.u32()? as usize;
+        let mut producers = BTreeMap::new();
+        for _ in 0..count {
+            let id = reader.i64()?;
+            let epoch = reader.i16()?;
+            let n = reader.u8()? as usize;
+            if n > PRODUCER_BATCHES_CACHED {
+                return None;
+            }
+            let mut batches = VecDeque::with_capacity(n);
+            for _ in 0..n {
+                batches.push_back(BatchMetadata {
+                    first_seq: reader.i32()?,
+                    last_seq: reader.i32()?,
+                    first_offset: reader.i64()?,
+                    last_offset: reader.i64()?,
+                });
+            }
+            producers.insert(id, ProducerEntry { epoch, batches });
+        }
+        reader
+            .rest
+            .is_empty()
+            .then_some(ProducerStateManager { producers })
+    }
+
+    /// Merges a snapshot taken before local segments were trimmed into the state rebuilt from
+    /// the remaining segments: producers the segments no longer mention come from the
+    /// snapshot; for the others, the snapshot's older batches of the same epoch fill the cache
+    /// in front of the scanned ones.
+    pub fn merge_snapshot(&mut self, snapshot: ProducerStateManager) {
+        for (id, old) in snapshot.producers {
+            match self.producers.get_mut(&id) {
+                None => {
+                    self.producers.insert(id, old);
+                }
+                Some(current) if current.epoch == old.epoch => {
+                    let first = current.batches.front().map_or(i64::MAX, |b| b.first_offset);
+                    for b in old.batches.iter().rev().filter(|b| b.last_offset < first) {
+                        current.batches.push_front(*b);
+                    }
+                    while current.batches.len() > PRODUCER_BATCHES_CACHED {
+                        current.batches.pop_front();
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        self.enforce_limit();
+    }
+
     /// Forgets producers whose last record is below `log_start_offset` (after retention), as
     /// Kafka does; they become unknown producers.
     pub fn remove_below(&mut self, log_start_offset: i64) {
@@ -282,6 +399,69 @@ impl ProducerAppend<'_> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn snapshots_round_trip_and_damage_is_detected() {
+        let mut state = ProducerStateManager::new();
+        for seq in 0..7 {
+            state.record(
+                42,
+                3,
+                BatchMetadata {
+                    first_seq: seq * 2,
+                    last_seq: seq * 2 + 1,
+                    first_offset: i64::from(seq) * 10,
+                    last_offset: i64::from(seq) * 10 + 1,
+                },
+            );
+        }
+        state.record(
+            7,
+            0,
+            BatchMetadata {
+                first_seq: 0,
+                last_seq: 0,
+                first_offset: 100,
+                last_offset: 100,
+            },
+        );
+        let bytes = state.encode_snapshot();
+        assert_eq!(
+            ProducerStateManager::decode_snapshot(&bytes),
+            Some(state.clone())
+        );
+        for cut in [0, 3, bytes.len() - 1] {
+            assert_eq!(ProducerStateManager::decode_snapshot(&bytes[..cut]), None);
+        }
+        let mut flipped = bytes.clone();
+        flipped[9] ^= 1;
+        assert_eq!(ProducerStateManager::decode_snapshot(&flipped), None);
+
+        // Merging: an unknown producer comes back whole; a known one of the same epoch gets
+        // the older batches in front of its own, up to the cache size.
+        let mut scanned = ProducerStateManager::new();
+        scanned.record(
+            42,
+            3,
+            BatchMetadata {
+                first_seq: 14,
+                last_seq: 15,
+                first_offset: 70,
+                last_offset: 71,
+            },
+        );
+        scanned.merge_snapshot(state);
+        assert_eq!(scanned.get(7).map(|e| e.batches.len()), Some(1));
+        let merged: Vec<i32> = scanned
+            .get(42)
+            .unwrap()
+            .batches
+            .iter()
+            .map(|b| b.first_seq)
+            .collect();
+        assert_eq!(merged, vec![6, 8, 10, 12, 14]);
+    }
+
     use super::*;
 
     fn meta(first_seq: i32, last_seq: i32, first_offset: i64) -> BatchMetadata {

@@ -855,3 +855,54 @@ fn read_refuses_a_batch_whose_offsets_do_not_continue_the_log() {
     // The batch before it is still served alone.
     assert_eq!(headers(&log.read(0, 1, i64::MAX).unwrap()).len(), 1);
 }
+
+/// Found by the simulator (`tiered`): trimming offloaded segments locally must not forget the
+/// idempotent producers whose last batches were in them, or a retry is written twice. The
+/// state survives the trim, and a power loss after it (the producer snapshot).
+#[test]
+fn trimming_offloaded_segments_keeps_idempotent_producers() {
+    let disk = MemDisk::new();
+    let clock = ManualClock::new(T0);
+    let mut log = open(&disk, &clock, small_config()).unwrap();
+    let batch = |producer: i64, seq: i32| {
+        BatchSpec::new(T0, vec![vec![b'v'; 300]; 2])
+            .producer(producer, 0, seq)
+            .encode()
+    };
+    let (first, _) = append(&mut log, batch(7, 0)); // 0-1
+    append(&mut log, batch(7, 2)); // 2-3
+    let (last_of_8, _) = append(&mut log, batch(8, 0)); // 4-5
+    for seq in 0..4 {
+        append(&mut log, batch(9, seq * 2));
+    }
+    let closed_end = log.closed_segments().last().unwrap().next_offset;
+    assert!(
+        closed_end > last_of_8.last_offset,
+        "producers 7 and 8 sit in closed segments"
+    );
+    assert!(log.trim_local_below(closed_end).unwrap() > 0);
+    assert_eq!(log.log_start_offset(), closed_end);
+
+    let dup = log.append(&mut batch(8, 0), 3).unwrap();
+    assert_eq!((dup.base_offset, dup.duplicate), (4, true));
+    let dup = log.append(&mut batch(7, 0), 3).unwrap();
+    assert_eq!((dup.base_offset, dup.duplicate), (first.base_offset, true));
+    assert!(matches!(
+        log.append(&mut batch(7, 9), 3),
+        Err(LogError::OutOfOrderSequence {
+            expected_seq: 4,
+            ..
+        })
+    ));
+
+    // A power loss: the snapshot was written (and everything synced) before the trim.
+    drop(log);
+    disk.crash(Some(3));
+    let mut log = open(&disk, &clock, small_config()).unwrap();
+    assert_eq!(log.log_start_offset(), closed_end);
+    let dup = log.append(&mut batch(8, 0), 3).unwrap();
+    assert_eq!((dup.base_offset, dup.duplicate), (4, true));
+    let end = log.log_end_offset();
+    let next = log.append(&mut batch(7, 4), 3).unwrap();
+    assert_eq!((next.base_offset, next.duplicate), (end, false));
+}
