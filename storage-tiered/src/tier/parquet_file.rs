@@ -31,7 +31,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::OffsetBufferBuilder;
+use arrow_array::builder::{BinaryBuilder, OffsetBufferBuilder, StringBuilder};
 use arrow_array::{
     Array, ArrayRef, BinaryArray, Int16Array, Int32Array, Int64Array, Int8Array, ListArray,
     RecordBatch, StringArray, StructArray, TimestampMillisecondArray,
@@ -53,7 +53,7 @@ use parquet::file::metadata::{
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::Statistics;
 
-use super::records::{self, BatchMeta, RecordError, RecordRow};
+use super::records::{self, BatchMeta, CheckedBatch, RecordError, RecordRow, RecordView};
 use crate::batch::{self, Compression, TimestampType};
 
 /// Key-value metadata key of the file format version.
@@ -244,16 +244,16 @@ fn timestamp_type_id(timestamp_type: TimestampType) -> i8 {
     }
 }
 
-/// The rows of one row group being built, column by column.
-#[derive(Default)]
+/// The rows of one row group being built, column by column: keys, values and headers are
+/// copied once, from the (decompressed) batch straight into the Arrow buffers.
 struct RowGroupColumns {
     offsets: Vec<i64>,
     timestamps: Vec<i64>,
-    keys: Vec<Option<Bytes>>,
-    values: Vec<Option<Bytes>>,
-    header_counts: Vec<usize>,
-    header_keys: Vec<String>,
-    header_values: Vec<Option<Bytes>>,
+    keys: BinaryBuilder,
+    values: BinaryBuilder,
+    header_list_offsets: OffsetBufferBuilder<i32>,
+    header_keys: StringBuilder,
+    header_values: BinaryBuilder,
     producer_ids: Vec<i64>,
     producer_epochs: Vec<i16>,
     base_sequences: Vec<i32>,
@@ -265,41 +265,63 @@ struct RowGroupColumns {
 }
 
 impl RowGroupColumns {
+    /// Empty columns sized for about `rows` rows and `bytes` of keys and values.
+    fn with_capacity(rows: usize, bytes: usize) -> RowGroupColumns {
+        RowGroupColumns {
+            offsets: Vec::with_capacity(rows),
+            timestamps: Vec::with_capacity(rows),
+            keys: BinaryBuilder::with_capacity(rows, 0),
+            values: BinaryBuilder::with_capacity(rows, bytes),
+            header_list_offsets: OffsetBufferBuilder::new(rows),
+            header_keys: StringBuilder::new(),
+            header_values: BinaryBuilder::new(),
+            producer_ids: Vec::with_capacity(rows),
+            producer_epochs: Vec::with_capacity(rows),
+            base_sequences: Vec::with_capacity(rows),
+            timestamp_types: Vec::with_capacity(rows),
+            leader_epochs: Vec::with_capacity(rows),
+            batch_base_offsets: Vec::with_capacity(rows),
+            batch_last_offsets: Vec::with_capacity(rows),
+            compressions: Vec::with_capacity(rows),
+        }
+    }
+
     fn len(&self) -> usize {
         self.offsets.len()
     }
 
-    fn push_batch(&mut self, meta: &BatchMeta, rows: Vec<RecordRow>) {
-        for row in rows {
-            self.offsets.push(row.offset);
-            self.timestamps.push(row.timestamp_ms);
-            self.keys.push(row.key);
-            self.values.push(row.value);
-            self.header_counts.push(row.headers.len());
-            for (key, value) in row.headers {
-                self.header_keys.push(key);
-                self.header_values.push(value);
-            }
-            self.producer_ids.push(meta.producer_id);
-            self.producer_epochs.push(meta.producer_epoch);
-            self.base_sequences.push(meta.base_sequence);
-            self.timestamp_types
-                .push(timestamp_type_id(meta.timestamp_type));
-            self.leader_epochs.push(meta.partition_leader_epoch);
-            self.batch_base_offsets.push(meta.base_offset);
-            self.batch_last_offsets.push(meta.last_offset);
-            self.compressions.push(compression_id(meta.compression));
+    fn push_record(&mut self, meta: &BatchMeta, record: &RecordView<'_>) {
+        self.offsets.push(record.offset);
+        self.timestamps.push(record.timestamp_ms);
+        self.keys.append_option(record.key);
+        self.values.append_option(record.value);
+        self.header_list_offsets.push_length(record.headers.len());
+        for (key, value) in record.headers {
+            self.header_keys.append_value(key);
+            self.header_values.append_option(*value);
         }
+        self.producer_ids.push(meta.producer_id);
+        self.producer_epochs.push(meta.producer_epoch);
+        self.base_sequences.push(meta.base_sequence);
+        self.timestamp_types
+            .push(timestamp_type_id(meta.timestamp_type));
+        self.leader_epochs.push(meta.partition_leader_epoch);
+        self.batch_base_offsets.push(meta.base_offset);
+        self.batch_last_offsets.push(meta.last_offset);
+        self.compressions.push(compression_id(meta.compression));
     }
 
-    /// Turns the buffered rows into a record batch and empties the buffer.
+    /// Turns the buffered rows into a record batch; `self` is left empty with room for
+    /// `rows` rows and `bytes` of values.
     fn take_record_batch(
         &mut self,
         schema: &SchemaRef,
         partition: i32,
+        rows: usize,
+        bytes: usize,
     ) -> Result<RecordBatch, TierCodecError> {
-        let columns = std::mem::take(self);
-        let rows = columns.len();
+        let mut columns = std::mem::replace(self, RowGroupColumns::with_capacity(rows, bytes));
+        let row_count = columns.len();
         let headers_field = schema.field(5);
         let DataType::List(item_field) = headers_field.data_type() else {
             return Err(invalid_file("headers column is not a list"));
@@ -307,35 +329,25 @@ impl RowGroupColumns {
         let DataType::Struct(header_fields) = item_field.data_type() else {
             return Err(invalid_file("headers items are not structs"));
         };
-        let header_keys: ArrayRef = Arc::new(StringArray::from_iter_values(&columns.header_keys));
-        let header_values: ArrayRef = Arc::new(BinaryArray::from_iter(
-            columns.header_values.iter().map(|v| v.as_deref()),
-        ));
+        let header_keys: ArrayRef = Arc::new(columns.header_keys.finish());
+        let header_values: ArrayRef = Arc::new(columns.header_values.finish());
         let header_structs = StructArray::try_new(
             header_fields.clone(),
             vec![header_keys, header_values],
             None,
         )?;
-        let mut list_offsets = OffsetBufferBuilder::<i32>::new(rows);
-        for count in &columns.header_counts {
-            list_offsets.push_length(*count);
-        }
         let headers = ListArray::try_new(
             item_field.clone(),
-            list_offsets.finish(),
+            columns.header_list_offsets.finish(),
             Arc::new(header_structs),
             None,
         )?;
         let arrays: Vec<ArrayRef> = vec![
-            Arc::new(Int32Array::from(vec![partition; rows])),
+            Arc::new(Int32Array::from(vec![partition; row_count])),
             Arc::new(Int64Array::from(columns.offsets)),
             Arc::new(TimestampMillisecondArray::from(columns.timestamps).with_timezone("UTC")),
-            Arc::new(BinaryArray::from_iter(
-                columns.keys.iter().map(|k| k.as_deref()),
-            )),
-            Arc::new(BinaryArray::from_iter(
-                columns.values.iter().map(|v| v.as_deref()),
-            )),
+            Arc::new(columns.keys.finish()),
+            Arc::new(columns.values.finish()),
             Arc::new(headers),
             Arc::new(Int64Array::from(columns.producer_ids)),
             Arc::new(Int16Array::from(columns.producer_epochs)),
@@ -386,7 +398,10 @@ pub fn encode_segment(
         schema.clone(),
         Some(writer_properties(options)),
     )?;
-    let mut buffered = RowGroupColumns::default();
+    // Rows and value bytes of a full row group, for sizing the column buffers.
+    let row_group_bytes = options.row_group_bytes_target.min(batches.len());
+    let mut row_group_rows: usize = 1024;
+    let mut buffered = RowGroupColumns::with_capacity(row_group_rows, row_group_bytes);
     let mut buffered_bytes: usize = 0;
     let mut first_base_offset: Option<i64> = None;
     let mut previous_last_offset: Option<i64> = None;
@@ -400,11 +415,12 @@ pub fn encode_segment(
         let (header, bytes) = item.map_err(|error| {
             TierCodecError::InvalidSegment(format!("bad batch framing: {error}"))
         })?;
-        let (meta, rows) =
-            records::decode_batch(bytes).map_err(|source| TierCodecError::Record {
-                base_offset: header.base_offset,
-                source,
-            })?;
+        let record_error = |source| TierCodecError::Record {
+            base_offset: header.base_offset,
+            source,
+        };
+        let checked = CheckedBatch::new(bytes).map_err(record_error)?;
+        let meta = *checked.meta();
         if let Some(previous) = previous_last_offset {
             if meta.base_offset <= previous {
                 return Err(TierCodecError::InvalidSegment(format!(
@@ -416,19 +432,29 @@ pub fn encode_segment(
         first_base_offset.get_or_insert(meta.base_offset);
         previous_last_offset = Some(meta.last_offset);
         batch_bytes += bytes.len() as u64;
-        if rows.is_empty() {
+        // Rows go straight into the columns; a batch that fails halfway fails the segment.
+        let rows = checked
+            .visit_records(|record| {
+                timestamp_min_ms = timestamp_min_ms.min(record.timestamp_ms);
+                timestamp_max_ms = timestamp_max_ms.max(record.timestamp_ms);
+                buffered.push_record(&meta, &record);
+                Ok(())
+            })
+            .map_err(record_error)?;
+        if rows == 0 {
             continue;
         }
         batch_count += 1;
-        record_count += rows.len() as u64;
-        for row in &rows {
-            timestamp_min_ms = timestamp_min_ms.min(row.timestamp_ms);
-            timestamp_max_ms = timestamp_max_ms.max(row.timestamp_ms);
-        }
-        buffered.push_batch(&meta, rows);
+        record_count += rows as u64;
         buffered_bytes += bytes.len();
         if buffered_bytes >= options.row_group_bytes_target {
-            let record_batch = buffered.take_record_batch(&schema, options.partition)?;
+            row_group_rows = row_group_rows.max(buffered.len());
+            let record_batch = buffered.take_record_batch(
+                &schema,
+                options.partition,
+                row_group_rows,
+                row_group_bytes,
+            )?;
             writer.write(&record_batch)?;
             writer.flush()?;
             buffered_bytes = 0;
@@ -441,7 +467,7 @@ pub fn encode_segment(
         return Err(TierCodecError::EmptySegment);
     }
     if buffered.len() > 0 {
-        let record_batch = buffered.take_record_batch(&schema, options.partition)?;
+        let record_batch = buffered.take_record_batch(&schema, options.partition, 0, 0)?;
         writer.write(&record_batch)?;
         writer.flush()?;
     }
@@ -743,6 +769,11 @@ struct ColumnViews<'a> {
     batch_base_offsets: &'a Int64Array,
     batch_last_offsets: &'a Int64Array,
     compressions: &'a Int8Array,
+    /// The value buffers of `keys`, `values` and `header_values`, shared once per array so
+    /// that each row's fields are `Bytes` slices of them rather than copies.
+    key_data: Bytes,
+    value_data: Bytes,
+    header_value_data: Bytes,
 }
 
 fn column<'a, T: 'static>(rb: &'a RecordBatch, name: &str) -> Result<&'a T, TierCodecError> {
@@ -791,6 +822,15 @@ impl<'a> ColumnViews<'a> {
             batch_base_offsets: column(rb, BATCH_BASE_OFFSET)?,
             batch_last_offsets: column(rb, BATCH_LAST_OFFSET)?,
             compressions: column(rb, "compression")?,
+            key_data: Bytes::new(),
+            value_data: Bytes::new(),
+            header_value_data: Bytes::new(),
+        };
+        let views = ColumnViews {
+            key_data: Bytes::from_owner(views.keys.values().clone()),
+            value_data: Bytes::from_owner(views.values.values().clone()),
+            header_value_data: Bytes::from_owner(views.header_values.values().clone()),
+            ..views
         };
         non_null(views.offsets, KAFKA_OFFSET)?;
         non_null(views.timestamps, KAFKA_TIMESTAMP)?;
@@ -827,8 +867,10 @@ impl<'a> ColumnViews<'a> {
     }
 
     fn row(&self, row: usize) -> RecordRow {
-        let nullable = |array: &BinaryArray, i: usize| {
-            (!array.is_null(i)).then(|| Bytes::copy_from_slice(array.value(i)))
+        // `array.value(i)` lies inside `data` (the same Arrow buffer), so `slice_ref` is a
+        // zero-copy slice.
+        let nullable = |array: &BinaryArray, data: &Bytes, i: usize| {
+            (!array.is_null(i)).then(|| data.slice_ref(array.value(i)))
         };
         let offsets = self.headers.value_offsets();
         // value_offsets has len + 1 entries and is monotonic (checked by ListArray).
@@ -837,15 +879,15 @@ impl<'a> ColumnViews<'a> {
             .map(|i| {
                 (
                     self.header_keys.value(i).to_owned(),
-                    nullable(self.header_values, i),
+                    nullable(self.header_values, &self.header_value_data, i),
                 )
             })
             .collect();
         RecordRow {
             offset: self.offsets.value(row),
             timestamp_ms: self.timestamps.value(row),
-            key: nullable(self.keys, row),
-            value: nullable(self.values, row),
+            key: nullable(self.keys, &self.key_data, row),
+            value: nullable(self.values, &self.value_data, row),
             headers,
         }
     }
@@ -920,6 +962,27 @@ mod tests {
     use super::*;
     use crate::batch::build::BatchSpec;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    /// Pushes owned rows through the borrowed-record path `encode_segment` uses.
+    fn push_batch(columns: &mut RowGroupColumns, meta: &BatchMeta, rows: Vec<RecordRow>) {
+        for row in &rows {
+            let headers: Vec<(&str, Option<&[u8]>)> = row
+                .headers
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_deref()))
+                .collect();
+            columns.push_record(
+                meta,
+                &RecordView {
+                    offset: row.offset,
+                    timestamp_ms: row.timestamp_ms,
+                    key: row.key.as_deref(),
+                    value: row.value.as_deref(),
+                    headers: &headers,
+                },
+            );
+        }
+    }
 
     fn meta(base_offset: i64, last_offset: i64, compression: Compression) -> BatchMeta {
         BatchMeta {
@@ -1238,33 +1301,44 @@ mod tests {
         ));
 
         // Right schema, but rows of one batch disagree on the batch fields.
-        let mut columns = RowGroupColumns::default();
-        columns.push_batch(&meta(0, 1, Compression::None), rows(0..1));
-        columns.push_batch(
+        let mut columns = RowGroupColumns::with_capacity(0, 0);
+        push_batch(&mut columns, &meta(0, 1, Compression::None), rows(0..1));
+        push_batch(
+            &mut columns,
             &BatchMeta {
                 producer_epoch: 9,
                 ..meta(0, 1, Compression::None)
             },
             rows(1..2),
         );
-        let rb = columns.take_record_batch(&segment_schema(), 0).unwrap();
+        let rb = columns
+            .take_record_batch(&segment_schema(), 0, 0, 0)
+            .unwrap();
         assert!(matches!(
             batches_from_record_batch(&rb),
             Err(TierCodecError::InvalidFile(_))
         ));
         // Offsets going backwards.
-        let mut columns = RowGroupColumns::default();
-        columns.push_batch(&meta(0, 9, Compression::None), rows(5..6));
-        columns.push_batch(&meta(0, 9, Compression::None), rows(3..4));
-        let rb = columns.take_record_batch(&segment_schema(), 0).unwrap();
+        let mut columns = RowGroupColumns::with_capacity(0, 0);
+        push_batch(&mut columns, &meta(0, 9, Compression::None), rows(5..6));
+        push_batch(&mut columns, &meta(0, 9, Compression::None), rows(3..4));
+        let rb = columns
+            .take_record_batch(&segment_schema(), 0, 0, 0)
+            .unwrap();
         assert!(matches!(
             batches_from_record_batch(&rb),
             Err(TierCodecError::InvalidFile(_))
         ));
         // A codec id that does not exist.
-        let mut columns = RowGroupColumns::default();
-        columns.push_batch(&meta(0, 0, Compression::Unknown(7)), rows(0..1));
-        let rb = columns.take_record_batch(&segment_schema(), 0).unwrap();
+        let mut columns = RowGroupColumns::with_capacity(0, 0);
+        push_batch(
+            &mut columns,
+            &meta(0, 0, Compression::Unknown(7)),
+            rows(0..1),
+        );
+        let rb = columns
+            .take_record_batch(&segment_schema(), 0, 0, 0)
+            .unwrap();
         assert!(matches!(
             batches_from_record_batch(&rb),
             Err(TierCodecError::Record {
@@ -1273,9 +1347,11 @@ mod tests {
             })
         ));
         // The segment schema without the format version.
-        let mut columns = RowGroupColumns::default();
-        columns.push_batch(&meta(0, 0, Compression::None), rows(0..1));
-        let rb = columns.take_record_batch(&segment_schema(), 0).unwrap();
+        let mut columns = RowGroupColumns::with_capacity(0, 0);
+        push_batch(&mut columns, &meta(0, 0, Compression::None), rows(0..1));
+        let rb = columns
+            .take_record_batch(&segment_schema(), 0, 0, 0)
+            .unwrap();
         let mut writer = ArrowWriter::try_new(Vec::new(), segment_schema(), None).unwrap();
         writer.write(&rb).unwrap();
         let unversioned = Bytes::from(writer.into_inner().unwrap());

@@ -227,21 +227,37 @@ impl<'a> Reader<'a> {
 }
 
 /// Appends a zig-zag 32-bit varint.
-fn put_varint(out: &mut BytesMut, value: i32) {
+fn put_varint(out: &mut impl BufMut, value: i32) {
     put_unsigned_leb128(out, ((value << 1) ^ (value >> 31)) as u32 as u64);
 }
 
 /// Appends a zig-zag 64-bit varlong.
-fn put_varlong(out: &mut BytesMut, value: i64) {
+fn put_varlong(out: &mut impl BufMut, value: i64) {
     put_unsigned_leb128(out, ((value << 1) ^ (value >> 63)) as u64);
 }
 
-fn put_unsigned_leb128(out: &mut BytesMut, mut value: u64) {
+fn put_unsigned_leb128(out: &mut impl BufMut, mut value: u64) {
     while value >= 0x80 {
         out.put_u8((value as u8) | 0x80);
         value >>= 7;
     }
     out.put_u8(value as u8);
+}
+
+/// Bytes of an unsigned LEB128 value.
+fn unsigned_leb128_len(value: u64) -> usize {
+    // 1 byte per started group of 7 bits, at least 1.
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Bytes of a zig-zag 32-bit varint.
+fn varint_len(value: i32) -> usize {
+    unsigned_leb128_len(((value << 1) ^ (value >> 31)) as u32 as u64)
+}
+
+/// Bytes of a zig-zag 64-bit varlong.
+fn varlong_len(value: i64) -> usize {
+    unsigned_leb128_len(((value << 1) ^ (value >> 63)) as u64)
 }
 
 /// The varint length of an optional byte field (-1 for null), checked to fit an i32.
@@ -253,7 +269,12 @@ fn nullable_length(field: &Option<Bytes>, what: &str) -> Result<i32, RecordError
     }
 }
 
-fn put_nullable(out: &mut BytesMut, field: &Option<Bytes>, length: i32) {
+/// Bytes a nullable field takes in a record: its varint length and its bytes.
+fn nullable_field_len(field: &Option<Bytes>, length: i32) -> usize {
+    varint_len(length) + field.as_ref().map_or(0, Bytes::len)
+}
+
+fn put_nullable(out: &mut impl BufMut, field: &Option<Bytes>, length: i32) {
     put_varint(out, length);
     if let Some(bytes) = field {
         out.put_slice(bytes);
@@ -280,15 +301,14 @@ fn run_compressor<C: Compressor<Vec<u8>, BufMut = BytesMut>>(
     .map_err(|error| format!("{error:#}"))
 }
 
-/// Decompresses the records section of a batch.
-fn decompress(codec: Compression, compressed: &[u8]) -> Result<Bytes, RecordError> {
-    let input = Bytes::copy_from_slice(compressed);
+/// Decompresses the records section of a batch (`Compression::None` returns `compressed`).
+fn decompress(codec: Compression, compressed: Bytes) -> Result<Bytes, RecordError> {
     let result = match codec {
-        Compression::None => return Ok(input),
-        Compression::Gzip => run_decompressor::<Gzip>(input),
-        Compression::Snappy => run_decompressor::<Snappy>(input),
-        Compression::Lz4 => run_decompressor::<Lz4>(input),
-        Compression::Zstd => run_decompressor::<Zstd>(input),
+        Compression::None => return Ok(compressed),
+        Compression::Gzip => run_decompressor::<Gzip>(compressed),
+        Compression::Snappy => run_decompressor::<Snappy>(compressed),
+        Compression::Lz4 => run_decompressor::<Lz4>(compressed),
+        Compression::Zstd => run_decompressor::<Zstd>(compressed),
         Compression::Unknown(id) => return Err(RecordError::UnsupportedCompression(id)),
     };
     result.map_err(|message| RecordError::Decompression { codec, message })
@@ -321,76 +341,176 @@ fn compression_id(codec: Compression) -> Result<i16, RecordError> {
     }
 }
 
+/// One record borrowed from a (decompressed) records section: what [`CheckedBatch::visit_records`]
+/// hands out, without copying or allocating per record.
+pub(crate) struct RecordView<'a> {
+    /// Absolute offset.
+    pub(crate) offset: i64,
+    /// Effective timestamp (see [`RecordRow::timestamp_ms`]).
+    pub(crate) timestamp_ms: i64,
+    /// Key, `None` when null.
+    pub(crate) key: Option<&'a [u8]>,
+    /// Value, `None` when null.
+    pub(crate) value: Option<&'a [u8]>,
+    /// Headers in record order.
+    pub(crate) headers: &'a [(&'a str, Option<&'a [u8]>)],
+}
+
+/// A batch whose framing, CRC and kind have been checked (see [`decode_batch`]); its records
+/// are not parsed yet.
+pub(crate) struct CheckedBatch<'a> {
+    header: BatchHeader,
+    meta: BatchMeta,
+    batch: &'a [u8],
+}
+
+impl<'a> CheckedBatch<'a> {
+    /// Checks the framing, the CRC and the batch kind of one whole v2 batch.
+    pub(crate) fn new(batch: &'a [u8]) -> Result<CheckedBatch<'a>, RecordError> {
+        let header = BatchHeader::parse(batch)?;
+        let size = header.size_bytes();
+        if size != batch.len() as u64 {
+            if size > batch.len() as u64 {
+                return Err(BatchError::Truncated {
+                    needed: size,
+                    available: batch.len() as u64,
+                }
+                .into());
+            }
+            return Err(RecordError::Corrupt(format!(
+                "{} bytes after a batch of {size} bytes",
+                batch.len() as u64 - size
+            )));
+        }
+        batch::verify_crc(batch)?;
+        if header.is_control() {
+            return Err(RecordError::ControlBatch {
+                base_offset: header.base_offset,
+            });
+        }
+        if header.is_transactional() {
+            return Err(RecordError::TransactionalBatch {
+                base_offset: header.base_offset,
+            });
+        }
+        let compression = header.compression();
+        let meta = BatchMeta {
+            base_offset: header.base_offset,
+            last_offset: header
+                .base_offset
+                .checked_add(i64::from(header.last_offset_delta))
+                .ok_or_else(|| {
+                    RecordError::Corrupt(format!(
+                        "base offset {} + lastOffsetDelta {} overflows",
+                        header.base_offset, header.last_offset_delta
+                    ))
+                })?,
+            partition_leader_epoch: header.partition_leader_epoch,
+            compression,
+            timestamp_type: header.timestamp_type(),
+            producer_id: header.producer_id,
+            producer_epoch: header.producer_epoch,
+            base_sequence: header.base_sequence,
+        };
+        if header.records_count < 0 {
+            return Err(RecordError::Corrupt(format!(
+                "negative recordsCount {}",
+                header.records_count
+            )));
+        }
+        Ok(CheckedBatch {
+            header,
+            meta,
+            batch,
+        })
+    }
+
+    /// The batch-level fields.
+    pub(crate) fn meta(&self) -> &BatchMeta {
+        &self.meta
+    }
+
+    /// Decompresses (uncompressed records are read in place) and parses every record, handing
+    /// each to `visit` in order; returns the number of records.
+    pub(crate) fn visit_records(
+        &self,
+        visit: impl FnMut(RecordView<'_>) -> Result<(), RecordError>,
+    ) -> Result<usize, RecordError> {
+        let section = &self.batch[BATCH_HEADER_BYTES..];
+        match self.meta.compression {
+            Compression::None => parse_records(&self.header, section, visit),
+            codec => {
+                let records = decompress(codec, Bytes::copy_from_slice(section))?;
+                parse_records(&self.header, &records, visit)
+            }
+        }
+    }
+}
+
 /// Decodes one whole v2 batch (`batch` must be exactly the batch): checks the framing and the
 /// CRC, decompresses, and parses every record.
 ///
 /// Control and transactional batches are refused, as are header keys that are not UTF-8.
 /// Records must have strictly increasing offset deltas within `0..=lastOffsetDelta`, and the
 /// records section must hold exactly `recordsCount` records.
+///
+/// The rows' keys and values share one copy of the (decompressed) records section; with the
+/// batch already in a `Bytes`, [`decode_batch_bytes`] avoids even that copy.
 pub fn decode_batch(batch: &[u8]) -> Result<(BatchMeta, Vec<RecordRow>), RecordError> {
-    let header = BatchHeader::parse(batch)?;
-    let size = header.size_bytes();
-    if size != batch.len() as u64 {
-        if size > batch.len() as u64 {
-            return Err(BatchError::Truncated {
-                needed: size,
-                available: batch.len() as u64,
-            }
-            .into());
-        }
-        return Err(RecordError::Corrupt(format!(
-            "{} bytes after a batch of {size} bytes",
-            batch.len() as u64 - size
-        )));
-    }
-    batch::verify_crc(batch)?;
-    if header.is_control() {
-        return Err(RecordError::ControlBatch {
-            base_offset: header.base_offset,
-        });
-    }
-    if header.is_transactional() {
-        return Err(RecordError::TransactionalBatch {
-            base_offset: header.base_offset,
-        });
-    }
-    let compression = header.compression();
-    let meta = BatchMeta {
-        base_offset: header.base_offset,
-        last_offset: header
-            .base_offset
-            .checked_add(i64::from(header.last_offset_delta))
-            .ok_or_else(|| {
-                RecordError::Corrupt(format!(
-                    "base offset {} + lastOffsetDelta {} overflows",
-                    header.base_offset, header.last_offset_delta
-                ))
-            })?,
-        partition_leader_epoch: header.partition_leader_epoch,
-        compression,
-        timestamp_type: header.timestamp_type(),
-        producer_id: header.producer_id,
-        producer_epoch: header.producer_epoch,
-        base_sequence: header.base_sequence,
-    };
-    if header.records_count < 0 {
-        return Err(RecordError::Corrupt(format!(
-            "negative recordsCount {}",
-            header.records_count
-        )));
-    }
-    let records = decompress(compression, &batch[BATCH_HEADER_BYTES..])?;
-    let rows = decode_records(&header, &records)?;
-    Ok((meta, rows))
+    let checked = CheckedBatch::new(batch)?;
+    let records = decompress(
+        checked.meta.compression,
+        Bytes::copy_from_slice(&batch[BATCH_HEADER_BYTES..]),
+    )?;
+    let rows = rows_of(&checked.header, &records)?;
+    Ok((checked.meta, rows))
 }
 
-/// Parses the decompressed records section of a batch.
-fn decode_records(header: &BatchHeader, records: &[u8]) -> Result<Vec<RecordRow>, RecordError> {
+/// [`decode_batch`] of a batch already held in a `Bytes`: the rows' keys, values and header
+/// values are slices of `batch` (uncompressed) or of its decompressed records section, never
+/// copies.
+pub fn decode_batch_bytes(batch: &Bytes) -> Result<(BatchMeta, Vec<RecordRow>), RecordError> {
+    let checked = CheckedBatch::new(batch)?;
+    let records = decompress(checked.meta.compression, batch.slice(BATCH_HEADER_BYTES..))?;
+    let rows = rows_of(&checked.header, &records)?;
+    Ok((checked.meta, rows))
+}
+
+/// Parses a records section into owned rows whose byte fields are slices of `records`.
+fn rows_of(header: &BatchHeader, records: &Bytes) -> Result<Vec<RecordRow>, RecordError> {
     let count = header.records_count as usize;
-    let mut reader = Reader::new(records);
     // recordsCount is untrusted: never reserve more than the bytes could hold.
     let mut rows = Vec::with_capacity(count.min(records.len() / RECORD_BYTES_MIN));
+    let slice = |field: Option<&[u8]>| field.map(|bytes| records.slice_ref(bytes));
+    parse_records(header, records, |view| {
+        rows.push(RecordRow {
+            offset: view.offset,
+            timestamp_ms: view.timestamp_ms,
+            key: slice(view.key),
+            value: slice(view.value),
+            headers: view
+                .headers
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), slice(*value)))
+                .collect(),
+        });
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// Parses the decompressed records section of a batch, handing each record to `visit`;
+/// returns the number of records.
+fn parse_records(
+    header: &BatchHeader,
+    records: &[u8],
+    mut visit: impl FnMut(RecordView<'_>) -> Result<(), RecordError>,
+) -> Result<usize, RecordError> {
+    let count = header.records_count as usize;
+    let mut reader = Reader::new(records);
     let mut previous_delta: Option<i32> = None;
+    // Reused for every record's headers.
+    let mut headers: Vec<(&str, Option<&[u8]>)> = Vec::new();
     for index in 0..count {
         let length = reader.varint("record length")?;
         if length < 0 {
@@ -429,20 +549,17 @@ fn decode_records(header: &BatchHeader, records: &[u8]) -> Result<Vec<RecordRow>
                     ))
                 })?,
         };
-        let key = record
-            .nullable_bytes("key", "key length")?
-            .map(Bytes::copy_from_slice);
-        let value = record
-            .nullable_bytes("value", "value length")?
-            .map(Bytes::copy_from_slice);
+        let key = record.nullable_bytes("key", "key length")?;
+        let value = record.nullable_bytes("value", "value length")?;
         let header_count = record.varint("header count")?;
         if header_count < 0 {
             return Err(RecordError::Corrupt(format!(
                 "record {index} has negative header count {header_count}"
             )));
         }
+        headers.clear();
         // Each header takes at least 2 bytes.
-        let mut headers = Vec::with_capacity((header_count as usize).min(record.remaining() / 2));
+        headers.reserve((header_count as usize).min(record.remaining() / 2));
         for _ in 0..header_count {
             let key_length = record.varint("header key length")?;
             if key_length < 0 {
@@ -452,11 +569,8 @@ fn decode_records(header: &BatchHeader, records: &[u8]) -> Result<Vec<RecordRow>
             }
             let key_bytes = record.take("header key", key_length as usize)?;
             let key = std::str::from_utf8(key_bytes)
-                .map_err(|_| RecordError::HeaderKeyNotUtf8 { offset })?
-                .to_owned();
-            let value = record
-                .nullable_bytes("header value", "header value length")?
-                .map(Bytes::copy_from_slice);
+                .map_err(|_| RecordError::HeaderKeyNotUtf8 { offset })?;
+            let value = record.nullable_bytes("header value", "header value length")?;
             headers.push((key, value));
         }
         if record.remaining() != 0 {
@@ -465,13 +579,13 @@ fn decode_records(header: &BatchHeader, records: &[u8]) -> Result<Vec<RecordRow>
                 record.remaining()
             )));
         }
-        rows.push(RecordRow {
+        visit(RecordView {
             offset,
             timestamp_ms,
             key,
             value,
-            headers,
-        });
+            headers: &headers,
+        })?;
     }
     if reader.remaining() != 0 {
         return Err(RecordError::Corrupt(format!(
@@ -479,7 +593,7 @@ fn decode_records(header: &BatchHeader, records: &[u8]) -> Result<Vec<RecordRow>
             reader.remaining()
         )));
     }
-    Ok(rows)
+    Ok(count)
 }
 
 /// Encodes `rows` into one v2 batch described by `meta`, compressed with `meta.compression`,
@@ -512,8 +626,8 @@ pub fn encode_batch(meta: &BatchMeta, rows: &[RecordRow]) -> Result<Vec<u8>, Rec
         TimestampType::CreateTime => rows.first().map_or(-1, |row| row.timestamp_ms),
     };
 
-    let mut records = BytesMut::new();
-    let mut body = BytesMut::new();
+    // Pass 1: check every row and size the records section exactly.
+    let mut records_bytes: usize = 0;
     let mut previous_offset: Option<i64> = None;
     for row in rows {
         if row.offset < meta.base_offset || row.offset > meta.last_offset {
@@ -530,49 +644,24 @@ pub fn encode_batch(meta: &BatchMeta, rows: &[RecordRow]) -> Result<Vec<u8>, Rec
             )));
         }
         previous_offset = Some(row.offset);
-        // Fits: checked against last_offset_delta above.
-        let offset_delta = (row.offset - meta.base_offset) as i32;
-        let timestamp_delta = match meta.timestamp_type {
-            TimestampType::LogAppendTime => 0,
-            TimestampType::CreateTime => {
-                row.timestamp_ms
-                    .checked_sub(base_timestamp)
-                    .ok_or_else(|| {
-                        RecordError::InvalidRows(format!(
-                            "timestamp {} too far from the base timestamp {base_timestamp}",
-                            row.timestamp_ms
-                        ))
-                    })?
-            }
-        };
-        body.clear();
-        body.put_u8(0); // record attributes (unused)
-        put_varlong(&mut body, timestamp_delta);
-        put_varint(&mut body, offset_delta);
-        let key_length = nullable_length(&row.key, "key")?;
-        put_nullable(&mut body, &row.key, key_length);
-        let value_length = nullable_length(&row.value, "value")?;
-        put_nullable(&mut body, &row.value, value_length);
-        let header_count = i32::try_from(row.headers.len())
-            .map_err(|_| RecordError::InvalidRows(format!("{} headers", row.headers.len())))?;
-        put_varint(&mut body, header_count);
-        for (key, value) in &row.headers {
-            let key_length = i32::try_from(key.len()).map_err(|_| {
-                RecordError::InvalidRows(format!("header key of {} bytes", key.len()))
-            })?;
-            put_varint(&mut body, key_length);
-            body.put_slice(key.as_bytes());
-            let value_length = nullable_length(value, "header value")?;
-            put_nullable(&mut body, value, value_length);
-        }
-        let body_length = i32::try_from(body.len())
-            .map_err(|_| RecordError::InvalidRows(format!("record of {} bytes", body.len())))?;
-        put_varint(&mut records, body_length);
-        records.put_slice(&body);
+        let fields = record_fields(meta, row, base_timestamp)?;
+        records_bytes += varint_len(fields.body_length) + fields.body_length as usize;
     }
 
-    let mut out = vec![0u8; BATCH_HEADER_BYTES];
-    compress(meta.compression, &records, &mut out)?;
+    // Pass 2: write the records, in place after the header when uncompressed.
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + records_bytes);
+    out.resize(BATCH_HEADER_BYTES, 0);
+    if meta.compression == Compression::None {
+        write_records(meta, rows, base_timestamp, &mut out)?;
+    } else {
+        let mut records = Vec::with_capacity(records_bytes);
+        write_records(meta, rows, base_timestamp, &mut records)?;
+        compress(meta.compression, &records, &mut out)?;
+    }
+    debug_assert!(
+        meta.compression != Compression::None || out.len() == BATCH_HEADER_BYTES + records_bytes,
+        "the records section is as long as sized"
+    );
     let batch_length = i32::try_from(out.len() - LOG_OVERHEAD_BYTES)
         .map_err(|_| RecordError::InvalidRows(format!("batch of {} bytes", out.len())))?;
     let mut attributes = compression;
@@ -598,6 +687,97 @@ pub fn encode_batch(meta: &BatchMeta, rows: &[RecordRow]) -> Result<Vec<u8>, Rec
     let crc = crc32c::crc32c(&out[CRC_COVERED_FROM..]);
     BatchHeader { crc, ..header }.encode(&mut out);
     Ok(out)
+}
+
+/// The varint fields of one record and the length of its body.
+struct RecordFields {
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key_length: i32,
+    value_length: i32,
+    header_count: i32,
+    body_length: i32,
+}
+
+/// Computes a record's varint fields and body length, refusing fields that do not fit.
+/// `row.offset` must already be within the batch.
+fn record_fields(
+    meta: &BatchMeta,
+    row: &RecordRow,
+    base_timestamp: i64,
+) -> Result<RecordFields, RecordError> {
+    // Fits: the caller checked the offset against the batch, whose span fits an i32.
+    let offset_delta = (row.offset - meta.base_offset) as i32;
+    let timestamp_delta = match meta.timestamp_type {
+        TimestampType::LogAppendTime => 0,
+        TimestampType::CreateTime => {
+            row.timestamp_ms
+                .checked_sub(base_timestamp)
+                .ok_or_else(|| {
+                    RecordError::InvalidRows(format!(
+                        "timestamp {} too far from the base timestamp {base_timestamp}",
+                        row.timestamp_ms
+                    ))
+                })?
+        }
+    };
+    let key_length = nullable_length(&row.key, "key")?;
+    let value_length = nullable_length(&row.value, "value")?;
+    let header_count = i32::try_from(row.headers.len())
+        .map_err(|_| RecordError::InvalidRows(format!("{} headers", row.headers.len())))?;
+    // u64 sums cannot overflow for any sizes that fit in memory.
+    let mut body: u64 = 1 // record attributes
+        + varlong_len(timestamp_delta) as u64
+        + varint_len(offset_delta) as u64
+        + nullable_field_len(&row.key, key_length) as u64
+        + nullable_field_len(&row.value, value_length) as u64
+        + varint_len(header_count) as u64;
+    for (key, value) in &row.headers {
+        let key_length = i32::try_from(key.len())
+            .map_err(|_| RecordError::InvalidRows(format!("header key of {} bytes", key.len())))?;
+        let value_length = nullable_length(value, "header value")?;
+        body +=
+            (varint_len(key_length) + key.len() + nullable_field_len(value, value_length)) as u64;
+    }
+    let body_length = i32::try_from(body)
+        .map_err(|_| RecordError::InvalidRows(format!("record of {body} bytes")))?;
+    Ok(RecordFields {
+        timestamp_delta,
+        offset_delta,
+        key_length,
+        value_length,
+        header_count,
+        body_length,
+    })
+}
+
+/// Appends the records of `rows` (already checked by [`encode_batch`]'s first pass) to `out`.
+fn write_records(
+    meta: &BatchMeta,
+    rows: &[RecordRow],
+    base_timestamp: i64,
+    out: &mut Vec<u8>,
+) -> Result<(), RecordError> {
+    for row in rows {
+        let fields = record_fields(meta, row, base_timestamp)?;
+        put_varint(out, fields.body_length);
+        out.put_u8(0); // record attributes (unused)
+        put_varlong(out, fields.timestamp_delta);
+        put_varint(out, fields.offset_delta);
+        put_nullable(out, &row.key, fields.key_length);
+        put_nullable(out, &row.value, fields.value_length);
+        put_varint(out, fields.header_count);
+        for (key, value) in &row.headers {
+            // Both fit: checked by record_fields.
+            put_varint(out, key.len() as i32);
+            out.put_slice(key.as_bytes());
+            put_varint(out, nullable_length(value, "header value")?);
+            if let Some(bytes) = value {
+                out.put_slice(bytes);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -952,6 +1132,31 @@ mod tests {
         assert_eq!(decoded[0].key, None);
         assert_eq!(decoded[0].value, None);
         assert_eq!(decoded[1].key.as_deref(), Some(&[1u8][..]));
+    }
+
+    #[test]
+    fn decode_batch_bytes_slices_the_batch_instead_of_copying() {
+        let rows: Vec<RecordRow> = (0..4)
+            .map(|i| RecordRow {
+                headers: vec![("h".to_owned(), Some(Bytes::from(vec![i as u8; 3])))],
+                ..row(10 + i, 5_000 + i)
+            })
+            .collect();
+        for codec in ALL_CODECS {
+            let bytes = Bytes::from(encode_batch(&meta(10, 13, codec), &rows).unwrap());
+            let decoded = decode_batch_bytes(&bytes).unwrap();
+            assert_eq!(decoded, decode_batch(&bytes).unwrap());
+            assert_eq!(decoded.1, rows);
+            if codec == Compression::None {
+                let inside = |field: &Option<Bytes>| {
+                    let field = field.as_ref().unwrap();
+                    bytes.as_ptr_range().contains(&field.as_ptr())
+                };
+                for row in &decoded.1 {
+                    assert!(inside(&row.key) && inside(&row.value) && inside(&row.headers[0].1));
+                }
+            }
+        }
     }
 
     #[test]
