@@ -22,7 +22,9 @@
 //! The batch columns let a reader rebuild each original batch (offsets, producer fields, codec)
 //! with [`records::encode_batch`]. Row groups end only at batch boundaries, so a row group holds
 //! whole batches; their statistics (min/max of every column) give each row group's offset and
-//! timestamp range from the footer alone ([`load_index`]). Pages are ZSTD-compressed. The footer
+//! timestamp range from the footer alone ([`load_index`]). Pages of `key`, `value` and the header
+//! leaves are ZSTD-compressed; the fixed-width columns are uncompressed (dictionary/RLE for the
+//! per-batch columns, DELTA_BINARY_PACKED for `kafka_offset` and `kafka_timestamp`). The footer
 //! carries the key-value metadata `strata.format.version` (`1`), `strata.topic` and
 //! `strata.partition`.
 //!
@@ -45,13 +47,14 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
+use parquet::basic::{Compression as ParquetCompression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{
     KeyValue, ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData, SortingColumn,
 };
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::statistics::Statistics;
+use parquet::schema::types::ColumnPath;
 
 use super::records::{self, BatchMeta, CheckedBatch, RecordError, RecordRow, RecordView};
 use crate::batch::{self, Compression, TimestampType};
@@ -362,10 +365,46 @@ impl RowGroupColumns {
     }
 }
 
+/// Leaf column paths of the header keys and values.
+fn header_leaf_paths() -> [ColumnPath; 2] {
+    ["key", "value"].map(|leaf| {
+        ColumnPath::new(vec![
+            "headers".to_owned(),
+            "list".to_owned(),
+            "element".to_owned(),
+            leaf.to_owned(),
+        ])
+    })
+}
+
+/// Leaf columns whose pages are zstd-compressed: the record bytes. Every other column is
+/// fixed-width and stored uncompressed (a reader then sets up a zstd context only for these).
+fn zstd_leaf_paths() -> Vec<ColumnPath> {
+    let mut paths = vec![ColumnPath::from("key"), ColumnPath::from("value")];
+    paths.extend(header_leaf_paths());
+    paths
+}
+
 fn writer_properties(options: &EncodeOptions) -> WriterProperties {
-    WriterProperties::builder()
-        .set_compression(ParquetCompression::ZSTD(ZstdLevel::default()))
-        .set_statistics_enabled(EnabledStatistics::Page)
+    // Fixed-width columns: uncompressed. The batch columns and `kafka_partition` keep the
+    // default dictionary encoding (one value per batch: RLE runs of one dictionary index);
+    // offsets and timestamps, monotonic or nearly, are delta-encoded.
+    let mut builder = WriterProperties::builder()
+        .set_compression(ParquetCompression::UNCOMPRESSED)
+        .set_statistics_enabled(EnabledStatistics::Page);
+    for path in zstd_leaf_paths() {
+        builder =
+            builder.set_column_compression(path, ParquetCompression::ZSTD(ZstdLevel::default()));
+    }
+    for name in [KAFKA_OFFSET, KAFKA_TIMESTAMP] {
+        builder = builder
+            .set_column_dictionary_enabled(ColumnPath::from(name), false)
+            .set_column_encoding(ColumnPath::from(name), Encoding::DELTA_BINARY_PACKED);
+    }
+    // Record values are rarely repeated: a dictionary would be filled and abandoned on every
+    // page.
+    builder
+        .set_column_dictionary_enabled(ColumnPath::from("value"), false)
         // Row groups end only where encode_segment flushes (at batch boundaries).
         .set_max_row_group_row_count(None)
         .set_max_row_group_bytes(None)
@@ -1200,9 +1239,48 @@ mod tests {
                 (PARTITION_KEY.to_owned(), Some("3".to_owned())),
             ]
         );
-        let chunk = builder.metadata().row_group(0).column(1);
-        assert_eq!(chunk.column_path().string(), KAFKA_OFFSET);
-        assert!(matches!(chunk.compression(), ParquetCompression::ZSTD(_)));
+        // zstd only for the record bytes; offsets and timestamps delta-encoded; no
+        // dictionary for values; the per-batch columns dictionary-encoded.
+        let zstd: Vec<String> = zstd_leaf_paths().iter().map(ColumnPath::string).collect();
+        assert_eq!(
+            zstd,
+            [
+                "key",
+                "value",
+                "headers.list.element.key",
+                "headers.list.element.value"
+            ]
+        );
+        let chunks = builder.metadata().row_group(0).columns();
+        assert_eq!(chunks.len(), 15);
+        for chunk in chunks {
+            let path = chunk.column_path().string();
+            let encodings: Vec<Encoding> = chunk.encodings().collect();
+            let zstd_expected = zstd.contains(&path);
+            assert_eq!(
+                matches!(chunk.compression(), ParquetCompression::ZSTD(_)),
+                zstd_expected,
+                "{path}"
+            );
+            if !zstd_expected {
+                assert_eq!(
+                    chunk.compression(),
+                    ParquetCompression::UNCOMPRESSED,
+                    "{path}"
+                );
+            }
+            match path.as_str() {
+                KAFKA_OFFSET | KAFKA_TIMESTAMP => {
+                    assert!(encodings.contains(&Encoding::DELTA_BINARY_PACKED), "{path}");
+                    assert!(chunk.dictionary_page_offset().is_none(), "{path}");
+                }
+                "value" => assert!(chunk.dictionary_page_offset().is_none(), "{path}"),
+                "producer_id" | BATCH_BASE_OFFSET | "compression" => {
+                    assert!(encodings.contains(&Encoding::RLE_DICTIONARY), "{path}")
+                }
+                _ => {}
+            }
+        }
         // The partition column holds the partition.
         let rb = builder.build().unwrap().next().unwrap().unwrap();
         let partitions: &Int32Array = column(&rb, "kafka_partition").unwrap();
