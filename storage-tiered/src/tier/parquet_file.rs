@@ -975,11 +975,13 @@ impl<'a> ColumnViews<'a> {
             .column_by_name("value")
             .and_then(|a| a.as_any().downcast_ref::<BinaryArray>())
             .ok_or_else(|| invalid_file("header values are not binary"))?;
+        let keys: &BinaryArray = column(rb, "key")?;
+        let values: &BinaryArray = column(rb, "value")?;
         let views = ColumnViews {
             offsets: column(rb, KAFKA_OFFSET)?,
             timestamps: column(rb, KAFKA_TIMESTAMP)?,
-            keys: column(rb, "key")?,
-            values: column(rb, "value")?,
+            keys,
+            values,
             headers,
             header_keys,
             header_values,
@@ -991,15 +993,9 @@ impl<'a> ColumnViews<'a> {
             batch_base_offsets: column(rb, BATCH_BASE_OFFSET)?,
             batch_last_offsets: column(rb, BATCH_LAST_OFFSET)?,
             compressions: column(rb, "compression")?,
-            key_data: Bytes::new(),
-            value_data: Bytes::new(),
-            header_value_data: Bytes::new(),
-        };
-        let views = ColumnViews {
-            key_data: Bytes::from_owner(views.keys.values().clone()),
-            value_data: Bytes::from_owner(views.values.values().clone()),
-            header_value_data: Bytes::from_owner(views.header_values.values().clone()),
-            ..views
+            key_data: Bytes::from_owner(keys.values().clone()),
+            value_data: Bytes::from_owner(values.values().clone()),
+            header_value_data: Bytes::from_owner(header_values.values().clone()),
         };
         non_null(views.offsets, KAFKA_OFFSET)?;
         non_null(views.timestamps, KAFKA_TIMESTAMP)?;
