@@ -62,7 +62,8 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    /// Every kind.
+    /// Every kind of node, network, clock and disk fault (the object store's are
+    /// [`FaultKind::OBJECT_STORE`]).
     pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill,
         FaultKind::Pause,
