@@ -192,10 +192,20 @@ impl Scenario {
                     ..base
                 }
             }
+            // Every fault kind, the object store's included, on a tiered topic.
             "mixed" => Scenario {
                 name: "mixed",
+                workload: WorkloadConfig {
+                    topic_configs: tiered_topic_configs(),
+                    ..WorkloadConfig::default()
+                },
+                object_store: Some(tiered_store_faults()),
                 nemesis: NemesisConfig {
-                    kinds: FaultKind::ALL.to_vec(),
+                    kinds: FaultKind::ALL
+                        .iter()
+                        .chain(FaultKind::OBJECT_STORE.iter())
+                        .copied()
+                        .collect(),
                     concurrent_max: 3,
                     ..base.nemesis.clone()
                 },
