@@ -35,20 +35,9 @@ for tool in dd python3 timeout; do
     command -v "$tool" >/dev/null || { echo "compare.sh: needs $tool" >&2; exit 2; }
 done
 
-work=$(mktemp -d "${COMPARE_DIR:-${TMPDIR:-/tmp}}/strata-compare.XXXXXX")
-serve_pid=""
-cleanup() {
-    if [[ -n $serve_pid ]]; then
-        kill -TERM "$serve_pid" 2>/dev/null || true
-        # Give it the time to flush and close; then make sure.
-        for _ in $(seq 50); do kill -0 "$serve_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$serve_pid" 2>/dev/null || true
-        wait "$serve_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=benches/common.sh
+source "$root/benches/common.sh"
+bench_work_dir strata-compare
 
 # dd_rate ARGS...: runs dd, prints bytes/s computed from its closing line
 # ("N bytes (...) copied, S s, ...").
@@ -65,15 +54,6 @@ dd_rate() {
 
 mbps() { python3 -c "import sys; print(f'{float(sys.argv[1]) / 1e6:.1f}')" "$1"; }
 percent() { python3 -c "import sys; a, b = map(float, sys.argv[1:]); print(f'{100 * a / b:.1f}%' if b > 0 else 'n/a')" "$1" "$2"; }
-# json_field FILE PATH: a field of a strata bench --json report, e.g. produce.mb_per_s
-json_field() {
-    python3 -c '
-import json, sys
-value = json.load(open(sys.argv[1]))
-for key in sys.argv[2].split("."):
-    value = value[key]
-print(value)' "$1" "$2"
-}
 
 echo "strata compare: $size_mb MB, $record_size-byte records, temp dir $work ($(df -h --output=source,fstype "$work" | tail -1 | tr -s ' '))"
 echo "note: single run on a shared machine; other work on it lowers every figure."

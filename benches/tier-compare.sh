@@ -65,29 +65,10 @@ for flag in --tier-interval-ms --object-store --metrics-listen; do
     fi
 done
 
-work=$(mktemp -d "${COMPARE_DIR:-${TMPDIR:-/tmp}}/strata-tier-compare.XXXXXX")
-serve_pid=""
-cleanup() {
-    if [[ -n $serve_pid ]]; then
-        kill -TERM "$serve_pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$serve_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$serve_pid" 2>/dev/null || true
-        wait "$serve_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=benches/common.sh
+source "$root/benches/common.sh"
+bench_work_dir strata-tier-compare
 
-# json_field FILE PATH: a field of a JSON file, e.g. consume.mb_per_s
-json_field() {
-    python3 -c '
-import json, sys
-value = json.load(open(sys.argv[1]))
-for key in sys.argv[2].split("."):
-    value = value[key]
-print(value)' "$1" "$2"
-}
 # cpu_s: the broker's CPU time so far (user + system), in seconds.
 cpu_s() {
     python3 -c '

@@ -1153,15 +1153,21 @@ impl PartitionLog {
         if count == 0 {
             return Ok(0);
         }
+        self.write_producer_snapshot()?;
+        self.delete_oldest_segments(count, false)?;
+        Ok(count)
+    }
+
+    /// Flushes (so that the state names only durable batches), then writes the producer
+    /// snapshot.
+    fn write_producer_snapshot(&mut self) -> Result<(), LogError> {
         self.flush()?;
         write_file_atomic(
             &*self.disk,
             &self.dir,
             PRODUCER_SNAPSHOT_FILE,
             &self.producers.encode_snapshot(),
-        )?;
-        self.delete_oldest_segments(count, false)?;
-        Ok(count)
+        )
     }
 
     fn closed_count_below(&self, offset: i64) -> usize {
@@ -1206,13 +1212,7 @@ impl PartitionLog {
         if forget_producers {
             self.producers.remove_below(new_start);
             if self.disk.exists(&self.dir.join(PRODUCER_SNAPSHOT_FILE)) {
-                self.flush()?;
-                write_file_atomic(
-                    &*self.disk,
-                    &self.dir,
-                    PRODUCER_SNAPSHOT_FILE,
-                    &self.producers.encode_snapshot(),
-                )?;
+                self.write_producer_snapshot()?;
             }
         }
         tracing::debug!(
