@@ -106,6 +106,17 @@ async fn read_once(
                         Ok(LocalRead::Records(high_watermark, log_start, Bytes::new()))
                     } else {
                         match read_remote(broker, partition, offset, limit.max(1)).await {
+                            // Nothing remote at or after the offset (compaction emptied the end
+                            // of the remote tier): the next records are the local ones.
+                            Ok(records) if records.is_empty() => partition.with_log(|log| {
+                                let local_start = log.log_start_offset();
+                                let records = if local_start < high_watermark {
+                                    log.read(local_start, limit.max(1), high_watermark)?
+                                } else {
+                                    Bytes::new()
+                                };
+                                Ok(LocalRead::Records(high_watermark, log_start, records))
+                            }),
                             Ok(records) => {
                                 Ok(LocalRead::Records(high_watermark, log_start, records))
                             }
