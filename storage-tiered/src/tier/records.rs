@@ -26,7 +26,7 @@
 //! (Decompression itself is done by the codec libraries and is not bounded here.)
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
 use crate::batch::{
     self, BatchError, BatchHeader, Compression, TimestampType, BATCH_HEADER_BYTES,
@@ -281,12 +281,65 @@ fn put_nullable(out: &mut impl BufMut, field: &Option<Bytes>, length: i32) {
     }
 }
 
-/// Runs one of kafka-protocol's decompressors over `compressed`.
-fn run_decompressor<D: Decompressor<Bytes, Buf = Bytes>>(
-    compressed: Bytes,
-) -> Result<Bytes, String> {
-    let mut input = compressed;
-    D::decompress(&mut input, |buf| Ok(std::mem::take(buf))).map_err(|error| format!("{error:#}"))
+/// Most bytes a batch's records section may decompress to. A batch is at most
+/// `message.max.bytes` compressed (1 MiB by default); without a bound, a few KB of zstd or gzip
+/// could ask for gigabytes (a decompression bomb) when the broker decompresses a batch: to check
+/// the keys of a compacted topic, to offload a segment, to compact.
+pub const DECOMPRESSED_RECORDS_BYTES_MAX: usize = 128 * 1024 * 1024;
+
+/// Reads `reader` to its end, failing past [`DECOMPRESSED_RECORDS_BYTES_MAX`].
+fn read_bounded(mut reader: impl std::io::Read) -> Result<Bytes, String> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    (&mut reader)
+        .take(DECOMPRESSED_RECORDS_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| e.to_string())?;
+    if out.len() > DECOMPRESSED_RECORDS_BYTES_MAX {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(out))
+}
+
+fn too_large() -> String {
+    format!("the records decompress to more than {DECOMPRESSED_RECORDS_BYTES_MAX} bytes")
+}
+
+/// Kafka's snappy: xerial framing (a 16-byte magic header, then blocks of a 4-byte length and a
+/// raw snappy block), or raw snappy when the header is absent, as Kafka's Java client reads it.
+/// Each block's decompressed length is checked before anything is allocated.
+fn snappy_bounded(compressed: &[u8]) -> Result<Bytes, String> {
+    const MAGIC_HEADER: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+    let mut decoder = snap::raw::Decoder::new();
+    let mut out = Vec::new();
+    let mut decode_block = |block: &[u8], out: &mut Vec<u8>| -> Result<(), String> {
+        let len = snap::raw::decompress_len(block).map_err(|e| e.to_string())?;
+        if out.len() + len > DECOMPRESSED_RECORDS_BYTES_MAX {
+            return Err(too_large());
+        }
+        let start = out.len();
+        out.resize(start + len, 0);
+        decoder
+            .decompress(block, &mut out[start..])
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    };
+    let Some(mut rest) = compressed.strip_prefix(MAGIC_HEADER.as_slice()) else {
+        decode_block(compressed, &mut out)?;
+        return Ok(Bytes::from(out));
+    };
+    while !rest.is_empty() {
+        let (length, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or("not enough bytes for a snappy block length")?;
+        let length = u32::from_be_bytes(*length) as usize;
+        let (block, tail) = tail
+            .split_at_checked(length)
+            .ok_or("a snappy block is cut short")?;
+        decode_block(block, &mut out)?;
+        rest = tail;
+    }
+    Ok(Bytes::from(out))
 }
 
 /// Runs one of kafka-protocol's compressors, appending the compressed `records` to `out`.
@@ -303,12 +356,18 @@ fn run_compressor<C: Compressor<Vec<u8>, BufMut = BytesMut>>(
 
 /// Decompresses the records section of a batch (`Compression::None` returns `compressed`).
 fn decompress(codec: Compression, compressed: Bytes) -> Result<Bytes, RecordError> {
+    // Bounded readers over the codecs' own crates (the ones kafka-protocol uses): its
+    // decompressors read to the end whatever the size.
     let result = match codec {
         Compression::None => return Ok(compressed),
-        Compression::Gzip => run_decompressor::<Gzip>(compressed),
-        Compression::Snappy => run_decompressor::<Snappy>(compressed),
-        Compression::Lz4 => run_decompressor::<Lz4>(compressed),
-        Compression::Zstd => run_decompressor::<Zstd>(compressed),
+        Compression::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(&compressed[..])),
+        Compression::Snappy => snappy_bounded(&compressed),
+        Compression::Lz4 => lz4::Decoder::new(&compressed[..])
+            .map_err(|e| e.to_string())
+            .and_then(read_bounded),
+        Compression::Zstd => zstd::stream::read::Decoder::new(&compressed[..])
+            .map_err(|e| e.to_string())
+            .and_then(read_bounded),
         Compression::Unknown(id) => return Err(RecordError::UnsupportedCompression(id)),
     };
     result.map_err(|message| RecordError::Decompression { codec, message })
@@ -798,6 +857,73 @@ mod tests {
         Compression::Lz4,
         Compression::Zstd,
     ];
+
+    /// A batch of `codec` whose records section is `section` (not a valid records section:
+    /// decompression must fail first), with a correct length and CRC.
+    fn batch_with_section(codec: Compression, section: &[u8]) -> Vec<u8> {
+        let template = encode_batch(&meta(0, 0, codec), &[row(0, 1)]).unwrap();
+        let mut out = template[..BATCH_HEADER_BYTES].to_vec();
+        out.extend_from_slice(section);
+        let length = (out.len() - LOG_OVERHEAD_BYTES) as i32;
+        out[8..12].copy_from_slice(&length.to_be_bytes());
+        let crc = crc32c::crc32c(&out[21..]);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Compresses `bytes` zeros in 1 MiB writes.
+    fn zeros(mut writer: impl std::io::Write, bytes: usize) {
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..bytes / chunk.len() {
+            writer.write_all(&chunk).unwrap();
+        }
+    }
+
+    #[test]
+    fn decompression_bombs_are_refused_without_allocating_them() {
+        let size = DECOMPRESSED_RECORDS_BYTES_MAX + (2 << 20);
+        let mut bombs: Vec<(Compression, Vec<u8>)> = Vec::new();
+
+        let mut zstd = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        zeros(&mut zstd, size);
+        bombs.push((Compression::Zstd, zstd.finish().unwrap()));
+
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        zeros(&mut gzip, size);
+        bombs.push((Compression::Gzip, gzip.finish().unwrap()));
+
+        let mut lz4 = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
+        zeros(&mut lz4, size);
+        let (lz4, result) = lz4.finish();
+        result.unwrap();
+        bombs.push((Compression::Lz4, lz4));
+
+        // Raw snappy whose length header claims 1 GiB, and xerial framing whose blocks add up
+        // past the bound.
+        bombs.push((Compression::Snappy, vec![0x80, 0x80, 0x80, 0x80, 0x04, 0]));
+        let block = snap::raw::Encoder::new()
+            .compress_vec(&vec![0u8; 1 << 20])
+            .unwrap();
+        let mut framed = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+        for _ in 0..size >> 20 {
+            framed.extend_from_slice(&(block.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&block);
+        }
+        bombs.push((Compression::Snappy, framed));
+
+        for (codec, section) in bombs {
+            assert!(
+                section.len() < 8 << 20,
+                "{codec:?}: {} bytes",
+                section.len()
+            );
+            let error = decode_batch(&batch_with_section(codec, &section)).unwrap_err();
+            assert!(
+                matches!(&error, RecordError::Decompression { message, .. } if message.contains("more than")),
+                "{codec:?}: {error}"
+            );
+        }
+    }
 
     fn meta(base_offset: i64, last_offset: i64, compression: Compression) -> BatchMeta {
         BatchMeta {
