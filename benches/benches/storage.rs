@@ -4,6 +4,8 @@
 //! `cargo bench -p strata-benches --bench storage`. RealDisk benchmarks write under
 //! `$STRATA_BENCH_DIR` (default: the system temp dir), which must be on the disk to measure.
 
+mod common;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -182,17 +184,9 @@ fn fetch_assembly(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    // Short runs: the machine is shared; the figures are for comparison, not publication.
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = batch_validation, append, index_lookup, fetch_assembly
 }
 criterion_main!(benches);

@@ -8,6 +8,8 @@
 //! them to about 60%, so neither the codec's best case (repeated values, which Parquet's
 //! dictionary encoding collapses) nor its worst (random bytes) is measured.
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -237,17 +239,9 @@ fn record_codec(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    // Short runs: the machine is shared; the figures are for comparison, not publication.
-    Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = parquet_encode, row_group_decode, record_codec
 }
 criterion_main!(benches);
