@@ -99,7 +99,7 @@ fn append(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 // The batch is appended again and again: append rewrites baseOffset and the
                 // leader epoch in place, which the CRC does not cover.
-                let mut records = batch.clone();
+                let records = batch.clone();
                 let (mut log, mut dir) = fresh_log(real);
                 let mut appended = 0u64;
                 let mut total = Duration::ZERO;
@@ -111,7 +111,7 @@ fn append(c: &mut Criterion) {
                         appended = 0;
                     }
                     let started = Instant::now();
-                    let outcome = log.append(&mut records, 0).expect("append");
+                    let outcome = log.append(&records, 0).expect("append");
                     if flush {
                         log.flush().expect("flush");
                     }
@@ -135,8 +135,8 @@ fn filled_log(
     let (mut log, dir) = fresh_log(real);
     let template = build::simple_batch(records_per_batch, 100, 1_700_000_000_000);
     for _ in 0..batches {
-        let mut records = template.clone();
-        log.append(&mut records, 0).expect("fill the log");
+        let records = template.clone();
+        log.append(&records, 0).expect("fill the log");
     }
     log.flush().expect("flush the filled log");
     (log, dir)

@@ -132,10 +132,21 @@ enum ReadError {
     BadLength(i32),
 }
 
-/// Reads one frame, never buffering more than `max_bytes` (memory grows with the bytes that
-/// actually arrive, not with the announced length).
+/// Bytes reserved for a frame before its body arrives: enough for a produce request of
+/// `message.max.bytes` (1 MiB by default) in one allocation. A longer frame grows its buffer as
+/// its bytes arrive, so a peer that announces a huge frame and stalls holds at most this much.
+const FRAME_RESERVE_BYTES_MAX: usize = (1 << 20) + (64 << 10);
+
+/// Reads one frame into `buffer` and splits it off, never buffering more than `max_bytes`
+/// (memory grows with the bytes that actually arrive, not with the announced length).
+///
+/// `buffer` is the connection's: once the previous frame's `Bytes` are dropped (after its
+/// request was handled), `reserve` takes the same allocation back, so a connection streaming
+/// produce requests reads each one into memory that is already mapped, with no reallocation
+/// copies on the way.
 async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
+    buffer: &mut BytesMut,
     max_bytes: usize,
 ) -> Result<Bytes, ReadError> {
     let mut prefix = [0u8; 4];
@@ -159,16 +170,27 @@ async fn read_frame<R: AsyncRead + Unpin>(
         return Err(ReadError::BadLength(length));
     }
     let length = length as usize;
-    let mut body = Vec::with_capacity(length.min(64 * 1024));
-    let read = reader
-        .take(length as u64)
-        .read_to_end(&mut body)
-        .await
-        .map_err(ReadError::Io)?;
-    if read != length {
-        return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    debug_assert!(buffer.is_empty());
+    buffer.clear();
+    buffer.reserve(length.min(FRAME_RESERVE_BYTES_MAX));
+    while buffer.len() < length {
+        let missing = length - buffer.len();
+        if buffer.capacity() == buffer.len() {
+            // Past the first reservation: double, but never past the announced length.
+            buffer.reserve(missing.min(buffer.len().max(4096)));
+        }
+        let n = (&mut *reader)
+            .take(missing as u64)
+            .read_buf(buffer)
+            .await
+            .map_err(ReadError::Io)?;
+        if n == 0 {
+            buffer.clear();
+            return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
     }
-    Ok(Bytes::from(body))
+    assert_eq!(buffer.len(), length);
+    Ok(buffer.split().freeze())
 }
 
 async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> std::io::Result<()> {
@@ -182,11 +204,12 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
     let _connection = broker.metrics().connection_opened();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let max_bytes = broker.config().request_bytes_max;
+    let mut frame_buffer = BytesMut::new();
     loop {
         let frame = tokio::select! {
             biased;
             _ = broker.shutdown_started() => break,
-            frame = read_frame(&mut reader, max_bytes) => frame,
+            frame = read_frame(&mut reader, &mut frame_buffer, max_bytes) => frame,
         };
         let frame = match frame {
             Ok(frame) => frame,

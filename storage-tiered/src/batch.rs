@@ -371,6 +371,26 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) -> Result<(), Ba
     Ok(())
 }
 
+/// Bytes at the start of a batch that the log rewrites on append: baseOffset, batchLength and
+/// partitionLeaderEpoch (none of them covered by the CRC).
+pub const REWRITTEN_PREFIX_BYTES: usize = MAGIC_AT;
+
+/// The first [`REWRITTEN_PREFIX_BYTES`] of `batch` with its base offset and partition leader
+/// epoch replaced: written in front of the unchanged rest of the batch, it makes the batch the
+/// log stores, without copying (or mutating) the producer's buffer.
+pub fn rewritten_prefix(
+    batch: &[u8],
+    base_offset: i64,
+    epoch: i32,
+) -> Result<[u8; REWRITTEN_PREFIX_BYTES], BatchError> {
+    check_header_room(batch)?;
+    let mut prefix = [0u8; REWRITTEN_PREFIX_BYTES];
+    prefix.copy_from_slice(&batch[..REWRITTEN_PREFIX_BYTES]);
+    prefix[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_be_bytes());
+    prefix[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.to_be_bytes());
+    Ok(prefix)
+}
+
 /// Iterates over the batches laid back to back in a buffer, yielding each header with the bytes
 /// of its whole batch. Checks framing (see [`BatchHeader::parse`]) but not CRCs. After the first
 /// error it yields nothing more.
@@ -435,6 +455,28 @@ pub mod build {
             v >>= 7;
         }
         out.push(v as u8);
+    }
+
+    /// Rewrites the batches in `records` (back to back, as appended) the way the log stores
+    /// them: consecutive base offsets from `base_offset` and `leader_epoch`. Tests use it to
+    /// build the bytes they expect to read back after `PartitionLog::append`.
+    pub fn stamp(records: &mut [u8], base_offset: i64, leader_epoch: i32) {
+        let mut position = 0;
+        let mut offset = base_offset;
+        while position < records.len() {
+            let (header, length) = {
+                let (header, bytes) = batches(&records[position..])
+                    .next()
+                    .expect("a batch")
+                    .expect("a valid batch");
+                (header, bytes.len())
+            };
+            set_base_offset(&mut records[position..], offset).expect("batch header");
+            set_partition_leader_epoch(&mut records[position..], leader_epoch)
+                .expect("batch header");
+            offset += header.offset_count();
+            position += length;
+        }
     }
 
     /// A batch to encode with [`BatchSpec::encode`].

@@ -42,8 +42,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::batch::{
-    batches, set_base_offset, set_partition_leader_epoch, verify_crc, BatchHeader, Compression,
-    BATCH_HEADER_BYTES,
+    batches, rewritten_prefix, verify_crc, BatchHeader, Compression, BATCH_HEADER_BYTES,
+    REWRITTEN_PREFIX_BYTES,
 };
 use crate::clock::Clock;
 use crate::disk::{read_exact_at, Disk, DiskFile};
@@ -689,14 +689,11 @@ impl PartitionLog {
         !active.is_empty() && now_ms.saturating_sub(active.created_ms) >= self.config.segment_ms
     }
 
-    /// Validates (magic 2, sizes, CRC-32C), checks producer sequences, assigns offsets (rewrites
-    /// baseOffset and partitionLeaderEpoch in place) and appends `records`: one or more v2 batches
-    /// back to back, as found in a ProduceRequest. Not durable until `flush`/`sync_target`.
-    pub fn append(
-        &mut self,
-        records: &mut [u8],
-        leader_epoch: i32,
-    ) -> Result<AppendOutcome, LogError> {
+    /// Validates (magic 2, sizes, CRC-32C), checks producer sequences, assigns offsets and appends
+    /// `records`: one or more v2 batches back to back, as found in a ProduceRequest. The stored
+    /// batches carry the assigned baseOffset and partitionLeaderEpoch; `records` itself is not
+    /// changed (or copied: one vectored write). Not durable until `flush`/`sync_target`.
+    pub fn append(&mut self, records: &[u8], leader_epoch: i32) -> Result<AppendOutcome, LogError> {
         if let Some(reason) = &self.failed {
             return Err(LogError::Io {
                 context: format!("appending to {}", self.dir.display()),
@@ -799,20 +796,32 @@ impl PartitionLog {
                 self.roll()?;
             }
         }
+        // Offsets and the leader epoch go into a rewritten copy of each batch's first bytes
+        // (outside the CRC); the rest is written from the caller's buffer as it is.
         let mut offset = base_offset;
+        let mut prefixes = Vec::with_capacity(parsed.len());
         for (start, header) in &mut parsed {
-            set_base_offset(&mut records[*start..], offset).map_err(LogError::from_batch)?;
-            set_partition_leader_epoch(&mut records[*start..], leader_epoch)
-                .map_err(LogError::from_batch)?;
+            prefixes.push(
+                rewritten_prefix(&records[*start..], offset, leader_epoch)
+                    .map_err(LogError::from_batch)?,
+            );
             header.base_offset = offset;
             header.partition_leader_epoch = leader_epoch;
             offset += header.offset_count();
         }
         debug_assert_eq!(offset, next_offset);
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * parsed.len());
+        for (index, (start, _)) in parsed.iter().enumerate() {
+            let end = parsed
+                .get(index + 1)
+                .map_or(records.len(), |(next_start, _)| *next_start);
+            parts.push(&prefixes[index]);
+            parts.push(&records[*start + REWRITTEN_PREFIX_BYTES..end]);
+        }
         let interval = self.config.index_interval_bytes;
         let active = self.active_mut();
         let old_size = active.size;
-        if let Err(e) = active.file.append(records) {
+        if let Err(e) = active.file.append_vectored(&parts) {
             let error = LogError::io(format!("appending to {}", active.path.display()), e);
             // Undo a partial write, or nothing may be appended after it.
             if let Err(undo) = active.file.set_len(old_size) {

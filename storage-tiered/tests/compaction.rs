@@ -102,7 +102,7 @@ fn compaction_keeps_the_latest_record_per_key_and_survives_a_crash() {
     let mut log = open(&disk, &clock);
     for round in 0..20 {
         let value = format!("v{round}");
-        let mut b = batch(
+        let b = batch(
             &[
                 ("a", Some(&value)),
                 ("b", Some(&value)),
@@ -110,12 +110,12 @@ fn compaction_keeps_the_latest_record_per_key_and_survives_a_crash() {
             ],
             T0,
         );
-        log.append(&mut b, 3).expect("append");
+        log.append(&b, 3).expect("append");
     }
     for i in 0..10 {
         let key = format!("filler-{i}");
-        let mut b = batch(&[(&key, Some("x"))], T0);
-        log.append(&mut b, 3).expect("append");
+        let b = batch(&[(&key, Some("x"))], T0);
+        log.append(&b, 3).expect("append");
     }
     log.flush().expect("flush");
     assert!(log.closed_segments().len() >= 3);
@@ -162,8 +162,8 @@ fn a_rewrite_that_changes_batch_offsets_is_refused() {
     let clock = ManualClock::new(T0);
     let mut log = open(&disk, &clock);
     for _ in 0..20 {
-        let mut b = batch(&[("a", Some("0123456789")), ("b", Some("0123456789"))], T0);
-        log.append(&mut b, 3).expect("append");
+        let b = batch(&[("a", Some("0123456789")), ("b", Some("0123456789"))], T0);
+        log.append(&b, 3).expect("append");
     }
     log.flush().expect("flush");
     let segment = log.closed_segments()[0].clone();

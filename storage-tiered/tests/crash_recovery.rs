@@ -130,10 +130,12 @@ fn run(config: LogConfig, ops: Vec<Op>) {
                 value_bytes,
             } => {
                 let mut bytes = simple_batch(records, value_bytes, clock.now_ms());
-                let outcome = current.append(&mut bytes, 1).expect("append");
+                let outcome = current.append(&bytes, 1).expect("append");
                 let expected = model.last().map_or(0, |b| b.last + 1);
                 assert_eq!(outcome.base_offset, expected, "appends continue at the end");
                 assert_eq!(outcome.last_offset, expected + records as i64 - 1);
+                // The log stores the batch with the offset and leader epoch it assigned.
+                strata_storage::batch::build::stamp(&mut bytes, outcome.base_offset, 1);
                 model.push(Batch {
                     base: outcome.base_offset,
                     last: outcome.last_offset,
@@ -184,7 +186,7 @@ fn run(config: LogConfig, ops: Vec<Op>) {
     check_recovered(&reopened, &mut model, durable_end);
     let end = reopened.log_end_offset();
     let outcome = reopened
-        .append(&mut simple_batch(2, 10, T0), 1)
+        .append(&simple_batch(2, 10, T0), 1)
         .expect("append after recovery");
     assert_eq!(outcome.base_offset, end);
 }

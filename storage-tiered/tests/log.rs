@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strata_storage::batch::batches;
-use strata_storage::batch::build::{simple_batch, BatchSpec};
+use strata_storage::batch::build::{simple_batch, stamp, BatchSpec};
 use strata_storage::{
     BatchHeader, Clock, Disk, LogConfig, LogError, ManualClock, MemDisk, PartitionLog, RealDisk,
 };
@@ -36,7 +36,8 @@ fn small_config() -> LogConfig {
 
 /// Appends `batch`, returning the outcome and the batch as written (offsets rewritten).
 fn append(log: &mut PartitionLog, mut batch: Vec<u8>) -> (strata_storage::AppendOutcome, Vec<u8>) {
-    let outcome = log.append(&mut batch, 3).expect("append");
+    let outcome = log.append(&batch, 3).expect("append");
+    stamp(&mut batch, outcome.base_offset, 3);
     (outcome, batch)
 }
 
@@ -335,7 +336,7 @@ fn idempotent_producer_duplicates_and_sequence_errors() {
     let (second, _) = append(&mut log, batch(3, 2, 0)); // 5-6
     assert_eq!(second.base_offset, 5);
     // A retry of the first batch: nothing written, original offsets.
-    let dup = log.append(&mut batch(0, 3, 0), 3).unwrap();
+    let dup = log.append(&batch(0, 3, 0), 3).unwrap();
     assert_eq!(
         (dup.base_offset, dup.last_offset, dup.duplicate),
         (2, 4, true)
@@ -343,7 +344,7 @@ fn idempotent_producer_duplicates_and_sequence_errors() {
     assert_eq!(log.log_end_offset(), 7);
     // Gap.
     assert!(matches!(
-        log.append(&mut batch(6, 1, 0), 3),
+        log.append(&batch(6, 1, 0), 3),
         Err(LogError::OutOfOrderSequence {
             producer_id: 42,
             first_seq: 6,
@@ -355,7 +356,7 @@ fn idempotent_producer_duplicates_and_sequence_errors() {
     let (bumped, _) = append(&mut log, batch(0, 1, 1));
     assert_eq!(bumped.base_offset, 7);
     assert!(matches!(
-        log.append(&mut batch(5, 1, 0), 3),
+        log.append(&batch(5, 1, 0), 3),
         Err(LogError::InvalidProducerEpoch {
             producer_epoch: 0,
             current_epoch: 1,
@@ -364,7 +365,7 @@ fn idempotent_producer_duplicates_and_sequence_errors() {
     ));
     // New epoch must start at 0.
     assert!(matches!(
-        log.append(&mut batch(1, 1, 2), 3),
+        log.append(&batch(1, 1, 2), 3),
         Err(LogError::OutOfOrderSequence {
             expected_seq: 0,
             ..
@@ -374,25 +375,25 @@ fn idempotent_producer_duplicates_and_sequence_errors() {
     // Two batches in one append: the second sees the first.
     let mut two = batch(1, 2, 1);
     two.extend(batch(3, 1, 1));
-    let outcome = log.append(&mut two, 3).unwrap();
+    let outcome = log.append(&two, 3).unwrap();
     assert_eq!((outcome.base_offset, outcome.last_offset), (8, 10));
     // The state is rebuilt on open: a retry after a restart is still a duplicate.
     log.close().unwrap();
     let mut log = open(&disk, &clock, small_config()).unwrap();
-    let dup = log.append(&mut batch(3, 1, 1), 3).unwrap();
+    let dup = log.append(&batch(3, 1, 1), 3).unwrap();
     assert_eq!((dup.base_offset, dup.duplicate), (10, true));
     assert!(matches!(
-        log.append(&mut batch(9, 1, 1), 3),
+        log.append(&batch(9, 1, 1), 3),
         Err(LogError::OutOfOrderSequence {
             expected_seq: 4,
             ..
         })
     ));
     // An unknown producer may start anywhere.
-    let mut other = BatchSpec::new(T0, vec![b"x".to_vec()])
+    let other = BatchSpec::new(T0, vec![b"x".to_vec()])
         .producer(7, 0, 1234)
         .encode();
-    assert_eq!(log.append(&mut other, 3).unwrap().base_offset, 11);
+    assert_eq!(log.append(&other, 3).unwrap().base_offset, 11);
 }
 
 #[test]
@@ -406,13 +407,13 @@ fn invalid_input_is_rejected_and_changes_nothing() {
     let mut bad_crc = good.clone();
     *bad_crc.last_mut().unwrap() ^= 1;
     assert!(matches!(
-        log.append(&mut bad_crc, 0),
+        log.append(&bad_crc, 0),
         Err(LogError::CorruptInput(_))
     ));
     let mut magic = good.clone();
     magic[16] = 1;
     assert!(matches!(
-        log.append(&mut magic, 0),
+        log.append(&magic, 0),
         Err(LogError::InvalidRecord(_))
     ));
     let mut count = good.clone();
@@ -420,32 +421,29 @@ fn invalid_input_is_rejected_and_changes_nothing() {
     let crc = strata_storage::batch::compute_crc(&count).unwrap();
     count[17..21].copy_from_slice(&crc.to_be_bytes());
     assert!(matches!(
-        log.append(&mut count, 0),
+        log.append(&count, 0),
         Err(LogError::InvalidRecord(_))
     ));
     let mut trailing = good.clone();
     trailing.extend_from_slice(&[0u8; 20]);
     assert!(matches!(
-        log.append(&mut trailing, 0),
+        log.append(&trailing, 0),
         Err(LogError::CorruptInput(_))
     ));
     let mut second_bad = good.clone();
     second_bad.extend_from_slice(&bad_crc);
     assert!(matches!(
-        log.append(&mut second_bad, 0),
+        log.append(&second_bad, 0),
         Err(LogError::CorruptInput(_))
     ));
+    assert!(matches!(log.append(&[], 0), Err(LogError::CorruptInput(_))));
     assert!(matches!(
-        log.append(&mut [], 0),
-        Err(LogError::CorruptInput(_))
-    ));
-    assert!(matches!(
-        log.append(&mut good.clone()[..30], 0),
+        log.append(&good.clone()[..30], 0),
         Err(LogError::CorruptInput(_))
     ));
     assert_eq!(log.log_end_offset(), 1);
     assert_eq!(log.size_bytes(), simple_batch(1, 10, T0).len() as u64);
-    assert_eq!(log.append(&mut good.clone(), 0).unwrap().base_offset, 1);
+    assert_eq!(log.append(&good.clone(), 0).unwrap().base_offset, 1);
 }
 
 #[test]
@@ -516,9 +514,7 @@ fn recovery_truncates_a_torn_tail() {
     );
     assert_eq!(&log.read(0, usize::MAX, i64::MAX).unwrap()[..], &kept[..]);
     assert_eq!(
-        log.append(&mut simple_batch(1, 5, T0), 0)
-            .unwrap()
-            .base_offset,
+        log.append(&simple_batch(1, 5, T0), 0).unwrap().base_offset,
         9
     );
 }
@@ -666,7 +662,7 @@ fn disk_full_is_storage_full_and_leaves_the_log_usable() {
     let mut log = open(&disk, &clock, LogConfig::default()).unwrap();
     append(&mut log, simple_batch(1, 100, T0));
     disk.set_space_bytes_max(Some(disk.used_bytes() + 500));
-    let result = log.append(&mut simple_batch(4, 200, T0), 0);
+    let result = log.append(&simple_batch(4, 200, T0), 0);
     assert!(
         matches!(result, Err(LogError::StorageFull)),
         "got {result:?}"
@@ -696,7 +692,8 @@ fn works_on_the_real_disk() {
     let mut written = Vec::new();
     for i in 0..10 {
         let mut batch = simple_batch(2, 150, T0 + i);
-        log.append(&mut batch, 1).unwrap();
+        let outcome = log.append(&batch, 1).unwrap();
+        stamp(&mut batch, outcome.base_offset, 1);
         written.extend(batch);
     }
     log.close().unwrap();
@@ -883,12 +880,12 @@ fn trimming_offloaded_segments_keeps_idempotent_producers() {
     assert!(log.trim_local_below(closed_end).unwrap() > 0);
     assert_eq!(log.log_start_offset(), closed_end);
 
-    let dup = log.append(&mut batch(8, 0), 3).unwrap();
+    let dup = log.append(&batch(8, 0), 3).unwrap();
     assert_eq!((dup.base_offset, dup.duplicate), (4, true));
-    let dup = log.append(&mut batch(7, 0), 3).unwrap();
+    let dup = log.append(&batch(7, 0), 3).unwrap();
     assert_eq!((dup.base_offset, dup.duplicate), (first.base_offset, true));
     assert!(matches!(
-        log.append(&mut batch(7, 9), 3),
+        log.append(&batch(7, 9), 3),
         Err(LogError::OutOfOrderSequence {
             expected_seq: 4,
             ..
@@ -900,9 +897,9 @@ fn trimming_offloaded_segments_keeps_idempotent_producers() {
     disk.crash(Some(3));
     let mut log = open(&disk, &clock, small_config()).unwrap();
     assert_eq!(log.log_start_offset(), closed_end);
-    let dup = log.append(&mut batch(8, 0), 3).unwrap();
+    let dup = log.append(&batch(8, 0), 3).unwrap();
     assert_eq!((dup.base_offset, dup.duplicate), (4, true));
     let end = log.log_end_offset();
-    let next = log.append(&mut batch(7, 4), 3).unwrap();
+    let next = log.append(&batch(7, 4), 3).unwrap();
     assert_eq!((next.base_offset, next.duplicate), (end, false));
 }

@@ -108,7 +108,8 @@ fn run(config: LogConfig, ops: Vec<Op>) {
             } => {
                 let ts = T0 + ts_offset;
                 let mut bytes = simple_batch(records, value_bytes, ts);
-                let outcome = log.append(&mut bytes, 0).unwrap();
+                let outcome = log.append(&bytes, 0).unwrap();
+                strata_storage::batch::build::stamp(&mut bytes, outcome.base_offset, 0);
                 model.push(Batch {
                     base: outcome.base_offset,
                     last: outcome.last_offset,

@@ -1072,10 +1072,10 @@ async fn append_durable(
     records: &[(Bytes, Option<Bytes>)],
 ) -> Result<i64, ResponseError> {
     let partition = offsets_partition(broker).map_err(|e| offsets_write_error(&e))?;
-    let mut batch = offsets::encode_batch(records, broker.clock().now_ms())
+    let batch = offsets::encode_batch(records, broker.clock().now_ms())
         .map_err(|_| ResponseError::UnknownServerError)?;
     let outcome = broker
-        .append(&partition, &mut batch)
+        .append(&partition, &batch)
         .map_err(|e| offsets_write_error(&e))?;
     assert_eq!(
         outcome.last_offset - outcome.base_offset + 1,
