@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -198,17 +199,49 @@ async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> std
     writer.flush().await
 }
 
+/// Answers a connection may owe at once: produce requests appended and waiting for their fsync,
+/// plus answers not yet written. Kafka clients pipeline up to 5 requests per connection by
+/// default (librdkafka more); past this many the connection stops reading until answers go out.
+const ANSWERS_QUEUED_MAX: usize = 16;
+
+/// An answer the connection's writer task awaits and writes, in request order.
+struct QueuedAnswer {
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    started: std::time::Instant,
+    answer: Pin<Box<dyn Future<Output = Outcome> + Send>>,
+}
+
+enum WriterItem {
+    Answer(QueuedAnswer),
+    /// Answered once every answer queued before it is written.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
 /// Serves one connection until the peer closes it, it misbehaves, or the broker shuts down.
+///
+/// Requests are read and handled in order. A produce request with acks=1 or acks=all is
+/// appended before the next request is read, but its answer (for acks=all: after the fsync) is
+/// left to the writer task, so the next pipelined produce request appends while the first waits,
+/// and both share one group commit. Answers go out in request order. Any other request first
+/// waits until every earlier answer is written, so it sees their effects as in Kafka, which
+/// handles one request per connection at a time.
 async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let _connection = broker.metrics().connection_opened();
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (mut reader, writer) = tokio::io::split(stream);
+    let (answers, queued) = tokio::sync::mpsc::channel(ANSWERS_QUEUED_MAX);
+    let writer_task = tokio::spawn(write_answers(Arc::clone(&broker), writer, queued, peer));
     let max_bytes = broker.config().request_bytes_max;
     let mut frame_buffer = BytesMut::new();
+    // Whether a produce answer may still be unwritten (then a barrier precedes other requests).
+    let mut produce_queued = false;
     loop {
         let frame = tokio::select! {
             biased;
             _ = broker.shutdown_started() => break,
+            _ = answers.closed() => break,
             frame = read_frame(&mut reader, &mut frame_buffer, max_bytes) => frame,
         };
         let frame = match frame {
@@ -233,19 +266,17 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
             }) => {
                 tracing::debug!(%peer, version, "ApiVersions version unsupported; answering with v0");
                 let response = Response::ApiVersions(api_versions::unsupported_version_response());
-                match encode_response(correlation_id, ApiKey::ApiVersions, 0, &response) {
-                    Ok(bytes) => {
-                        if let Err(error) = write_frame(&mut writer, &bytes).await {
-                            tracing::debug!(%peer, %error, "connection write failed");
-                            break;
-                        }
-                        continue;
-                    }
-                    Err(error) => {
-                        tracing::error!(%peer, %error, "encoding ApiVersions error response failed");
-                        break;
-                    }
+                let answer = QueuedAnswer {
+                    correlation_id,
+                    api_key: ApiKey::ApiVersions,
+                    version: 0,
+                    started: std::time::Instant::now(),
+                    answer: Box::pin(std::future::ready(Outcome::Respond(response))),
+                };
+                if answers.send(WriterItem::Answer(answer)).await.is_err() {
+                    break;
                 }
+                continue;
             }
             Err(error) => {
                 broker.metrics().record_bad_frame();
@@ -257,18 +288,89 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
         let correlation_id = decoded.header.correlation_id;
         let api_key = decoded.api_key;
         tracing::trace!(%peer, ?api_key, version, correlation_id, "request");
-        let context = handlers::RequestContext {
-            client_id: decoded
-                .header
-                .client_id
-                .as_ref()
-                .map(|id| id.to_string())
-                .unwrap_or_default(),
-            client_host: format!("/{}", peer.ip()),
-        };
         let started = std::time::Instant::now();
-        let outcome =
-            handlers::handle_in_context(&broker, decoded.request, version, &context).await;
+        let answer: Pin<Box<dyn Future<Output = Outcome> + Send>> = match decoded.request {
+            Request::Produce(request) if request.acks != 0 => {
+                produce_queued = true;
+                Box::pin(handlers::produce::append(&broker, request, version).finish())
+            }
+            request => {
+                if produce_queued {
+                    let (done, written) = tokio::sync::oneshot::channel();
+                    if answers.send(WriterItem::Barrier(done)).await.is_err()
+                        || written.await.is_err()
+                    {
+                        break;
+                    }
+                    produce_queued = false;
+                }
+                let context = handlers::RequestContext {
+                    client_id: decoded
+                        .header
+                        .client_id
+                        .as_ref()
+                        .map(|id| id.to_string())
+                        .unwrap_or_default(),
+                    client_host: format!("/{}", peer.ip()),
+                };
+                let outcome =
+                    handlers::handle_in_context(&broker, request, version, &context).await;
+                if matches!(outcome, Outcome::Close) {
+                    broker
+                        .metrics()
+                        .record_request(api_key, started.elapsed(), &outcome);
+                    tracing::debug!(%peer, ?api_key, "closing connection after a failed acks=0 produce");
+                    break;
+                }
+                Box::pin(std::future::ready(outcome))
+            }
+        };
+        let queued_answer = QueuedAnswer {
+            correlation_id,
+            api_key,
+            version,
+            started,
+            answer,
+        };
+        if answers
+            .send(WriterItem::Answer(queued_answer))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    // The writer answers what is queued (produce answers wait for their fsync), then closes.
+    drop(answers);
+    if let Err(error) = writer_task.await {
+        tracing::warn!(%peer, %error, "connection writer ended abnormally");
+    }
+}
+
+/// The writer half of a connection: awaits each queued answer in order and writes it. Stops at
+/// the first failed write; the reader sees the channel closed and stops too.
+async fn write_answers<W: AsyncWrite + Unpin>(
+    broker: Arc<Broker>,
+    mut writer: W,
+    mut queued: tokio::sync::mpsc::Receiver<WriterItem>,
+    peer: SocketAddr,
+) {
+    while let Some(item) = queued.recv().await {
+        let queued_answer = match item {
+            WriterItem::Barrier(done) => {
+                let _ = done.send(());
+                continue;
+            }
+            WriterItem::Answer(queued_answer) => queued_answer,
+        };
+        let QueuedAnswer {
+            correlation_id,
+            api_key,
+            version,
+            started,
+            answer,
+        } = queued_answer;
+        let outcome = answer.await;
         broker
             .metrics()
             .record_request(api_key, started.elapsed(), &outcome);
@@ -289,7 +391,8 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
             }
             Outcome::NoResponse => {}
             Outcome::Close => {
-                tracing::debug!(%peer, ?api_key, "closing connection after a failed acks=0 produce");
+                // Only an acks=0 produce closes, and the reader handles those itself.
+                tracing::debug!(%peer, ?api_key, "closing connection");
                 break;
             }
         }

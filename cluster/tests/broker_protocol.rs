@@ -417,6 +417,60 @@ async fn produce_then_fetch_round_trips() {
     broker.stop().await;
 }
 
+/// Produce requests pipelined on one connection (sent without waiting, as librdkafka and the
+/// Java producer do) append in the order they were sent and are answered in that order; a
+/// request sent after them (here Fetch and ListOffsets) sees all of them, as in Kafka.
+#[tokio::test]
+async fn pipelined_produce_requests_append_and_answer_in_order() {
+    let broker = TestBroker::start().await;
+    let mut conn = broker.connect().await;
+    create_topic(&mut conn, "pipe", 1).await;
+    let mut sent = Vec::new();
+    for i in 0..12u8 {
+        // acks=all, with an acks=1 request every third one.
+        let acks = if i % 3 == 2 { 1 } else { -1 };
+        let values: [&[u8]; 2] = [&[b'a' + i], &[b'A' + i]];
+        let request = produce_request("pipe", 0, batch(&values, None), acks);
+        sent.push(conn.send(ApiKey::Produce, 9, &request).await);
+    }
+    let fetch_id = conn
+        .send(ApiKey::Fetch, 12, &fetch_request("pipe", 0, 0, 0, 1))
+        .await;
+    let mut offsets = Vec::new();
+    for correlation_id in &sent {
+        let (answered, response): (i32, ProduceResponse) = conn.recv(ApiKey::Produce, 9).await;
+        assert_eq!(answered, *correlation_id, "answers come in request order");
+        let partition = &response.responses[0].partition_responses[0];
+        assert_eq!(partition.error_code, 0);
+        offsets.push(partition.base_offset);
+    }
+    assert_eq!(
+        offsets,
+        (0..12).map(|i| 2 * i).collect::<Vec<i64>>(),
+        "appended in the order sent"
+    );
+    let (answered, response): (i32, FetchResponse) = conn.recv(ApiKey::Fetch, 12).await;
+    assert_eq!(answered, fetch_id);
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(
+        partition.high_watermark, 24,
+        "the fetch sees every produce before it"
+    );
+    let mut records = partition.records.clone().expect("records");
+    let values: Vec<Vec<u8>> = RecordBatchDecoder::decode_all(&mut records)
+        .expect("decode")
+        .into_iter()
+        .flat_map(|set| set.records)
+        .map(|record| record.value.expect("value").to_vec())
+        .collect();
+    let expected: Vec<Vec<u8>> = (0..12u8)
+        .flat_map(|i| [vec![b'a' + i], vec![b'A' + i]])
+        .collect();
+    assert_eq!(values, expected);
+    assert_eq!(list_offset(&mut conn, "pipe", -1).await, (0, 24));
+    broker.stop().await;
+}
+
 #[tokio::test]
 async fn fetch_long_poll_wakes_on_new_data() {
     let broker = TestBroker::start().await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -154,6 +154,25 @@ fn check_keys(records: &[u8], partition: &Partition) -> Result<(), (ResponseErro
 
 /// Handles a Produce request.
 pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Outcome {
+    append(broker, request, version).finish().await
+}
+
+/// A Produce request whose batches are appended (or refused): what is left is to wait, for
+/// acks=all, until they are durable, and answer.
+pub struct Appended {
+    acks: i16,
+    version: i16,
+    timeout_ms: i32,
+    any_error: bool,
+    responses: Vec<TopicProduceResponse>,
+    pending: Vec<Pending>,
+}
+
+/// The first half of a Produce request: validates and appends every partition's batches, in
+/// request order, without waiting. The connection loop runs it before it reads the next
+/// request, so pipelined produce requests append in the order they were sent; their
+/// [`Appended::finish`] (the wait for the fsync) can then overlap.
+pub fn append(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Appended {
     let acks = request.acks;
     let acks_valid = matches!(acks, -1..=1);
     let transactional = request
@@ -218,27 +237,72 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
         }
         responses.push(
             TopicProduceResponse::default()
-                .with_name(topic_data.name)
+                // An owned copy: the request's name points into the request frame, which the
+                // connection reuses for the next request once nothing refers to it.
+                .with_name(TopicName(StrBytes::from_string(name)))
                 .with_partition_responses(partition_responses),
         );
     }
 
-    if acks == 0 {
-        // Kafka answers nothing to acks=0 and signals failure by closing the connection.
-        return if any_error {
-            Outcome::Close
-        } else {
-            Outcome::NoResponse
-        };
+    Appended {
+        acks,
+        version,
+        timeout_ms: request.timeout_ms,
+        any_error,
+        responses,
+        pending,
+    }
+}
+
+impl Appended {
+    /// Whether the answer needs to wait for durability (acks=all with an appended batch).
+    pub fn waits(&self) -> bool {
+        !self.pending.is_empty()
     }
 
-    // Planted bug (simulation only, see docs/simulation.md): acks=all answers at once, before
-    // the flusher has made the batch durable.
-    #[cfg(strata_bug = "ack-before-fsync")]
-    pending.clear();
+    /// The second half: waits (acks=all) until every appended batch is durable, or the request's
+    /// timeout, and builds the answer.
+    pub async fn finish(self) -> Outcome {
+        let Appended {
+            acks,
+            version,
+            timeout_ms,
+            any_error,
+            mut responses,
+            #[allow(unused_mut)]
+            mut pending,
+        } = self;
+        if acks == 0 {
+            // Kafka answers nothing to acks=0 and signals failure by closing the connection.
+            return if any_error {
+                Outcome::Close
+            } else {
+                Outcome::NoResponse
+            };
+        }
+
+        // Planted bug (simulation only, see docs/simulation.md): acks=all answers at once,
+        // before the flusher has made the batch durable.
+        #[cfg(strata_bug = "ack-before-fsync")]
+        pending.clear();
+        finish_pending(&mut responses, pending, timeout_ms, version).await;
+        let mut response = ProduceResponse::default().with_responses(responses);
+        if version >= 1 {
+            response = response.with_throttle_time_ms(0);
+        }
+        Outcome::Respond(Response::Produce(response))
+    }
+}
+
+async fn finish_pending(
+    responses: &mut [TopicProduceResponse],
+    pending: Vec<Pending>,
+    request_timeout_ms: i32,
+    version: i16,
+) {
     if !pending.is_empty() {
-        let timeout_ms = if request.timeout_ms > 0 {
-            request.timeout_ms as u64
+        let timeout_ms = if request_timeout_ms > 0 {
+            request_timeout_ms as u64
         } else {
             ACK_TIMEOUT_DEFAULT_MS
         };
@@ -261,12 +325,6 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
             }
         }
     }
-
-    let mut response = ProduceResponse::default().with_responses(responses);
-    if version >= 1 {
-        response = response.with_throttle_time_ms(0);
-    }
-    Outcome::Respond(Response::Produce(response))
 }
 
 #[cfg(test)]
