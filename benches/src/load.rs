@@ -1,7 +1,9 @@
 //! The load tool: concurrent producers and consumers on Strata's client.
 //!
 //! - `produce`: `producers` tasks, each with its own connection, send batches of `batch_records`
-//!   records round robin over the topic's partitions (one request in flight per task).
+//!   records round robin over the topic's partitions: one request in flight per task through
+//!   Strata's `Producer` (retries, idempotence), or with `max_in_flight` > 1 up to that many
+//!   pipelined requests per connection (as Kafka producers pipeline; no retries).
 //! - `consume`: `consumers` tasks read the partitions (partition `p` goes to consumer
 //!   `p % consumers`) from the log start to the end offsets seen when the run starts.
 //! - `e2e`: both at once; the consumers start at the end of the log, and each record carries its
@@ -18,9 +20,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use strata_cluster::client::{
-    Client, ClientConfig, ClientError, Compression, OffsetSpec, Producer, ProducerConfig, Record,
-    ResponseError,
+    encode_plain_batch, Client, ClientConfig, ClientError, Compression, Connection, OffsetSpec,
+    Pipeline, Producer, ProducerConfig, Record, ResponseError,
 };
 
 use crate::report::{
@@ -31,6 +36,8 @@ use crate::report::{
 const CONSECUTIVE_ERRORS_MAX: u32 = 10;
 /// Pause after a failed request before the next one.
 const ERROR_BACKOFF_MS: u64 = 100;
+/// Largest `--max-in-flight`.
+const MAX_IN_FLIGHT_MAX: usize = 64;
 /// How long e2e consumers may take to catch up once the producers are done.
 const E2E_DRAIN_GRACE: Duration = Duration::from_secs(10);
 /// A fetch of a consumer reading one partition waits up to this long for data (the broker
@@ -110,6 +117,9 @@ pub struct LoadConfig {
     pub linger: Duration,
     /// Concurrent producer tasks, each with its own connection.
     pub producers: usize,
+    /// Produce requests each producer keeps in flight on its connection (Kafka's
+    /// `max.in.flight.requests.per.connection`); 1 = wait for each answer.
+    pub max_in_flight: usize,
     /// Concurrent consumer tasks, each with its own connection.
     pub consumers: usize,
     /// `max_bytes` of each fetch.
@@ -138,6 +148,7 @@ impl LoadConfig {
             batch_records: 1000,
             linger: Duration::ZERO,
             producers: 1,
+            max_in_flight: 1,
             consumers: 1,
             fetch_bytes_max: 1024 * 1024,
             request_timeout_ms: 30_000,
@@ -162,6 +173,17 @@ impl LoadConfig {
             }
             if self.producers == 0 {
                 bail!("--producers must be at least 1");
+            }
+            if !(1..=MAX_IN_FLIGHT_MAX).contains(&self.max_in_flight) {
+                bail!("--max-in-flight must be between 1 and {MAX_IN_FLIGHT_MAX}");
+            }
+            if self.max_in_flight > 1 {
+                if self.throughput_records_per_s.is_some() {
+                    bail!("--max-in-flight above 1 is for unlimited-rate runs (no --throughput)");
+                }
+                if self.idempotent || self.acks == 0 {
+                    bail!("--max-in-flight above 1 needs --acks 1 or all, without --idempotence");
+                }
             }
         }
         if self.mode.consumes() && self.consumers == 0 {
@@ -535,6 +557,212 @@ async fn produce_task(shared: Arc<Shared>, index: usize) -> anyhow::Result<Histo
     Ok(histogram)
 }
 
+/// A produce request a pipelined producer has sent and not yet seen answered.
+struct InFlight {
+    addr: String,
+    version: i16,
+    partition: i32,
+    records: u64,
+    sent_us: u64,
+}
+
+/// One pipelined producer task (`max_in_flight` > 1, unlimited rate): keeps up to
+/// `max_in_flight` produce requests outstanding on one connection per leader, as Kafka producers
+/// do, and takes their answers in order. No retries: a failed request counts its records as
+/// errors; a broken connection is reopened. Returns the ack latency histogram.
+async fn produce_task_pipelined(
+    shared: Arc<Shared>,
+    index: usize,
+) -> anyhow::Result<Histogram<u64>> {
+    let config = &shared.config;
+    let client = connect(config, "producer").await?;
+    let payload = Payload::new(
+        config.record_size_bytes,
+        0x9E37_79B9_7F4A_7C15 ^ index as u64,
+    );
+    let mut histogram = latency_histogram();
+    let mut pipelines: HashMap<String, Pipeline> = HashMap::new();
+    let mut in_flight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
+    let mut taken_records: u64 = 0;
+    let mut next_partition = index % shared.partitions.len();
+    let mut consecutive_errors = 0u32;
+    // The broker may hold an acks=all request up to its timeout; the network gets ours on top.
+    let answer_timeout_ms = config.request_timeout_ms.saturating_mul(2);
+    let mut sending = true;
+    loop {
+        while sending && in_flight.len() < config.max_in_flight {
+            if shared.stop.load(Ordering::Relaxed) || shared.past_deadline() {
+                sending = false;
+                break;
+            }
+            let count = shared.budget.claim(config.batch_records as u64);
+            if count == 0 {
+                sending = false;
+                break;
+            }
+            let partition = shared.partitions[next_partition];
+            next_partition = (next_partition + 1) % shared.partitions.len();
+            let now = now_us();
+            let records: Vec<Record> = (taken_records..taken_records + count)
+                .map(|k| Record {
+                    key: None,
+                    value: Some(if config.mode == Mode::E2e {
+                        payload.value_with_timestamp(k, now)
+                    } else {
+                        payload.value(k)
+                    }),
+                    headers: Vec::new(),
+                    timestamp_ms: Some((now / 1000) as i64),
+                })
+                .collect();
+            taken_records += count;
+            let sent = async {
+                let addr = client.leader_addr(&config.topic, partition, true).await?;
+                if !pipelines.contains_key(&addr) {
+                    let conn = Connection::connect(
+                        &addr,
+                        &client.config().client_id,
+                        config.request_timeout_ms,
+                    )
+                    .await?;
+                    pipelines.insert(addr.clone(), conn.into_pipeline());
+                }
+                let pipeline = pipelines.get_mut(&addr).expect("inserted above");
+                let version = pipeline.connection().version_for::<ProduceRequest>()?;
+                let request = ProduceRequest::default()
+                    .with_acks(config.acks)
+                    .with_timeout_ms(i32::try_from(config.request_timeout_ms).unwrap_or(i32::MAX))
+                    .with_topic_data(vec![TopicProduceData::default()
+                        .with_name(TopicName(StrBytes::from_string(config.topic.clone())))
+                        .with_partition_data(vec![PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(encode_plain_batch(
+                                &records,
+                                config.compression,
+                            )?))])]);
+                pipeline.send(&request, version).await?;
+                Ok::<_, ClientError>((addr, version))
+            };
+            match sent.await {
+                Ok((addr, version)) => in_flight.push_back(InFlight {
+                    addr,
+                    version,
+                    partition,
+                    records: count,
+                    sent_us: now,
+                }),
+                Err(e) => {
+                    failed(&shared, &mut consecutive_errors, count, &e, index)?;
+                    // Whatever was outstanding on a broken connection is lost with it.
+                    for lost in in_flight.drain(..) {
+                        shared
+                            .counters
+                            .produce_errors
+                            .fetch_add(lost.records, Ordering::Relaxed);
+                    }
+                    pipelines.clear();
+                    client.invalidate_topic(&config.topic);
+                    tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await;
+                }
+            }
+        }
+        let Some(oldest) = in_flight.pop_front() else {
+            break;
+        };
+        let answer = match pipelines.get_mut(&oldest.addr) {
+            Some(pipeline) => {
+                pipeline
+                    .recv::<ProduceRequest>(oldest.version, answer_timeout_ms)
+                    .await
+            }
+            None => Err(ClientError::Disconnected {
+                addr: oldest.addr.clone(),
+            }),
+        };
+        let error = match answer {
+            Ok(response) => {
+                let code = response
+                    .responses
+                    .iter()
+                    .flat_map(|t| t.partition_responses.iter())
+                    .find(|p| p.index == oldest.partition)
+                    .map_or(-1, |p| p.error_code);
+                if code == 0 {
+                    None
+                } else {
+                    Some(ClientError::from_code(
+                        code,
+                        format!("produce to {}-{}", config.topic, oldest.partition),
+                        None,
+                    ))
+                }
+            }
+            Err(e) => {
+                pipelines.remove(&oldest.addr);
+                Some(e)
+            }
+        };
+        match error {
+            None => {
+                consecutive_errors = 0;
+                record_latency_us(
+                    &mut histogram,
+                    now_us().saturating_sub(oldest.sent_us),
+                    oldest.records,
+                );
+                shared
+                    .counters
+                    .produced_records
+                    .fetch_add(oldest.records, Ordering::Relaxed);
+                shared.counters.produced_bytes.fetch_add(
+                    oldest.records * config.record_size_bytes as u64,
+                    Ordering::Relaxed,
+                );
+            }
+            Some(e) => {
+                failed(&shared, &mut consecutive_errors, oldest.records, &e, index)?;
+                if !pipelines.contains_key(&oldest.addr) {
+                    // The connection broke: what it still had outstanding is lost too.
+                    in_flight.retain(|f| {
+                        let lost = f.addr == oldest.addr;
+                        if lost {
+                            shared
+                                .counters
+                                .produce_errors
+                                .fetch_add(f.records, Ordering::Relaxed);
+                        }
+                        !lost
+                    });
+                    client.invalidate_topic(&config.topic);
+                }
+            }
+        }
+    }
+    Ok(histogram)
+}
+
+/// Counts a failed request of `records` records; fails the task after too many in a row.
+fn failed(
+    shared: &Shared,
+    consecutive_errors: &mut u32,
+    records: u64,
+    error: &ClientError,
+    index: usize,
+) -> anyhow::Result<()> {
+    shared
+        .counters
+        .produce_errors
+        .fetch_add(records, Ordering::Relaxed);
+    *consecutive_errors += 1;
+    if *consecutive_errors >= CONSECUTIVE_ERRORS_MAX {
+        bail!(
+            "producer {index}: {consecutive_errors} requests in a row failed, last: {error}",
+            consecutive_errors = *consecutive_errors
+        );
+    }
+    Ok(())
+}
+
 /// Where a consumer is in one partition.
 struct Cursor {
     partition: i32,
@@ -808,7 +1036,11 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     let mut producer_handles = Vec::new();
     if shared.config.mode.produces() {
         for index in 0..shared.config.producers {
-            producer_handles.push(tokio::spawn(produce_task(shared.clone(), index)));
+            if shared.config.max_in_flight > 1 {
+                producer_handles.push(tokio::spawn(produce_task_pipelined(shared.clone(), index)));
+            } else {
+                producer_handles.push(tokio::spawn(produce_task(shared.clone(), index)));
+            }
         }
     }
 
@@ -859,6 +1091,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
             batch_records: config.batch_records,
             throughput_records_per_s: config.throughput_records_per_s,
             linger_ms: u64::try_from(config.linger.as_millis()).unwrap_or(u64::MAX),
+            max_in_flight: config.max_in_flight,
         }),
         producers: if config.mode.produces() {
             config.producers

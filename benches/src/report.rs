@@ -153,6 +153,8 @@ pub struct ProducerSettings {
     pub throughput_records_per_s: Option<f64>,
     /// With a target rate, how long a partial batch waits for more records.
     pub linger_ms: u64,
+    /// Produce requests each producer keeps in flight on its connection.
+    pub max_in_flight: usize,
 }
 
 /// Everything one run of the load tool measured, with the settings it ran with.
@@ -206,6 +208,9 @@ impl LoadReport {
                 p.batch_records,
                 self.producers,
             ));
+            if p.max_in_flight > 1 {
+                out.push_str(&format!(" ({} requests in flight each)", p.max_in_flight));
+            }
             if self.consumers > 0 {
                 out.push_str(&format!(", {} consumers", self.consumers));
             }
@@ -289,6 +294,7 @@ mod tests {
                 batch_records: 10,
                 throughput_records_per_s: None,
                 linger_ms: 0,
+                max_in_flight: 1,
             }),
             producers: 1,
             consumers: 0,

@@ -55,9 +55,14 @@ pub struct BenchArgs {
     /// With --throughput: how long a partial batch waits for more records (Kafka's linger.ms).
     #[arg(long, default_value_t = 0)]
     linger_ms: u64,
-    /// Concurrent producers, each with its own connection and one request in flight.
+    /// Concurrent producers, each with its own connection.
     #[arg(long, default_value_t = 1)]
     producers: usize,
+    /// Produce requests each producer keeps in flight on its connection (Kafka's
+    /// max.in.flight.requests.per.connection). 1 waits for each answer and retries failures;
+    /// above 1 pipelines (unlimited rate, acks 1 or all, no idempotence, no retries).
+    #[arg(long, default_value_t = 1)]
+    max_in_flight: usize,
     /// Concurrent consumers, each with its own connection (at most one per partition).
     #[arg(long, default_value_t = 1)]
     consumers: usize,
@@ -111,6 +116,7 @@ impl BenchArgs {
             batch_records: self.batch_size,
             linger: Duration::from_millis(self.linger_ms),
             producers: self.producers,
+            max_in_flight: self.max_in_flight,
             consumers: self.consumers,
             fetch_bytes_max: self.fetch_bytes,
             request_timeout_ms: self.connect.request_timeout_ms,

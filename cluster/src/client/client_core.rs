@@ -514,6 +514,19 @@ impl Client {
         partition: i32,
         allow_auto_topic_creation: bool,
     ) -> Result<PooledConnection, ClientError> {
+        let addr = self
+            .leader_addr(topic, partition, allow_auto_topic_creation)
+            .await?;
+        self.connection_to(&addr).await
+    }
+
+    /// The `host:port` of the leader of `topic`-`partition` (from cached metadata when known).
+    pub async fn leader_addr(
+        &self,
+        topic: &str,
+        partition: i32,
+        allow_auto_topic_creation: bool,
+    ) -> Result<String, ClientError> {
         let metadata = self
             .topic_metadata(topic, allow_auto_topic_creation)
             .await?;
@@ -535,10 +548,7 @@ impl Client {
             return Err(leader_not_available());
         }
         let addr = self.state().brokers.get(&p.leader_id).cloned();
-        let Some(addr) = addr else {
-            return Err(leader_not_available());
-        };
-        self.connection_to(&addr).await
+        addr.ok_or_else(leader_not_available)
     }
 
     /// Runs `call` against the leader of `topic`-`partition`, refreshing metadata and trying

@@ -5,7 +5,7 @@
 //! `strata_cluster::server::GuardedAllocator` as their global allocator (the `strata` binary
 //! does).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -386,6 +386,111 @@ impl Connection {
             addr: self.addr.clone(),
             reason,
         }
+    }
+}
+
+impl Connection {
+    /// Turns the connection into a [`Pipeline`], which keeps several requests in flight.
+    pub fn into_pipeline(self) -> Pipeline {
+        Pipeline {
+            conn: self,
+            outstanding: VecDeque::new(),
+            broken: false,
+        }
+    }
+}
+
+/// A connection that pipelines requests, as Kafka producers do
+/// (`max.in.flight.requests.per.connection`): [`Pipeline::send`] writes a request without
+/// waiting for its answer, [`Pipeline::recv`] reads the answer to the oldest request still
+/// outstanding (a Kafka broker answers a connection's requests in the order they were sent).
+///
+/// For load generation and tests: one owner, no retries. After any error (including a timeout
+/// or a cancelled call) the pipeline refuses further use.
+pub struct Pipeline {
+    conn: Connection,
+    /// Correlation ids of the requests sent and not yet answered, oldest first.
+    outstanding: VecDeque<i32>,
+    /// Set while a frame is half written or half read, and after any error.
+    broken: bool,
+}
+
+impl Pipeline {
+    /// The underlying connection (address, negotiated versions).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Requests sent and not yet answered.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    fn check_usable(&self) -> Result<(), ClientError> {
+        if self.broken {
+            return Err(ClientError::Disconnected {
+                addr: self.conn.addr.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes `request` at `version` (within the request timeout) without waiting for its
+    /// answer; `recv` returns the answers in the order of the `send`s.
+    pub async fn send<R: Request>(&mut self, request: &R, version: i16) -> Result<(), ClientError> {
+        self.check_usable()?;
+        let frame = self.conn.encode(request, version)?;
+        let conn = &self.conn;
+        self.broken = true;
+        let call = async {
+            let mut wire = conn.wire.lock().await;
+            let correlation_id = conn.write_frame(&mut wire, frame).await?;
+            // The pipeline tracks the answers itself.
+            wire.mid_request = false;
+            Ok(correlation_id)
+        };
+        let correlation_id = conn
+            .with_timeout::<R, _>(call, conn.request_timeout_ms)
+            .await?;
+        self.broken = false;
+        self.outstanding.push_back(correlation_id);
+        Ok(())
+    }
+
+    /// Reads the answer to the oldest outstanding request, a request of type `R` sent at
+    /// `version`, waiting up to `timeout_ms`.
+    pub async fn recv<R: Request>(
+        &mut self,
+        version: i16,
+        timeout_ms: u64,
+    ) -> Result<R::Response, ClientError> {
+        self.check_usable()?;
+        let Some(&expected) = self.outstanding.front() else {
+            return Err(ClientError::InvalidArgument(
+                "recv on a pipeline with no request outstanding".to_string(),
+            ));
+        };
+        let conn = &self.conn;
+        self.broken = true;
+        let call = async {
+            let mut wire = conn.wire.lock().await;
+            conn.read_frame(&mut wire).await
+        };
+        let mut body = conn.with_timeout::<R, _>(call, timeout_ms).await?;
+        let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
+            .map_err(|e| conn.protocol(format!("bad response header: {e}")))?;
+        if header.correlation_id != expected {
+            return Err(conn.protocol(format!(
+                "correlation id {} does not match request {expected}",
+                header.correlation_id
+            )));
+        }
+        let response = R::Response::decode(&mut body, version).map_err(|e| {
+            conn.protocol(format!("bad {} v{version} response: {e}", api_name::<R>()))
+        })?;
+        self.outstanding.pop_front();
+        self.broken = false;
+        Ok(response)
     }
 }
 

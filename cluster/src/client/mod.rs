@@ -23,11 +23,11 @@ pub use client_core::{
     BrokerMetadata, Client, ClientConfig, OffsetSpec, PartitionMetadata, PooledConnection,
     TopicConfigEntry, TopicDescription, TopicMetadata,
 };
-pub use connection::{Connection, RESPONSE_BYTES_MAX};
+pub use connection::{Connection, Pipeline, RESPONSE_BYTES_MAX};
 pub use error::ClientError;
 pub use fetch::{ConsumedRecord, FetchResult};
 pub use groups::{CommittedOffset, GroupDescription, GroupListing, GroupMemberDescription};
 pub use kafka_protocol::records::Compression;
 pub use kafka_protocol::ResponseError;
 pub use partitioner::{kafka_partition_for_key, murmur2};
-pub use producer::{Producer, ProducerConfig, Record};
+pub use producer::{encode_plain_batch, Producer, ProducerConfig, Record};

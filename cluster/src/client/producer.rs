@@ -504,6 +504,15 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Encodes `records` as one v2 record batch without a producer identity (not idempotent), for
+/// callers that send Produce requests themselves (the load tool's pipelined producers).
+pub fn encode_plain_batch(
+    records: &[Record],
+    compression: Compression,
+) -> Result<Bytes, ClientError> {
+    encode_batch(records, -1, -1, -1, compression)
+}
+
 /// Encodes `records` as one v2 record batch (base offset 0) with the given producer identity
 /// and base sequence (-1 for none).
 pub(crate) fn encode_batch(
