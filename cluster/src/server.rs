@@ -1,8 +1,12 @@
 //! The Kafka listener: one task per connection, 4-byte big-endian length-prefixed frames, header
 //! decode, dispatch, responses in request order.
 //!
-//! A connection is handled one request at a time (like Kafka, which mutes a channel until its
-//! response is sent), so responses go out in request order. Malformed input closes only that
+//! A connection reads and handles its requests in order, and answers them in order. Produce
+//! requests (acks 1 or all) are pipelined: each is appended before the next request is read,
+//! and a writer task sends the answers, so an acks=all request waiting for its fsync does not
+//! keep the next produce request from appending (they share a group commit). Every other request
+//! first waits until the answers before it are written, as in Kafka, which mutes a channel until
+//! its response is sent. Malformed input closes only that
 //! connection: a negative or too large length prefix, a header that does not decode, an unknown
 //! API key, an unsupported version (except ApiVersions, which answers UNSUPPORTED_VERSION in a v0
 //! body so the client can retry), or a body that does not decode.
