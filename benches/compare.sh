@@ -10,7 +10,7 @@
 #   Then once: dd oflag=dsync (one fdatasync per 1 MiB write, closer to a group commit per
 #   produce request); sequential read from the page cache (dd of a file read twice, the second
 #   timed) next to `strata bench consume` of the last round's topic (hot tier, page cache).
-# Bounded (about 40 s per step at most); removes its temp dir and stops its broker on exit.
+# Bounded (about 40 s per step at most; a few s of settling between steps); removes its temp dir and stops its broker on exit.
 #
 # Usage: benches/compare.sh            (after: cargo build --release -p strata-tools)
 # Environment:
@@ -85,9 +85,14 @@ fi
 file=$work/dd.bin
 records=$((size_mb * 1000000 / record_size))
 ratios=()
+# settle: lets the previous step's writeback and discards (of a removed file, on a file system
+# mounted with `discard`) finish, so that they do not slow down the next measurement.
+settle() { sync; sleep 2; }
 for round in $(seq "$rounds"); do
+    settle
     write_fdatasync=$(dd_rate if=/dev/zero of="$file" bs=1M count="$size_mb" conv=fdatasync)
     rm -f "$file"
+    settle
     timeout "$step_timeout_s" "$strata" bench produce --bootstrap-server "$bootstrap" \
         --topic "compare-$round" --partitions "$producers" --producers "$producers" \
         --max-in-flight "$max_in_flight" --record-size "$record_size" --num-records "$records" \
@@ -104,6 +109,7 @@ done
 median=$(python3 -c "import statistics, sys; print(f'{statistics.median(map(float, sys.argv[1:])):.1f}')" "${ratios[@]}")
 echo "strata produce, acks=all, $record_size B records: median $median% of the paired dd conv=fdatasync (rounds: ${ratios[*]})"
 
+settle
 write_dsync=$(dd_rate if=/dev/zero of="$file" bs=1M count="$size_mb" oflag=dsync)
 dd_rate if="$file" of=/dev/null bs=1M >/dev/null # warm the page cache
 read_cache=$(dd_rate if="$file" of=/dev/null bs=1M)

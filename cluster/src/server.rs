@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{ApiKey, FetchResponse, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -104,6 +104,177 @@ pub fn decode_request(frame: Bytes) -> Result<DecodedRequest, FrameError> {
         api_key,
         request,
     })
+}
+
+/// Record bytes in a Fetch answer from which it is written as parts, without copying the
+/// records into the frame (below it, one copy is cheaper than the extra writes).
+const ZERO_COPY_RECORDS_BYTES_MIN: usize = 64 * 1024;
+
+/// Bytes of the marker that stands in for one partition's records while a Fetch answer is
+/// encoded.
+const RECORDS_MARKER_BYTES: usize = 16;
+
+/// The marker for the `index`-th records field: 0xFF bytes (never in UTF-8 text) around a tag and
+/// the index. The splice checks each marker is found exactly where expected, so a collision (a
+/// topic id that happened to contain it) falls back to the copying encode, never to a bad frame.
+fn records_marker(index: u32) -> [u8; RECORDS_MARKER_BYTES] {
+    let mut marker = [0u8; RECORDS_MARKER_BYTES];
+    marker[..10].copy_from_slice(&[0xFF, 0xFE, b'S', b'T', b'R', b'A', b'T', b'A', 0xFF, 0x00]);
+    marker[10..14].copy_from_slice(&index.to_be_bytes());
+    marker[14..].copy_from_slice(&[0xFE, 0xFF]);
+    marker
+}
+
+/// Encodes an answer as the byte strings to write back to back (the frame's length prefix
+/// included). A Fetch answer carrying at least [`ZERO_COPY_RECORDS_BYTES_MIN`] of records keeps
+/// each partition's records as its own part, so record data goes from the segment read to the
+/// socket without a copy into the frame; everything else is one encoded frame.
+pub fn encode_response_parts(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    response: Response,
+) -> Result<Vec<Bytes>, String> {
+    let response = match response {
+        Response::Fetch(fetch) => match fetch_response_parts(correlation_id, version, fetch) {
+            Ok(parts) => return Ok(parts),
+            Err(fetch) => Response::Fetch(*fetch),
+        },
+        other => other,
+    };
+    Ok(vec![encode_response(
+        correlation_id,
+        api_key,
+        version,
+        &response,
+    )?])
+}
+
+/// The parts of a Fetch answer: the frame encoded with a small marker in place of each
+/// partition's records, cut at the markers, with the records (and their real length prefixes)
+/// in between. Gives the answer back (unchanged) when it is small or anything does not line up.
+fn fetch_response_parts(
+    correlation_id: i32,
+    version: i16,
+    mut fetch: FetchResponse,
+) -> Result<Vec<Bytes>, Box<FetchResponse>> {
+    let records_bytes: usize = fetch
+        .responses
+        .iter()
+        .flat_map(|topic| topic.partitions.iter())
+        .filter_map(|partition| partition.records.as_ref().map(Bytes::len))
+        .sum();
+    if records_bytes < ZERO_COPY_RECORDS_BYTES_MIN {
+        return Err(Box::new(fetch));
+    }
+    let mut taken: Vec<Bytes> = Vec::new();
+    for partition in fetch
+        .responses
+        .iter_mut()
+        .flat_map(|topic| topic.partitions.iter_mut())
+    {
+        if let Some(records) = partition.records.as_mut() {
+            if !records.is_empty() {
+                let Ok(index) = u32::try_from(taken.len()) else {
+                    break;
+                };
+                let marker = Bytes::copy_from_slice(&records_marker(index));
+                taken.push(std::mem::replace(records, marker));
+            }
+        }
+    }
+    let response = Response::Fetch(fetch);
+    let spliced = encode_response(correlation_id, ApiKey::Fetch, version, &response)
+        .ok()
+        .and_then(|head| splice_records(&head, &taken, version >= 12));
+    match spliced {
+        Some(parts) => Ok(parts),
+        None => {
+            // Put the records back where the markers stand, for the copying encode.
+            let Response::Fetch(mut fetch) = response else {
+                unreachable!("built as a Fetch answer above")
+            };
+            let mut taken = taken.into_iter().enumerate().peekable();
+            for partition in fetch
+                .responses
+                .iter_mut()
+                .flat_map(|topic| topic.partitions.iter_mut())
+            {
+                let (Some(records), Some((index, _))) = (partition.records.as_mut(), taken.peek())
+                else {
+                    continue;
+                };
+                let is_marker = u32::try_from(*index)
+                    .is_ok_and(|index| records[..] == records_marker(index)[..]);
+                if is_marker {
+                    if let Some((_, original)) = taken.next() {
+                        *records = original;
+                    }
+                }
+            }
+            Err(Box::new(fetch))
+        }
+    }
+}
+
+/// Cuts `head` (a frame with markers for records) at each marker and splices in the records with
+/// their real length prefix (compact: unsigned varint of length + 1; else i32 length). `None`
+/// unless every marker is found once, in order, behind the length prefix of a marker.
+fn splice_records(head: &Bytes, records: &[Bytes], compact: bool) -> Option<Vec<Bytes>> {
+    let prefix_bytes = if compact { 1 } else { 4 };
+    let mut marker_prefix = Vec::with_capacity(4);
+    put_records_length(&mut marker_prefix, RECORDS_MARKER_BYTES, compact)?;
+    let mut parts = Vec::with_capacity(2 * records.len() + 1);
+    let mut from = 0usize;
+    for (index, data) in records.iter().enumerate() {
+        let marker = records_marker(u32::try_from(index).ok()?);
+        let found = from + find_bytes(&head[from..], &marker)?;
+        if found < from + prefix_bytes
+            || head[found - prefix_bytes..found] != marker_prefix[..]
+            || find_bytes(&head[found + RECORDS_MARKER_BYTES..], &marker).is_some()
+        {
+            return None;
+        }
+        let mut prefix = Vec::with_capacity(5);
+        put_records_length(&mut prefix, data.len(), compact)?;
+        parts.push(head.slice(from..found - prefix_bytes));
+        parts.push(Bytes::from(prefix));
+        parts.push(data.clone());
+        from = found + RECORDS_MARKER_BYTES;
+    }
+    parts.push(head.slice(from..));
+    // The frame's length prefix: the body is now longer by the records minus the markers.
+    let total: usize = parts.iter().map(Bytes::len).sum();
+    let body_len = i32::try_from(total.checked_sub(4)?).ok()?;
+    let first = parts.first_mut()?;
+    if first.len() < 4 {
+        return None;
+    }
+    let mut patched = BytesMut::from(&first[..]);
+    patched[0..4].copy_from_slice(&body_len.to_be_bytes());
+    *first = patched.freeze();
+    Some(parts)
+}
+
+fn put_records_length(out: &mut Vec<u8>, len: usize, compact: bool) -> Option<()> {
+    if compact {
+        let mut value = u32::try_from(len.checked_add(1)?).ok()?;
+        while value >= 0x80 {
+            out.push((value as u8) | 0x80);
+            value >>= 7;
+        }
+        out.push(value as u8);
+    } else {
+        out.extend_from_slice(&i32::try_from(len).ok()?.to_be_bytes());
+    }
+    Some(())
+}
+
+/// The position of the first occurrence of `needle` in `haystack`.
+fn find_bytes(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 /// Encodes a response frame: length prefix, response header, body at `version`.
@@ -198,8 +369,14 @@ async fn read_frame<R: AsyncRead + Unpin>(
     Ok(buffer.split().freeze())
 }
 
-async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &[u8]) -> std::io::Result<()> {
-    writer.write_all(frame).await?;
+/// Writes a frame given as parts, back to back.
+async fn write_frame_parts<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    parts: &[Bytes],
+) -> std::io::Result<()> {
+    for part in parts {
+        writer.write_all(part).await?;
+    }
     writer.flush().await
 }
 
@@ -380,9 +557,9 @@ async fn write_answers<W: AsyncWrite + Unpin>(
             .record_request(api_key, started.elapsed(), &outcome);
         match outcome {
             Outcome::Respond(response) => {
-                match encode_response(correlation_id, api_key, version, &response) {
-                    Ok(bytes) => {
-                        if let Err(error) = write_frame(&mut writer, &bytes).await {
+                match encode_response_parts(correlation_id, api_key, version, response) {
+                    Ok(parts) => {
+                        if let Err(error) = write_frame_parts(&mut writer, &parts).await {
                             tracing::debug!(%peer, %error, "connection write failed");
                             break;
                         }
@@ -567,5 +744,103 @@ unsafe impl std::alloc::GlobalAlloc for GuardedAllocator {
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
         unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+
+    fn records(len: usize, seed: u8) -> Bytes {
+        Bytes::from(
+            (0..len)
+                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+                .collect::<Vec<u8>>(),
+        )
+    }
+
+    fn fetch_answer(records_per_partition: Vec<Option<Bytes>>) -> FetchResponse {
+        let partitions = records_per_partition
+            .into_iter()
+            .enumerate()
+            .map(|(index, records)| {
+                PartitionData::default()
+                    .with_partition_index(index as i32)
+                    .with_high_watermark(1000)
+                    .with_records(records)
+            })
+            .collect();
+        FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+            .with_topic(TopicName(StrBytes::from_static_str("events")))
+            .with_partitions(partitions)])
+    }
+
+    fn joined(parts: &[Bytes]) -> Vec<u8> {
+        parts.iter().flat_map(|part| part.iter().copied()).collect()
+    }
+
+    /// Written as parts, a Fetch answer is byte for byte the frame the copying encode makes, at
+    /// the non-flexible and the flexible versions, with empty and null records among them; the
+    /// records themselves are not copied (their parts share the read buffers).
+    #[test]
+    fn fetch_answer_parts_equal_the_copied_frame() {
+        let big = records(300_000, 1);
+        let other = records(70_000, 2);
+        for version in [4, 11, 12] {
+            let answer = fetch_answer(vec![
+                Some(big.clone()),
+                None,
+                Some(Bytes::new()),
+                Some(other.clone()),
+                Some(records(200, 3)),
+            ]);
+            let copied =
+                encode_response(7, ApiKey::Fetch, version, &Response::Fetch(answer.clone()))
+                    .expect("encodes");
+            let parts = encode_response_parts(7, ApiKey::Fetch, version, Response::Fetch(answer))
+                .expect("encodes");
+            assert!(parts.len() > 1, "v{version}: written as parts");
+            assert_eq!(joined(&parts), copied.to_vec(), "v{version}");
+            assert!(
+                parts.iter().any(|part| part.as_ptr() == big.as_ptr()),
+                "v{version}: the records are the read buffer itself"
+            );
+        }
+    }
+
+    /// Small Fetch answers are encoded the copying way, as one frame.
+    #[test]
+    fn small_fetch_answers_are_one_frame() {
+        let small = fetch_answer(vec![Some(records(1000, 4))]);
+        let parts = encode_response_parts(1, ApiKey::Fetch, 12, Response::Fetch(small.clone()))
+            .expect("encodes");
+        assert_eq!(parts.len(), 1);
+        let copied =
+            encode_response(1, ApiKey::Fetch, 12, &Response::Fetch(small)).expect("encodes");
+        assert_eq!(parts[0], copied);
+    }
+
+    /// A marker found where it should not be (here: planted in a second records field) makes
+    /// the splice refuse, so the answer goes out copied instead.
+    #[test]
+    fn a_marker_collision_falls_back_to_the_copy() {
+        let head = {
+            let mut frame = BytesMut::new();
+            frame.put_i32(0);
+            frame.put_u8(17);
+            frame.put_slice(&records_marker(0));
+            frame.put_u8(17);
+            frame.put_slice(&records_marker(0));
+            frame.freeze()
+        };
+        assert!(splice_records(&head, &[records(10, 1)], true).is_none());
+        let head_ok = head.slice(..4 + 1 + RECORDS_MARKER_BYTES);
+        let parts = splice_records(&head_ok, &[records(10, 1)], true).expect("splices");
+        assert_eq!(joined(&parts)[4], 11, "compact length of 10 bytes is 11");
+        assert_eq!(&joined(&parts)[0..4], &(1 + 10i32).to_be_bytes());
     }
 }

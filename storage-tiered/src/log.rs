@@ -914,8 +914,10 @@ impl PartitionLog {
         let start = segment.find_position(offset)?;
         let context = || format!("reading {}", segment.path.display());
         let want = (max_bytes.max(BATCH_HEADER_BYTES) as u64).min(segment.size - start);
-        let mut buf = vec![0u8; want as usize];
-        read_exact_at(&*segment.file, start, &mut buf).map_err(io_error(context))?;
+        let mut buf = segment
+            .file
+            .read_exact_vec(start, want as usize)
+            .map_err(io_error(context))?;
         let mut end = 0usize;
         // The offsets of served batches are checked against the index (the first batch holds
         // `offset`) and against each other (dense): baseOffset is outside the CRC, so a flipped bit
