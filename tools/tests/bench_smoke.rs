@@ -1,6 +1,6 @@
 //! CI smoke test of `strata bench`: against a spawned `strata serve` on a free port in a temp
 //! dir, an e2e run of about 2 seconds must produce and consume records and print a JSON report;
-//! then `produce` and `consume` in text mode. No timing assertion.
+//! then `produce` (one request in flight, then pipelined) and `consume`. No timing assertion.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -147,11 +147,33 @@ fn bench_e2e_json_then_produce_and_consume() {
     assert!(text.contains("produce: 3000 records"), "{text}");
     assert!(output.stderr.is_empty(), "--quiet prints no progress");
 
+    // Pipelined: 4 requests in flight per producer, 100 records each.
+    let output = serve.bench(&[
+        "produce",
+        "--topic",
+        "text",
+        "--num-records",
+        "2000",
+        "--record-size",
+        "1024",
+        "--acks",
+        "all",
+        "--batch-size",
+        "100",
+        "--max-in-flight",
+        "4",
+        "--quiet",
+    ]);
+    let text = String::from_utf8(output.stdout).expect("utf-8 stdout");
+    assert!(text.contains("produce: 2000 records"), "{text}");
+    assert!(text.contains("4 requests in flight each"), "{text}");
+    assert!(text.contains(" 0 errors"), "{text}");
+
     let output = serve.bench(&["consume", "--topic", "text", "--json", "--quiet"]);
     let report: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("one JSON object");
-    assert_eq!(report["consume"]["records"], 3000);
-    assert_eq!(report["consume"]["bytes"], 3000 * 1024);
+    assert_eq!(report["consume"]["records"], 5000);
+    assert_eq!(report["consume"]["bytes"], 5000 * 1024);
 
     drop(serve);
     let _ = std::fs::remove_dir_all(&dir);
