@@ -527,29 +527,10 @@ async fn produce_task(shared: Arc<Shared>, index: usize) -> anyhow::Result<Histo
                 } else {
                     record_latency_us(&mut histogram, acked_us.saturating_sub(now), count);
                 }
-                shared
-                    .counters
-                    .produced_records
-                    .fetch_add(count, Ordering::Relaxed);
-                shared
-                    .counters
-                    .produced_bytes
-                    .fetch_add(count * config.record_size_bytes as u64, Ordering::Relaxed);
+                count_produced(&shared, count);
             }
             Err(e) => {
-                shared
-                    .counters
-                    .produce_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                consecutive_errors += 1;
-                if consecutive_errors >= CONSECUTIVE_ERRORS_MAX {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "producer {index}: {consecutive_errors} requests in a row failed, last to {}-{partition}",
-                            config.topic
-                        )
-                    });
-                }
+                count_failed(&shared, &mut consecutive_errors, 1, &e, index, partition)?;
                 tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await;
             }
         }
@@ -568,8 +549,9 @@ struct InFlight {
 
 /// One pipelined producer task (`max_in_flight` > 1, unlimited rate): keeps up to
 /// `max_in_flight` produce requests outstanding on one connection per leader, as Kafka producers
-/// do, and takes their answers in order. No retries: a failed request counts its records as
-/// errors; a broken connection is reopened. Returns the ack latency histogram.
+/// do, and takes their answers in order. No retries: a failed request counts as an error (and
+/// so does every request still outstanding on a connection that broke); the connection is
+/// reopened. Returns the ack latency histogram.
 async fn produce_task_pipelined(
     shared: Arc<Shared>,
     index: usize,
@@ -652,14 +634,10 @@ async fn produce_task_pipelined(
                     sent_us: now,
                 }),
                 Err(e) => {
-                    failed(&shared, &mut consecutive_errors, count, &e, index)?;
                     // Whatever was outstanding on a broken connection is lost with it.
-                    for lost in in_flight.drain(..) {
-                        shared
-                            .counters
-                            .produce_errors
-                            .fetch_add(lost.records, Ordering::Relaxed);
-                    }
+                    let lost = 1 + in_flight.len() as u64;
+                    in_flight.clear();
+                    count_failed(&shared, &mut consecutive_errors, lost, &e, index, partition)?;
                     pipelines.clear();
                     client.invalidate_topic(&config.topic);
                     tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await;
@@ -710,54 +688,63 @@ async fn produce_task_pipelined(
                     now_us().saturating_sub(oldest.sent_us),
                     oldest.records,
                 );
-                shared
-                    .counters
-                    .produced_records
-                    .fetch_add(oldest.records, Ordering::Relaxed);
-                shared.counters.produced_bytes.fetch_add(
-                    oldest.records * config.record_size_bytes as u64,
-                    Ordering::Relaxed,
-                );
+                count_produced(&shared, oldest.records);
             }
             Some(e) => {
-                failed(&shared, &mut consecutive_errors, oldest.records, &e, index)?;
+                let mut lost = 1;
                 if !pipelines.contains_key(&oldest.addr) {
                     // The connection broke: what it still had outstanding is lost too.
-                    in_flight.retain(|f| {
-                        let lost = f.addr == oldest.addr;
-                        if lost {
-                            shared
-                                .counters
-                                .produce_errors
-                                .fetch_add(f.records, Ordering::Relaxed);
-                        }
-                        !lost
-                    });
+                    let before = in_flight.len();
+                    in_flight.retain(|f| f.addr != oldest.addr);
+                    lost += (before - in_flight.len()) as u64;
                     client.invalidate_topic(&config.topic);
                 }
+                count_failed(
+                    &shared,
+                    &mut consecutive_errors,
+                    lost,
+                    &e,
+                    index,
+                    oldest.partition,
+                )?;
             }
         }
     }
     Ok(histogram)
 }
 
-/// Counts a failed request of `records` records; fails the task after too many in a row.
-fn failed(
+/// Counts `records` acknowledged records of one producer task.
+fn count_produced(shared: &Shared, records: u64) {
+    let counters = &shared.counters;
+    counters
+        .produced_records
+        .fetch_add(records, Ordering::Relaxed);
+    counters.produced_bytes.fetch_add(
+        records * shared.config.record_size_bytes as u64,
+        Ordering::Relaxed,
+    );
+}
+
+/// Counts `requests` failed produce requests (the last to `partition` failed with `error`);
+/// fails the task once too many failed in a row.
+fn count_failed(
     shared: &Shared,
     consecutive_errors: &mut u32,
-    records: u64,
+    requests: u64,
     error: &ClientError,
     index: usize,
+    partition: i32,
 ) -> anyhow::Result<()> {
     shared
         .counters
         .produce_errors
-        .fetch_add(records, Ordering::Relaxed);
+        .fetch_add(requests, Ordering::Relaxed);
     *consecutive_errors += 1;
     if *consecutive_errors >= CONSECUTIVE_ERRORS_MAX {
         bail!(
-            "producer {index}: {consecutive_errors} requests in a row failed, last: {error}",
-            consecutive_errors = *consecutive_errors
+            "producer {index}: {} requests in a row failed, last to {}-{partition}: {error}",
+            *consecutive_errors,
+            shared.config.topic
         );
     }
     Ok(())
