@@ -167,6 +167,8 @@ fn fetch_response_parts(
     if records_bytes < ZERO_COPY_RECORDS_BYTES_MIN {
         return Err(Box::new(fetch));
     }
+    // The fallback answer: a clone shares the records (`Bytes`), it copies only the metadata.
+    let original = fetch.clone();
     let mut taken: Vec<Bytes> = Vec::new();
     for partition in fetch
         .responses
@@ -176,45 +178,22 @@ fn fetch_response_parts(
         if let Some(records) = partition.records.as_mut() {
             if !records.is_empty() {
                 let Ok(index) = u32::try_from(taken.len()) else {
-                    break;
+                    return Err(Box::new(original));
                 };
                 let marker = Bytes::copy_from_slice(&records_marker(index));
                 taken.push(std::mem::replace(records, marker));
             }
         }
     }
-    let response = Response::Fetch(fetch);
-    let spliced = encode_response(correlation_id, ApiKey::Fetch, version, &response)
-        .ok()
-        .and_then(|head| splice_records(&head, &taken, version >= 12));
-    match spliced {
-        Some(parts) => Ok(parts),
-        None => {
-            // Put the records back where the markers stand, for the copying encode.
-            let Response::Fetch(mut fetch) = response else {
-                unreachable!("built as a Fetch answer above")
-            };
-            let mut taken = taken.into_iter().enumerate().peekable();
-            for partition in fetch
-                .responses
-                .iter_mut()
-                .flat_map(|topic| topic.partitions.iter_mut())
-            {
-                let (Some(records), Some((index, _))) = (partition.records.as_mut(), taken.peek())
-                else {
-                    continue;
-                };
-                let is_marker = u32::try_from(*index)
-                    .is_ok_and(|index| records[..] == records_marker(index)[..]);
-                if is_marker {
-                    if let Some((_, original)) = taken.next() {
-                        *records = original;
-                    }
-                }
-            }
-            Err(Box::new(fetch))
-        }
-    }
+    encode_response(
+        correlation_id,
+        ApiKey::Fetch,
+        version,
+        &Response::Fetch(fetch),
+    )
+    .ok()
+    .and_then(|head| splice_records(&head, &taken, version >= 12))
+    .ok_or_else(|| Box::new(original))
 }
 
 /// Cuts `head` (a frame with markers for records) at each marker and splices in the records with

@@ -95,20 +95,9 @@ pub trait DiskFile: Send + Sync {
     /// Reads exactly `len` bytes at `offset` into a new buffer (`UnexpectedEof` if the file is
     /// shorter). The default zero-fills the buffer and reads into it; a real file reads into
     /// uninitialized memory, which spares a memset of every fetch's buffer.
-    fn read_exact_vec(&self, mut offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    fn read_exact_vec(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
-        let mut filled = 0;
-        while filled < len {
-            match self.read_at(offset, &mut buf[filled..]) {
-                Ok(0) => return Err(end_of_file(offset)),
-                Ok(n) => {
-                    filled += n;
-                    offset += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        fill_at(|at, rest| self.read_at(at, rest), offset, &mut buf)?;
         Ok(buf)
     }
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at the end).
@@ -126,9 +115,19 @@ pub trait DiskFile: Send + Sync {
 }
 
 /// Reads exactly `buf.len()` bytes at `offset`, failing with `UnexpectedEof` at the end of file.
-pub fn read_exact_at(file: &dyn DiskFile, mut offset: u64, mut buf: &mut [u8]) -> io::Result<()> {
+pub fn read_exact_at(file: &dyn DiskFile, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    fill_at(|at, rest| file.read_at(at, rest), offset, buf)
+}
+
+/// Fills `buf` from `offset` with positional reads (`read_at(offset, buf)` returns how many
+/// bytes it read, 0 at the end of the file), retrying interrupted ones.
+fn fill_at(
+    mut read_at: impl FnMut(u64, &mut [u8]) -> io::Result<usize>,
+    mut offset: u64,
+    mut buf: &mut [u8],
+) -> io::Result<()> {
     while !buf.is_empty() {
-        match file.read_at(offset, buf) {
+        match read_at(offset, buf) {
             Ok(0) => return Err(end_of_file(offset)),
             Ok(n) => {
                 offset += n as u64;
