@@ -340,6 +340,8 @@ pub struct Broker {
     remote_store: Option<Arc<dyn ObjectStore>>,
     /// Remote reads' cache, shared by all partitions.
     tier_cache: Arc<ReadCache>,
+    /// Record bytes held by Fetch answers: `fetch.memory.max.bytes`.
+    fetch_memory: crate::handlers::fetch::FetchMemory,
 }
 
 impl Broker {
@@ -375,6 +377,7 @@ impl Broker {
         }
 
         let config_tier_cache_bytes = config.tier_cache_bytes;
+        let config_fetch_memory_bytes = config.fetch_memory_bytes_max;
         let mut broker = Broker {
             config,
             disk,
@@ -397,6 +400,7 @@ impl Broker {
             metrics: Metrics::new(),
             tier_cache: Arc::new(ReadCache::new(config_tier_cache_bytes)),
             remote_store,
+            fetch_memory: crate::handlers::fetch::FetchMemory::new(config_fetch_memory_bytes),
         };
         broker.remove_tmp_files()?;
         broker.cluster_id = broker.load_or_create_cluster_id()?;
@@ -470,6 +474,11 @@ impl Broker {
     /// The Prometheus metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The broker-wide budget of record bytes held by Fetch answers.
+    pub fn fetch_memory(&self) -> &crate::handlers::fetch::FetchMemory {
+        &self.fetch_memory
     }
 
     /// The clock.
