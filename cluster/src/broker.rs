@@ -95,6 +95,20 @@ fn abort_on_sync_failure(what: &str, error: &std::io::Error) -> ! {
     std::process::abort()
 }
 
+/// Syncs `dir`. A failed fsync aborts (see [`abort_on_sync_failure`]); a directory that could
+/// not be opened (EMFILE: out of file descriptors) was not synced at all, so only this operation
+/// fails (logged), and a retry syncs it.
+fn sync_dir_or_abort(disk: &dyn Disk, dir: &Path) -> Result<(), BrokerError> {
+    match disk.sync_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(error) if strata_storage::disk::is_dir_open_error(&error) => {
+            tracing::warn!(dir = %dir.display(), %error, "cannot open a directory to sync it; the operation fails");
+            Err(BrokerError::io(dir, error))
+        }
+        Err(error) => abort_on_sync_failure(&dir.display().to_string(), &error),
+    }
+}
+
 /// A one-shot shutdown signal that tasks can await without missing it.
 #[derive(Default)]
 struct ShutdownSignal {
@@ -193,8 +207,13 @@ impl Partition {
         let log = guard.as_mut().ok_or_else(|| self.closed_error())?;
         let result = f(log);
         if let Err(LogError::SyncFailed { context, source }) = &result {
-            // A roll's directory sync, a checkpoint, a truncation: any failed fsync crashes.
-            abort_on_sync_failure(context, source);
+            // A roll's directory sync, a checkpoint, a truncation: any failed fsync crashes. A
+            // directory that could not be opened (EMFILE) was not synced at all: the operation
+            // fails and is retried.
+            if !strata_storage::disk::is_dir_open_error(source) {
+                abort_on_sync_failure(context, source);
+            }
+            tracing::warn!(%context, error = %source, "cannot open a directory to sync it; the operation fails");
         }
         result.map_err(|source| BrokerError::Log {
             topic: self.topic.clone(),
@@ -321,6 +340,8 @@ pub struct Broker {
     remote_store: Option<Arc<dyn ObjectStore>>,
     /// Remote reads' cache, shared by all partitions.
     tier_cache: Arc<ReadCache>,
+    /// Record bytes held by Fetch answers: `fetch.memory.max.bytes`.
+    fetch_memory: crate::handlers::fetch::FetchMemory,
 }
 
 impl Broker {
@@ -356,6 +377,7 @@ impl Broker {
         }
 
         let config_tier_cache_bytes = config.tier_cache_bytes;
+        let config_fetch_memory_bytes = config.fetch_memory_bytes_max;
         let mut broker = Broker {
             config,
             disk,
@@ -378,6 +400,7 @@ impl Broker {
             metrics: Metrics::new(),
             tier_cache: Arc::new(ReadCache::new(config_tier_cache_bytes)),
             remote_store,
+            fetch_memory: crate::handlers::fetch::FetchMemory::new(config_fetch_memory_bytes),
         };
         broker.remove_tmp_files()?;
         broker.cluster_id = broker.load_or_create_cluster_id()?;
@@ -451,6 +474,11 @@ impl Broker {
     /// The Prometheus metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The broker-wide budget of record bytes held by Fetch answers.
+    pub fn fetch_memory(&self) -> &crate::handlers::fetch::FetchMemory {
+        &self.fetch_memory
     }
 
     /// The clock.
@@ -621,9 +649,7 @@ impl Broker {
         self.disk
             .rename(&tmp, &target)
             .map_err(|e| BrokerError::io(&target, e))?;
-        if let Err(e) = self.disk.sync_dir(dir) {
-            abort_on_sync_failure(&dir.display().to_string(), &e);
-        }
+        sync_dir_or_abort(&*self.disk, dir)?;
         Ok(())
     }
 
@@ -835,9 +861,7 @@ impl Broker {
             }
         }
         if removed {
-            if let Err(e) = self.disk.sync_dir(data_dir) {
-                abort_on_sync_failure(&data_dir.display().to_string(), &e);
-            }
+            sync_dir_or_abort(&*self.disk, data_dir)?;
         }
         Ok(())
     }
@@ -889,10 +913,7 @@ impl Broker {
         // Partition dirs first (orphans are removed at startup), then the metadata file: its
         // durable rename is the commit point.
         let topic = self.open_topic(name.to_string(), id, partitions, config.clone(), false)?;
-        let data_dir = &self.config.data_dir;
-        if let Err(e) = self.disk.sync_dir(data_dir) {
-            abort_on_sync_failure(&data_dir.display().to_string(), &e);
-        }
+        sync_dir_or_abort(&*self.disk, &self.config.data_dir)?;
         let contents = Self::topic_file_contents(name, id, partitions, &config);
         self.write_file_atomic(
             &self.meta_dir(),
@@ -919,9 +940,9 @@ impl Broker {
         self.disk
             .remove_file(&path)
             .map_err(|e| BrokerError::io(&path, e))?;
-        if let Err(e) = self.disk.sync_dir(&meta) {
-            abort_on_sync_failure(&meta.display().to_string(), &e);
-        }
+        // The file is gone: so is the topic, durably once a directory sync succeeds (a meta dir
+        // that could not be opened fails this request after the rest of the deletion).
+        let meta_synced = sync_dir_or_abort(&*self.disk, &meta);
         self.write_topics().remove(name);
         for partition in &topic.partitions {
             partition.deleted.store(true, Ordering::SeqCst);
@@ -932,10 +953,7 @@ impl Broker {
                 .remove_dir_all(&partition.dir)
                 .map_err(|e| BrokerError::io(&partition.dir, e))?;
         }
-        let data_dir = &self.config.data_dir;
-        if let Err(e) = self.disk.sync_dir(data_dir) {
-            abort_on_sync_failure(&data_dir.display().to_string(), &e);
-        }
+        sync_dir_or_abort(&*self.disk, &self.config.data_dir)?;
         if let Some(store) = self.remote_store.clone() {
             if self.is_tiered(&topic) || topic.partitions.iter().any(|p| p.tier.remote().is_some())
             {
@@ -948,6 +966,7 @@ impl Broker {
                 ));
             }
         }
+        meta_synced?;
         tracing::info!(topic = name, "deleted topic");
         Ok(topic)
     }

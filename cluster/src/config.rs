@@ -58,6 +58,34 @@ pub struct BrokerConfig {
     /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets` when it is created
     /// (compaction works on closed segments), default 100 MiB as in Kafka.
     pub offsets_segment_bytes: u64,
+    /// `fetch.max.bytes` (Kafka's broker config, default 57671680 = 55 MiB): the most record
+    /// bytes one Fetch answer carries, whatever the request's `max_bytes` says (KIP-74: the first
+    /// batch of the first non-empty partition may still exceed it, as in Kafka).
+    pub fetch_bytes_max: usize,
+    /// `queued.max.response.bytes` (Strata's; Kafka mutes a connection until its one answer is
+    /// sent, so it owes at most one): record bytes of answers a connection may owe (handled, not
+    /// yet written) before it stops reading requests. A client that pipelines fetches and never
+    /// reads pins at most this plus one answer. Default 64 MiB.
+    pub connection_answers_bytes_max: usize,
+    /// `fetch.memory.max.bytes` (Strata's, no Kafka equivalent): record bytes that all Fetch
+    /// answers together may hold (read and not yet written). A fetch waits (at most its
+    /// `max_wait_ms`) for room before it reads. Default 1 GiB.
+    pub fetch_memory_bytes_max: usize,
+    /// `connections.max.idle.ms` (Kafka, default 600000): a connection that reads no request
+    /// and completes no answer for this long is closed.
+    pub connection_idle_ms_max: u64,
+    /// `max.connections` (Kafka: Int.MAX): connections accepted past this many are closed at
+    /// once. Default: half of the soft `RLIMIT_NOFILE` (see
+    /// [`crate::server::connections_max_default`]), so the broker's own files always find a
+    /// descriptor.
+    pub connections_max: usize,
+    /// `max.connections.per.ip` (Kafka: Int.MAX): connections from one IP address past this many
+    /// are closed at once. Default: [`BrokerConfig::connections_max`].
+    pub connections_per_ip_max: usize,
+    /// `socket.request.read.timeout.ms` (Strata's; Kafka has no equivalent): once the first
+    /// byte of a request frame has arrived, the whole frame must arrive within this long, or the
+    /// connection is closed. Default 30000 (a Java client's `request.timeout.ms`).
+    pub frame_read_ms_max: u64,
 }
 
 impl Default for BrokerConfig {
@@ -78,6 +106,13 @@ impl Default for BrokerConfig {
             tier_interval_ms: 5000,
             tier_cache_bytes: 256 * 1024 * 1024,
             offsets_segment_bytes: 100 * 1024 * 1024,
+            fetch_bytes_max: 57_671_680,
+            connection_answers_bytes_max: 64 * 1024 * 1024,
+            fetch_memory_bytes_max: 1024 * 1024 * 1024,
+            connection_idle_ms_max: 600_000,
+            connections_max: crate::server::connections_max_default(),
+            connections_per_ip_max: crate::server::connections_max_default(),
+            frame_read_ms_max: 30_000,
         }
     }
 }
@@ -453,6 +488,26 @@ pub fn describe_broker(config: &BrokerConfig) -> Vec<(&'static str, String, Conf
                 FlushPolicy::Never => "never".to_string(),
             },
             ConfigType::String,
+        ),
+        (
+            "fetch.max.bytes",
+            config.fetch_bytes_max.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "connections.max.idle.ms",
+            config.connection_idle_ms_max.to_string(),
+            ConfigType::Long,
+        ),
+        (
+            "max.connections",
+            config.connections_max.to_string(),
+            ConfigType::Int,
+        ),
+        (
+            "max.connections.per.ip",
+            config.connections_per_ip_max.to_string(),
+            ConfigType::Int,
         ),
     ]
 }

@@ -31,6 +31,16 @@
 //!   long-poll wait for `min_bytes`).
 //! - `strata_fsync_duration_seconds`, `strata_fsync_batches_total` — the flusher's group commits.
 //! - `strata_connections` — open Kafka client connections.
+//! - `strata_connections_rejected_total{reason}` — accepted connections closed at once:
+//!   `max_connections`, `max_connections_per_ip`.
+//! - `strata_connections_closed_total{reason}` — connections the broker closed for a limit:
+//!   `idle` (`connections.max.idle.ms`), `frame_timeout` (`socket.request.read.timeout.ms`),
+//!   `write_timeout` (an answer not taken by the client within `connections.max.idle.ms`).
+//! - `strata_accept_errors_total` — failed accepts (e.g. EMFILE), each followed by a back-off.
+//! - `strata_connection_answers_owed_bytes` — record bytes of answers handled and not yet
+//!   written, over all connections (each bounded by `queued.max.response.bytes`).
+//! - `strata_fetch_memory_used_bytes` — record bytes held by Fetch answers (the
+//!   `fetch.memory.max.bytes` budget), at scrape.
 //! - `strata_segments{topic,partition}`, `strata_log_start_offset{topic,partition}`,
 //!   `strata_log_end_offset{topic,partition}`, `strata_high_watermark{topic,partition}` — at scrape.
 //! - `strata_group_lag{group,topic,partition}` — high watermark minus the committed offset (never
@@ -148,6 +158,7 @@ pub struct Metrics {
     tier_pending_bytes: Family<PartitionLabels, Gauge>,
     tier_offload_lag_ms: Family<PartitionLabels, Gauge>,
     tier_remote_bytes: Family<PartitionLabels, Gauge>,
+    connection_limits: ConnectionLimitMetrics,
     /// Serializes scrapes (they reset and refill the scrape-time gauges).
     scrape: Mutex<()>,
     bound_addr: Mutex<Option<SocketAddr>>,
@@ -162,6 +173,71 @@ impl Default for Metrics {
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// The metrics of the connection and fetch-memory limits (see the module docs).
+struct ConnectionLimitMetrics {
+    rejected: Family<ReasonLabels, Counter>,
+    closed: Family<ReasonLabels, Counter>,
+    accept_errors: Counter,
+    answers_owed_bytes: Gauge,
+    fetch_memory_used_bytes: Gauge,
+}
+
+impl ConnectionLimitMetrics {
+    fn register(registry: &mut Registry) -> ConnectionLimitMetrics {
+        let metrics = ConnectionLimitMetrics {
+            rejected: Family::default(),
+            closed: Family::default(),
+            accept_errors: Counter::default(),
+            answers_owed_bytes: Gauge::default(),
+            fetch_memory_used_bytes: Gauge::default(),
+        };
+        registry.register(
+            "connections_rejected",
+            "Accepted connections closed at once by max.connections or max.connections.per.ip",
+            metrics.rejected.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Connections closed by the broker for a limit (idle, frame_timeout, write_timeout)",
+            metrics.closed.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts of Kafka connections (each followed by a back-off)",
+            metrics.accept_errors.clone(),
+        );
+        registry.register(
+            "connection_answers_owed_bytes",
+            "Record bytes of answers handled and not yet written, over all connections",
+            metrics.answers_owed_bytes.clone(),
+        );
+        registry.register(
+            "fetch_memory_used_bytes",
+            "Record bytes held by Fetch answers (the fetch.memory.max.bytes budget)",
+            metrics.fetch_memory_used_bytes.clone(),
+        );
+        metrics
+    }
+}
+
+/// Counts record bytes of answers owed by a connection while it lives; see
+/// [`Metrics::answer_owed`].
+pub struct OwedGuard {
+    gauge: Gauge,
+    bytes: i64,
+}
+
+impl Drop for OwedGuard {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.bytes);
     }
 }
 
@@ -362,6 +438,7 @@ impl Metrics {
             "Bytes of a partition's live Parquet files",
             tier_remote_bytes.clone(),
         );
+        let connection_limits = ConnectionLimitMetrics::register(&mut registry);
 
         Metrics {
             registry,
@@ -394,6 +471,7 @@ impl Metrics {
             log_end_offset,
             high_watermark,
             group_lag,
+            connection_limits,
             scrape: Mutex::new(()),
             bound_addr: Mutex::new(None),
         }
@@ -547,6 +625,46 @@ impl Metrics {
         }
     }
 
+    /// Counts a connection closed at once by `max.connections` (`per_ip` false) or
+    /// `max.connections.per.ip`.
+    pub fn record_connection_rejected(&self, per_ip: bool) {
+        let reason = if per_ip {
+            "max_connections_per_ip"
+        } else {
+            "max_connections"
+        };
+        self.connection_limits
+            .rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a connection closed for a limit: `idle`, `frame_timeout` or `write_timeout`.
+    pub fn record_connection_closed(&self, reason: &'static str) {
+        self.connection_limits
+            .closed
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a failed accept.
+    pub fn record_accept_error(&self) {
+        self.connection_limits.accept_errors.inc();
+    }
+
+    /// Counts `bytes` of an answer owed by a connection until the guard is dropped.
+    pub fn answer_owed(&self, bytes: usize) -> OwedGuard {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let gauge = self.connection_limits.answers_owed_bytes.clone();
+        gauge.inc_by(bytes);
+        OwedGuard { gauge, bytes }
+    }
+
+    /// Record bytes of answers owed over all connections right now.
+    pub fn answers_owed_bytes(&self) -> i64 {
+        self.connection_limits.answers_owed_bytes.get()
+    }
+
     /// The address the metrics endpoint listens on, once bound.
     pub fn bound_addr(&self) -> Option<SocketAddr> {
         *self
@@ -572,6 +690,9 @@ impl Metrics {
     }
 
     fn refresh_gauges(&self, broker: &Broker) {
+        self.connection_limits
+            .fetch_memory_used_bytes
+            .set(i64::try_from(broker.fetch_memory().used_bytes()).unwrap_or(i64::MAX));
         self.segments.clear();
         self.log_start_offset.clear();
         self.log_end_offset.clear();

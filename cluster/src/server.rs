@@ -11,16 +11,20 @@
 //! API key, an unsupported version (except ApiVersions, which answers UNSUPPORTED_VERSION in a v0
 //! body so the client can retry), or a body that does not decode.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, FetchResponse, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 
 use crate::broker::Broker;
 use crate::handlers::{self, api_versions, Outcome, Request, Response};
@@ -285,6 +289,11 @@ enum ReadError {
     Io(std::io::Error),
     /// Length prefix negative or above `request_bytes_max`.
     BadLength(i32),
+    /// No request read and no answer written for `connections.max.idle.ms`.
+    Idle,
+    /// A frame whose first byte arrived did not arrive whole within
+    /// `socket.request.read.timeout.ms`.
+    FrameTimeout,
 }
 
 /// Bytes reserved for a frame before its body arrives: enough for a produce request of
@@ -292,8 +301,25 @@ enum ReadError {
 /// its bytes arrive, so a peer that announces a huge frame and stalls holds at most this much.
 const FRAME_RESERVE_BYTES_MAX: usize = (1 << 20) + (64 << 10);
 
-/// Reads one frame into `buffer` and splits it off, never buffering more than `max_bytes`
-/// (memory grows with the bytes that actually arrive, not with the announced length).
+/// The limits of reading one frame.
+#[derive(Debug, Clone, Copy)]
+struct FrameLimits {
+    /// `socket.request.max.bytes`.
+    bytes_max: usize,
+    /// `connections.max.idle.ms`, as the longest wait for a frame's first byte with no
+    /// activity on the connection.
+    idle_max: Duration,
+    /// `socket.request.read.timeout.ms`: from a frame's first byte to its last.
+    read_max: Duration,
+}
+
+/// Reads one frame into `buffer` and splits it off, never buffering more than
+/// `limits.bytes_max` (memory grows with the bytes that actually arrive, not with the announced
+/// length).
+///
+/// While no byte of the frame has arrived, the connection is idle unless `state` saw activity
+/// (an answer written) within `limits.idle_max`; once the first byte is in, the whole frame
+/// must arrive within `limits.read_max`.
 ///
 /// `buffer` is the connection's: once the previous frame's `Bytes` are dropped (after its
 /// request was handled), `reserve` takes the same allocation back, so a connection streaming
@@ -302,21 +328,55 @@ const FRAME_RESERVE_BYTES_MAX: usize = (1 << 20) + (64 << 10);
 async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     buffer: &mut BytesMut,
-    max_bytes: usize,
+    limits: FrameLimits,
+    state: &ConnectionState,
 ) -> Result<Bytes, ReadError> {
     let mut prefix = [0u8; 4];
-    let mut filled = 0;
+    // `read` is cancel safe: losing the race against the idle timer loses no byte.
+    let filled = loop {
+        let idle_at = state.last_activity() + limits.idle_max;
+        tokio::select! {
+            biased;
+            read = reader.read(&mut prefix) => match read.map_err(ReadError::Io)? {
+                0 => return Err(ReadError::Eof),
+                n => break n,
+            },
+            _ = tokio::time::sleep_until(idle_at) => {
+                if state.last_activity() + limits.idle_max <= tokio::time::Instant::now() {
+                    return Err(ReadError::Idle);
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(
+        limits.read_max,
+        read_frame_rest(reader, buffer, limits.bytes_max, prefix, filled),
+    )
+    .await
+    {
+        Ok(read) => read,
+        Err(_elapsed) => {
+            buffer.clear();
+            Err(ReadError::FrameTimeout)
+        }
+    }
+}
+
+/// The rest of a frame whose first `filled` prefix bytes are in `prefix`.
+async fn read_frame_rest<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut BytesMut,
+    max_bytes: usize,
+    mut prefix: [u8; 4],
+    mut filled: usize,
+) -> Result<Bytes, ReadError> {
     while filled < 4 {
         let n = reader
             .read(&mut prefix[filled..])
             .await
             .map_err(ReadError::Io)?;
         if n == 0 {
-            return if filled == 0 {
-                Err(ReadError::Eof)
-            } else {
-                Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()))
-            };
+            return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
         filled += n;
     }
@@ -362,7 +422,196 @@ async fn write_frame_parts<W: AsyncWrite + Unpin>(
 /// Answers a connection may owe at once: produce requests appended and waiting for their fsync,
 /// plus answers not yet written. Kafka clients pipeline up to 5 requests per connection by
 /// default (librdkafka more); past this many the connection stops reading until answers go out.
+/// Their bytes are bounded separately, by `queued.max.response.bytes`.
 const ANSWERS_QUEUED_MAX: usize = 16;
+
+/// The longest connection timeout (`connections.max.idle.ms`,
+/// `socket.request.read.timeout.ms`) honoured, like Kafka's int configs (about 24.8 days):
+/// longer ones are clamped so deadlines never overflow the clock.
+const CONNECTION_TIMEOUT_MS_MAX: u64 = i32::MAX as u64;
+
+/// A connection timeout of `ms` milliseconds, clamped to [1 ms, [`CONNECTION_TIMEOUT_MS_MAX`]].
+fn timeout_from_ms(ms: u64) -> Duration {
+    Duration::from_millis(ms.clamp(1, CONNECTION_TIMEOUT_MS_MAX))
+}
+
+/// The shortest back-off after a failed accept; it doubles up to [`ACCEPT_BACKOFF_MAX`] while
+/// accepts keep failing (EMFILE: no descriptor until a connection or file closes), so a broker
+/// out of descriptors does not spin logging, and serves its existing connections meanwhile.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+
+/// The longest back-off between failed accepts.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// `max.connections` when the descriptor limit is unlimited or cannot be read.
+const CONNECTIONS_MAX_FALLBACK: usize = 65_536;
+
+/// The least default `max.connections`, however low the descriptor limit.
+const CONNECTIONS_MAX_DEFAULT_MIN: usize = 16;
+
+/// The default `max.connections` (and `max.connections.per.ip`): half the soft
+/// `RLIMIT_NOFILE`. Every connection holds one descriptor; the other half stays for the
+/// broker's own files (segments, indexes, checkpoints, directory fsyncs) and the metrics
+/// listener, so clients alone cannot exhaust the descriptors the log needs. Kafka's default is
+/// unlimited (Int.MAX).
+pub fn connections_max_default() -> usize {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+        if read && limit.rlim_cur != libc::RLIM_INFINITY {
+            return usize::try_from(limit.rlim_cur / 2)
+                .unwrap_or(CONNECTIONS_MAX_FALLBACK)
+                .max(CONNECTIONS_MAX_DEFAULT_MIN);
+        }
+    }
+    CONNECTIONS_MAX_FALLBACK
+}
+
+#[derive(Default)]
+struct ConnectionCounts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// `max.connections` and `max.connections.per.ip`: the open connections, in total and per
+/// client address.
+struct ConnectionLimits {
+    total_max: usize,
+    per_ip_max: usize,
+    counts: Mutex<ConnectionCounts>,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    Total,
+    PerIp,
+}
+
+/// One admitted connection; gives its place back when dropped.
+struct ConnectionSlot {
+    limits: Arc<ConnectionLimits>,
+    ip: IpAddr,
+}
+
+impl ConnectionLimits {
+    fn counts(&self) -> std::sync::MutexGuard<'_, ConnectionCounts> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, Refused> {
+        let mut counts = self.counts();
+        if counts.total >= self.total_max {
+            return Err(Refused::Total);
+        }
+        let from_ip = counts.per_ip.entry(ip).or_insert(0);
+        if *from_ip >= self.per_ip_max {
+            return Err(Refused::PerIp);
+        }
+        *from_ip += 1;
+        counts.total += 1;
+        Ok(ConnectionSlot {
+            limits: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut counts = self.limits.counts();
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(from_ip) = counts.per_ip.get_mut(&self.ip) {
+            *from_ip = from_ip.saturating_sub(1);
+            if *from_ip == 0 {
+                counts.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What the reader and the writer task of one connection share.
+struct ConnectionState {
+    /// Record bytes of the answers handled and not yet written (see [`Owed`]).
+    owed_bytes: AtomicUsize,
+    /// Notified when an answer owed is written or dropped.
+    answer_done: Notify,
+    /// When a request was last read or an answer last written.
+    last_activity: Mutex<tokio::time::Instant>,
+}
+
+impl ConnectionState {
+    fn new() -> ConnectionState {
+        ConnectionState {
+            owed_bytes: AtomicUsize::new(0),
+            answer_done: Notify::new(),
+            last_activity: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    fn last_activity(&self) -> tokio::time::Instant {
+        *self
+            .last_activity
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn touch(&self) {
+        *self
+            .last_activity
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = tokio::time::Instant::now();
+    }
+}
+
+/// The record bytes of one answer owed, counted by its connection and by the broker's
+/// `strata_connection_answers_owed_bytes` until dropped (after the answer is written).
+struct Owed {
+    state: Arc<ConnectionState>,
+    bytes: usize,
+    _metric: crate::metrics::OwedGuard,
+}
+
+impl Owed {
+    fn new(broker: &Broker, state: &Arc<ConnectionState>, bytes: usize) -> Owed {
+        state.owed_bytes.fetch_add(bytes, Ordering::SeqCst);
+        Owed {
+            state: Arc::clone(state),
+            bytes,
+            _metric: broker.metrics().answer_owed(bytes),
+        }
+    }
+}
+
+impl Drop for Owed {
+    fn drop(&mut self) {
+        self.state
+            .owed_bytes
+            .fetch_sub(self.bytes, Ordering::SeqCst);
+        self.state.answer_done.notify_one();
+    }
+}
+
+/// The record bytes an answer carries (Fetch answers; other answers are small and bounded by
+/// their request).
+fn answer_record_bytes(outcome: &Outcome) -> usize {
+    match outcome {
+        Outcome::Respond(Response::Fetch(fetch)) => fetch
+            .responses
+            .iter()
+            .flat_map(|topic| topic.partitions.iter())
+            .filter_map(|partition| partition.records.as_ref().map(Bytes::len))
+            .sum(),
+        _ => 0,
+    }
+}
 
 /// An answer the connection's writer task awaits and writes, in request order.
 struct QueuedAnswer {
@@ -371,6 +620,8 @@ struct QueuedAnswer {
     version: i16,
     started: std::time::Instant,
     answer: Pin<Box<dyn Future<Output = Outcome> + Send>>,
+    /// The answer's bytes, owed until it is written.
+    owed: Option<Owed>,
 }
 
 enum WriterItem {
@@ -379,7 +630,8 @@ enum WriterItem {
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
-/// Serves one connection until the peer closes it, it misbehaves, or the broker shuts down.
+/// Serves one connection until the peer closes it, it misbehaves, it stays idle for
+/// `connections.max.idle.ms`, or the broker shuts down.
 ///
 /// Requests are read and handled in order. A produce request with acks=1 or acks=all is
 /// appended before the next request is read, but its answer (for acks=all: after the fsync) is
@@ -387,22 +639,61 @@ enum WriterItem {
 /// and both share one group commit. Answers go out in request order. Any other request first
 /// waits until every earlier answer is written, so it sees their effects as in Kafka, which
 /// handles one request per connection at a time.
-async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
+///
+/// Memory: the frame buffer grows with the bytes that arrive (at most
+/// `socket.request.max.bytes`), and the connection stops reading requests while the answers it
+/// owes carry `queued.max.response.bytes` of records or more, so a client that pipelines fetches
+/// and never reads pins at most that budget plus one answer (whose records also count against
+/// the broker-wide `fetch.memory.max.bytes`).
+async fn handle_connection(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _slot: ConnectionSlot,
+) {
     let _ = stream.set_nodelay(true);
     let _connection = broker.metrics().connection_opened();
     let (mut reader, writer) = tokio::io::split(stream);
     let (answers, queued) = tokio::sync::mpsc::channel(ANSWERS_QUEUED_MAX);
-    let writer_task = tokio::spawn(write_answers(Arc::clone(&broker), writer, queued, peer));
-    let max_bytes = broker.config().request_bytes_max;
+    let state = Arc::new(ConnectionState::new());
+    let writer_task = tokio::spawn(write_answers(
+        Arc::clone(&broker),
+        writer,
+        queued,
+        peer,
+        Arc::clone(&state),
+    ));
+    let config = broker.config();
+    let limits = FrameLimits {
+        bytes_max: config.request_bytes_max,
+        idle_max: timeout_from_ms(config.connection_idle_ms_max),
+        read_max: timeout_from_ms(config.frame_read_ms_max),
+    };
+    let max_bytes = limits.bytes_max;
+    let answers_bytes_max = config.connection_answers_bytes_max;
     let mut frame_buffer = BytesMut::new();
     // Whether a produce answer may still be unwritten (then a barrier precedes other requests).
     let mut produce_queued = false;
-    loop {
+    'connection: loop {
+        // Read no request while the answers owed carry the budget (a client not reading its
+        // fetches); always read when nothing is owed.
+        loop {
+            let owed = state.owed_bytes.load(Ordering::SeqCst);
+            if owed == 0 || owed < answers_bytes_max {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = broker.shutdown_started() => break 'connection,
+                _ = answers.closed() => break 'connection,
+                _ = state.answer_done.notified() => {}
+            }
+        }
         let frame = tokio::select! {
             biased;
             _ = broker.shutdown_started() => break,
             _ = answers.closed() => break,
-            frame = read_frame(&mut reader, &mut frame_buffer, max_bytes) => frame,
+            frame = read_frame(&mut reader, &mut frame_buffer, limits, &state) => frame,
         };
         let frame = match frame {
             Ok(frame) => frame,
@@ -416,7 +707,18 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
                 tracing::warn!(%peer, length, max_bytes, "closing connection: bad frame length");
                 break;
             }
+            Err(ReadError::Idle) => {
+                broker.metrics().record_connection_closed("idle");
+                tracing::debug!(%peer, idle_ms = config.connection_idle_ms_max, "closing idle connection");
+                break;
+            }
+            Err(ReadError::FrameTimeout) => {
+                broker.metrics().record_connection_closed("frame_timeout");
+                tracing::debug!(%peer, timeout_ms = config.frame_read_ms_max, "closing connection: frame not read in time");
+                break;
+            }
         };
+        state.touch();
         let decoded = match decode_request(frame) {
             Ok(decoded) => decoded,
             Err(FrameError::UnsupportedVersion {
@@ -432,6 +734,7 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
                     version: 0,
                     started: std::time::Instant::now(),
                     answer: Box::pin(std::future::ready(Outcome::Respond(response))),
+                    owed: None,
                 };
                 if answers.send(WriterItem::Answer(answer)).await.is_err() {
                     break;
@@ -449,6 +752,7 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
         let api_key = decoded.api_key;
         tracing::trace!(%peer, ?api_key, version, correlation_id, "request");
         let started = std::time::Instant::now();
+        let mut owed = None;
         let answer: Pin<Box<dyn Future<Output = Outcome> + Send>> = match decoded.request {
             Request::Produce(request) if request.acks != 0 => {
                 produce_queued = true;
@@ -482,6 +786,7 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
                     tracing::debug!(%peer, ?api_key, "closing connection after a failed acks=0 produce");
                     break;
                 }
+                owed = Some(Owed::new(&broker, &state, answer_record_bytes(&outcome)));
                 Box::pin(std::future::ready(outcome))
             }
         };
@@ -491,6 +796,7 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
             version,
             started,
             answer,
+            owed,
         };
         if answers
             .send(WriterItem::Answer(queued_answer))
@@ -508,13 +814,16 @@ async fn handle_connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketA
 }
 
 /// The writer half of a connection: awaits each queued answer in order and writes it. Stops at
-/// the first failed write; the reader sees the channel closed and stops too.
+/// the first failed write, or a write the client does not take within `connections.max.idle.ms`
+/// (it stopped reading); the reader sees the channel closed and stops too.
 async fn write_answers<W: AsyncWrite + Unpin>(
     broker: Arc<Broker>,
     mut writer: W,
     mut queued: tokio::sync::mpsc::Receiver<WriterItem>,
     peer: SocketAddr,
+    state: Arc<ConnectionState>,
 ) {
+    let write_max = timeout_from_ms(broker.config().connection_idle_ms_max);
     while let Some(item) = queued.recv().await {
         let queued_answer = match item {
             WriterItem::Barrier(done) => {
@@ -529,6 +838,7 @@ async fn write_answers<W: AsyncWrite + Unpin>(
             version,
             started,
             answer,
+            owed,
         } = queued_answer;
         let outcome = answer.await;
         broker
@@ -538,9 +848,22 @@ async fn write_answers<W: AsyncWrite + Unpin>(
             Outcome::Respond(response) => {
                 match encode_response_parts(correlation_id, api_key, version, response) {
                     Ok(parts) => {
-                        if let Err(error) = write_frame_parts(&mut writer, &parts).await {
-                            tracing::debug!(%peer, %error, "connection write failed");
-                            break;
+                        match tokio::time::timeout(
+                            write_max,
+                            write_frame_parts(&mut writer, &parts),
+                        )
+                        .await
+                        {
+                            Ok(Ok(())) => {}
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "connection write failed");
+                                break;
+                            }
+                            Err(_elapsed) => {
+                                broker.metrics().record_connection_closed("write_timeout");
+                                tracing::debug!(%peer, "closing connection: the client does not read its answers");
+                                break;
+                            }
                         }
                     }
                     Err(error) => {
@@ -556,12 +879,20 @@ async fn write_answers<W: AsyncWrite + Unpin>(
                 break;
             }
         }
+        state.touch();
+        drop(owed);
     }
     let _ = writer.shutdown().await;
 }
 
 /// Accepts Kafka connections on `listener` until `shutdown` resolves; then stops accepting, and
 /// flushes and closes every partition.
+///
+/// A connection past `max.connections`, or past `max.connections.per.ip` from its address, is
+/// closed as soon as it is accepted (Kafka instead stops accepting; closing tells the client at
+/// once, and it retries with its reconnect back-off), while existing connections keep working.
+/// A failed accept (EMFILE: out of file descriptors) is back-pressure, not an error of the
+/// broker: it backs off from 10 ms doubling to 1 s while accepts keep failing.
 ///
 /// With `metrics_listen` set in the config, also serves Prometheus metrics there (see
 /// [`crate::metrics`]). A metrics address that cannot be bound is logged as an error and the
@@ -585,6 +916,12 @@ pub async fn serve(
             ),
         }
     }
+    let limits = Arc::new(ConnectionLimits {
+        total_max: broker.config().connections_max,
+        per_ip_max: broker.config().connections_per_ip_max,
+        counts: Mutex::new(ConnectionCounts::default()),
+    });
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -592,13 +929,32 @@ pub async fn serve(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tracing::debug!(%peer, "connection accepted");
-                    tokio::spawn(handle_connection(Arc::clone(&broker), stream, peer));
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    match limits.admit(peer.ip()) {
+                        Ok(slot) => {
+                            tracing::debug!(%peer, "connection accepted");
+                            tokio::spawn(handle_connection(Arc::clone(&broker), stream, peer, slot));
+                        }
+                        Err(refused) => {
+                            broker.metrics().record_connection_rejected(refused == Refused::PerIp);
+                            tracing::debug!(%peer, ?refused, "connection limit reached; closing the new connection");
+                            drop(stream);
+                        }
+                    }
                 }
                 Err(error) => {
-                    // Accept errors (e.g. too many open files) are transient: log and go on.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    broker.metrics().record_accept_error();
+                    tracing::warn!(
+                        %error,
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "accept failed; existing connections are still served"
+                    );
+                    tokio::select! {
+                        biased;
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 }
             },
         }

@@ -70,8 +70,30 @@ pub trait Disk: Send + Sync + 'static {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Removes a directory and everything below it.
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
-    /// Makes creations, renames and removals in `dir` durable.
+    /// Makes creations, renames and removals in `dir` durable. A directory that cannot be
+    /// opened (EMFILE, ENOENT, ...) fails with a [`DirOpenError`] (see [`is_dir_open_error`]):
+    /// no fsync was attempted, unlike any other error.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// The error of a [`Disk::sync_dir`] that could not open its directory (out of file
+/// descriptors, say): no fsync was attempted, so the kernel dropped nothing and the caller may
+/// fail the operation and retry later; a failed fsync, in contrast, must crash the process.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the directory to sync it: {0}")]
+pub struct DirOpenError(#[source] pub io::Error);
+
+/// Wraps `error`, from opening a directory to sync it, as a [`DirOpenError`] of the same kind.
+pub fn dir_open_error(error: io::Error) -> io::Error {
+    io::Error::new(error.kind(), DirOpenError(error))
+}
+
+/// Whether `error` is a [`Disk::sync_dir`] that could not open its directory (as opposed to a
+/// failed fsync).
+pub fn is_dir_open_error(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<DirOpenError>())
 }
 
 /// An open file: positional reads, appends at the end, truncation and sync.
@@ -313,7 +335,7 @@ impl Disk for RealDisk {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
+        File::open(dir).map_err(dir_open_error)?.sync_all()
     }
 }
 
@@ -813,7 +835,7 @@ impl Disk for MemDisk {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut inner = self.lock();
         if !inner.dirs.contains(dir) {
-            return Err(not_found(dir));
+            return Err(dir_open_error(not_found(dir)));
         }
         if inner.fail_syncs {
             return Err(io::Error::from_raw_os_error(EIO));
@@ -948,6 +970,30 @@ mod tests {
         disk.crash(None);
         assert_eq!(contents(&disk, "/a").unwrap(), b"");
         disk.set_fail_syncs(false);
+    }
+
+    /// A directory sync that cannot open its directory is told apart from a failed fsync, so
+    /// the broker can fail the operation instead of crashing (EMFILE is not an fsync failure).
+    #[test]
+    fn sync_dir_open_failures_are_not_fsync_failures() {
+        let missing =
+            std::env::temp_dir().join(format!("strata-no-such-dir-{}", std::process::id()));
+        let error = RealDisk::new().sync_dir(&missing).unwrap_err();
+        assert!(is_dir_open_error(&error), "{error}");
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+        let disk = MemDisk::new();
+        assert!(is_dir_open_error(
+            &disk.sync_dir(Path::new("/nowhere")).unwrap_err()
+        ));
+        disk.set_fail_syncs(true);
+        let error = disk.sync_dir(Path::new("/")).unwrap_err();
+        assert!(
+            !is_dir_open_error(&error),
+            "EIO from fsync is a sync failure"
+        );
+        let emfile = dir_open_error(io::Error::from_raw_os_error(24));
+        assert!(is_dir_open_error(&emfile));
+        assert!(emfile.to_string().contains("cannot open"));
     }
 
     #[test]

@@ -45,6 +45,21 @@ pub struct ServeArgs {
     /// (default 5000).
     #[arg(long, value_name = "MS")]
     tier_interval_ms: Option<u64>,
+    /// fetch.max.bytes: the most record bytes one Fetch answer carries, whatever the client
+    /// asks (default 57671680, Kafka's).
+    #[arg(long, value_name = "BYTES")]
+    fetch_max_bytes: Option<usize>,
+    /// connections.max.idle.ms: close connections idle this long (default 600000).
+    #[arg(long, value_name = "MS")]
+    connections_max_idle_ms: Option<u64>,
+    /// max.connections: close new connections past this many (default: half the open-files
+    /// limit).
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// max.connections.per.ip: close new connections past this many from one address (default:
+    /// max-connections).
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<usize>,
 }
 
 /// Runs the broker: open the data dir, bind, serve until a shutdown signal, then flush and
@@ -63,6 +78,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         object_store: args.object_store,
         tier_interval_ms: args.tier_interval_ms,
+        fetch_max_bytes: args.fetch_max_bytes,
+        connections_max_idle_ms: args.connections_max_idle_ms,
+        max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
     };
     let store_url = serve_config::object_store_url(&file, &flags);
     let config = serve_config::build(file, flags)?;

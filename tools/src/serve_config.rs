@@ -26,6 +26,13 @@ use strata_cluster::config::{BrokerConfig, FlushPolicy};
 /// object_store = "s3://bucket/prefix"  # remote tier: file:///abs/path, s3://..., none
 ///                                       # (default: file://<data_dir>/remote)
 /// tier_interval_ms = 5000     # how often offload and remote retention run
+/// fetch_max_bytes = 57671680            # fetch.max.bytes: record bytes of one Fetch answer
+/// queued_max_response_bytes = 67108864  # answer bytes one connection may owe unread
+/// fetch_memory_max_bytes = 1073741824   # record bytes all Fetch answers may hold at once
+/// connections_max_idle_ms = 600000      # connections.max.idle.ms
+/// max_connections = 10000               # default: half the open-files limit
+/// max_connections_per_ip = 10000        # default: max_connections
+/// socket_request_read_timeout_ms = 30000  # a started request frame must arrive within this
 ///
 /// [log]                       # defaults of the topic configs, Kafka names
 /// "segment.bytes" = 1073741824
@@ -51,6 +58,13 @@ pub struct FileConfig {
     pub object_store: Option<String>,
     pub tier_interval_ms: Option<u64>,
     pub log: Option<BTreeMap<String, toml::Value>>,
+    pub fetch_max_bytes: Option<usize>,
+    pub queued_max_response_bytes: Option<usize>,
+    pub fetch_memory_max_bytes: Option<usize>,
+    pub connections_max_idle_ms: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub socket_request_read_timeout_ms: Option<u64>,
 }
 
 /// Command-line overrides (each `None` when the flag was not given).
@@ -64,6 +78,26 @@ pub struct FlagOverrides {
     pub metrics_listen: Option<String>,
     pub object_store: Option<String>,
     pub tier_interval_ms: Option<u64>,
+    pub fetch_max_bytes: Option<usize>,
+    pub connections_max_idle_ms: Option<u64>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+}
+
+/// The longest `connections_max_idle_ms` / `socket_request_read_timeout_ms` accepted: Kafka's
+/// int configs stop at `i32::MAX` milliseconds (about 24.8 days).
+const TIMEOUT_MS_MAX: u64 = i32::MAX as u64;
+
+/// A positive value of `name` no larger than `max`.
+fn positive<T: PartialOrd + Default + std::fmt::Display + Copy>(
+    name: &str,
+    value: T,
+    max: T,
+) -> anyhow::Result<T> {
+    if value <= T::default() || value > max {
+        bail!("{name} must be in [1, {max}], not {value}");
+    }
+    Ok(value)
 }
 
 /// The remote tier's object-store URL: the flag, else the file, else `None` (the default,
@@ -199,6 +233,33 @@ pub fn build(file: FileConfig, flags: FlagOverrides) -> anyhow::Result<BrokerCon
             bail!("retention_check_interval_ms must be positive");
         }
         config.retention_check_interval_ms = ms;
+    }
+    if let Some(n) = flags.fetch_max_bytes.or(file.fetch_max_bytes) {
+        config.fetch_bytes_max = positive("fetch_max_bytes", n, i32::MAX as usize)?;
+    }
+    if let Some(n) = file.queued_max_response_bytes {
+        config.connection_answers_bytes_max = positive("queued_max_response_bytes", n, usize::MAX)?;
+    }
+    if let Some(n) = file.fetch_memory_max_bytes {
+        config.fetch_memory_bytes_max = positive("fetch_memory_max_bytes", n, usize::MAX)?;
+    }
+    if let Some(ms) = flags
+        .connections_max_idle_ms
+        .or(file.connections_max_idle_ms)
+    {
+        config.connection_idle_ms_max = positive("connections_max_idle_ms", ms, TIMEOUT_MS_MAX)?;
+    }
+    if let Some(ms) = file.socket_request_read_timeout_ms {
+        config.frame_read_ms_max = positive("socket_request_read_timeout_ms", ms, TIMEOUT_MS_MAX)?;
+    }
+    let max_connections = flags.max_connections.or(file.max_connections);
+    if let Some(n) = max_connections {
+        config.connections_max = positive("max_connections", n, usize::MAX)?;
+        // Without its own setting, the per-IP limit follows max_connections (as its default).
+        config.connections_per_ip_max = config.connections_max;
+    }
+    if let Some(n) = flags.max_connections_per_ip.or(file.max_connections_per_ip) {
+        config.connections_per_ip_max = positive("max_connections_per_ip", n, usize::MAX)?;
     }
     for (name, value) in file.log.unwrap_or_default() {
         let v = toml_scalar_i64(&name, &value)?;
@@ -350,6 +411,57 @@ mod tests {
             ..FlagOverrides::default()
         };
         assert!(build(FileConfig::default(), flags).is_err());
+    }
+
+    /// The fetch-memory and connection limits come from the file, flags override them, and
+    /// nonsense values are refused.
+    #[test]
+    fn fetch_and_connection_limits_from_file_or_flag() {
+        let text = "fetch_max_bytes = 1000000\nqueued_max_response_bytes = 2000000\n\
+                    fetch_memory_max_bytes = 30000000\nconnections_max_idle_ms = 5000\n\
+                    max_connections = 100\nsocket_request_read_timeout_ms = 700\n";
+        let config =
+            build(parse_file(text).expect("parse"), FlagOverrides::default()).expect("build");
+        assert_eq!(config.fetch_bytes_max, 1_000_000);
+        assert_eq!(config.connection_answers_bytes_max, 2_000_000);
+        assert_eq!(config.fetch_memory_bytes_max, 30_000_000);
+        assert_eq!(config.connection_idle_ms_max, 5000);
+        assert_eq!(config.connections_max, 100);
+        assert_eq!(
+            config.connections_per_ip_max, 100,
+            "follows max_connections"
+        );
+        assert_eq!(config.frame_read_ms_max, 700);
+        let flags = FlagOverrides {
+            fetch_max_bytes: Some(4096),
+            connections_max_idle_ms: Some(60_000),
+            max_connections: Some(50),
+            max_connections_per_ip: Some(5),
+            ..FlagOverrides::default()
+        };
+        let config = build(parse_file(text).expect("parse"), flags).expect("build");
+        assert_eq!(config.fetch_bytes_max, 4096);
+        assert_eq!(config.connection_idle_ms_max, 60_000);
+        assert_eq!(config.connections_max, 50);
+        assert_eq!(config.connections_per_ip_max, 5);
+        let defaults = build(FileConfig::default(), FlagOverrides::default()).expect("build");
+        assert_eq!(
+            defaults.fetch_bytes_max, 57_671_680,
+            "Kafka's fetch.max.bytes"
+        );
+        assert_eq!(defaults.connection_idle_ms_max, 600_000);
+        assert!(defaults.connections_max >= 16);
+        for bad in [
+            "fetch_max_bytes = 0\n",
+            "fetch_max_bytes = 4294967296\n",
+            "max_connections = 0\n",
+            "connections_max_idle_ms = 0\n",
+            "connections_max_idle_ms = 9999999999\n",
+            "socket_request_read_timeout_ms = 0\n",
+        ] {
+            let file = parse_file(bad).expect("parse");
+            assert!(build(file, FlagOverrides::default()).is_err(), "{bad}");
+        }
     }
 
     #[test]

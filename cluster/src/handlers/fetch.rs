@@ -4,6 +4,16 @@
 //! [log start, log end]. Offsets below the local log start are served from the remote tier
 //! (tiered topics). Fetch sessions are not kept: every response has
 //! session id 0, so clients send full fetch requests.
+//!
+//! Memory: `max_bytes` is capped by the broker's `fetch.max.bytes`
+//! ([`BrokerConfig::fetch_bytes_max`](crate::config::BrokerConfig::fetch_bytes_max)), and the
+//! record bytes of every Fetch answer, from the read until the answer is written and dropped,
+//! hold their share of one broker-wide budget, [`FetchMemory`] (`fetch.memory.max.bytes`).
+//! Before a partition is read its limit is reserved: the first read of an answer waits for room
+//! (until the request's `max_wait_ms`), later ones only take room that is free (else the answer
+//! ends there, as at `max_bytes`), so a fetch never holds bytes while it waits for more and
+//! fetches cannot deadlock each other. The reservation shrinks to the bytes read; a first batch
+//! larger than the limit (KIP-74) takes the extra only if it is free.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +22,100 @@ use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use kafka_protocol::ResponseError;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::broker::Broker;
 use crate::errors::BrokerError;
 use crate::tier::{read_remote, read_source, ReadSource};
+
+/// The broker-wide budget of record bytes held by Fetch answers (read and not yet written):
+/// `fetch.memory.max.bytes`. A semaphore whose permits are bytes; the permits travel inside
+/// the answer's records (see [`FetchMemory::hold`]) and return when the last copy of them is
+/// dropped, after the connection wrote the answer.
+pub struct FetchMemory {
+    semaphore: Arc<Semaphore>,
+    bytes_max: usize,
+}
+
+impl FetchMemory {
+    /// A budget of `bytes_max` bytes (at least 1, at most the semaphore's maximum).
+    pub fn new(bytes_max: usize) -> FetchMemory {
+        let bytes_max = bytes_max.clamp(1, Semaphore::MAX_PERMITS);
+        FetchMemory {
+            semaphore: Arc::new(Semaphore::new(bytes_max)),
+            bytes_max,
+        }
+    }
+
+    /// The budget.
+    pub fn bytes_max(&self) -> usize {
+        self.bytes_max
+    }
+
+    /// Bytes held by answers right now.
+    pub fn used_bytes(&self) -> usize {
+        self.bytes_max
+            .saturating_sub(self.semaphore.available_permits())
+    }
+
+    /// A request for `bytes`, clamped so that one reservation can always be granted.
+    fn permits(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes.clamp(1, self.bytes_max)).unwrap_or(u32::MAX)
+    }
+
+    /// Waits until `bytes` are free (or `deadline` passes: `None`).
+    async fn reserve(
+        &self,
+        bytes: usize,
+        deadline: tokio::time::Instant,
+    ) -> Option<OwnedSemaphorePermit> {
+        let acquire = Arc::clone(&self.semaphore).acquire_many_owned(self.permits(bytes));
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(wait, acquire).await {
+            Ok(Ok(permit)) => Some(permit),
+            _ => None,
+        }
+    }
+
+    /// Takes `bytes` if they are free now.
+    fn try_reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.semaphore)
+            .try_acquire_many_owned(self.permits(bytes))
+            .ok()
+    }
+
+    /// `records` holding their share of the budget until dropped: the reservation shrinks to
+    /// their length, or grows by what is free if they are longer (a KIP-74 first batch).
+    fn hold(&self, records: Bytes, mut permit: OwnedSemaphorePermit) -> Bytes {
+        if records.is_empty() {
+            return records;
+        }
+        let held = permit.num_permits();
+        if held > records.len() {
+            drop(permit.split(held - records.len()));
+        } else if records.len() > held {
+            if let Some(extra) = self.try_reserve(records.len() - held) {
+                permit.merge(extra);
+            }
+        }
+        Bytes::from_owner(HeldRecords {
+            records,
+            _permit: permit,
+        })
+    }
+}
+
+/// Records and the fetch-memory permits they hold.
+struct HeldRecords {
+    records: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for HeldRecords {
+    fn as_ref(&self) -> &[u8] {
+        &self.records
+    }
+}
 
 fn error_partition(index: i32, error: ResponseError) -> PartitionData {
     PartitionData::default()
@@ -44,8 +144,11 @@ async fn read_once(
     broker: &Broker,
     request: &FetchRequest,
     version: i16,
+    deadline: tokio::time::Instant,
 ) -> (FetchResponse, usize) {
-    let mut remaining = request.max_bytes.max(0) as usize;
+    // fetch.max.bytes caps what the client asks for (Kafka does the same).
+    let mut remaining = (request.max_bytes.max(0) as usize).min(broker.config().fetch_bytes_max);
+    let memory = broker.fetch_memory();
     let mut total = 0usize;
     let mut first_non_empty = true;
     let mut topics = Vec::with_capacity(request.topics.len());
@@ -63,8 +166,31 @@ async fn read_once(
                 continue;
             };
             let offset = fetch_partition.fetch_offset;
-            let limit = (fetch_partition.partition_max_bytes.max(0) as usize).min(remaining);
+            let mut limit = (fetch_partition.partition_max_bytes.max(0) as usize).min(remaining);
             let must_return_first = first_non_empty;
+            // Room in the fetch memory for what this partition may add: waited for only while
+            // this answer holds nothing; without room the answer ends here (nothing more read).
+            // Nothing is read without a reservation (an offset at the high watermark reads
+            // nothing now; the next pass of the long poll reserves if it has moved).
+            #[cfg(not(strata_bug = "read-past-durable"))]
+            let readable = offset < partition.high_watermark();
+            #[cfg(strata_bug = "read-past-durable")]
+            let readable = true;
+            let wants = (limit > 0 || must_return_first) && readable;
+            let mut reservation = match (wants, total == 0) {
+                (false, _) => None,
+                (true, true) => memory.reserve(limit, deadline).await,
+                (true, false) => memory.try_reserve(limit),
+            };
+            if wants && reservation.is_none() {
+                remaining = 0;
+            }
+            match &reservation {
+                // The budget may be smaller than the limit: read no more than was reserved.
+                Some(permit) => limit = limit.min(permit.num_permits()),
+                None => limit = 0,
+            }
+            let must_return_first = must_return_first && reservation.is_some();
             // Read before taking the log lock: the high watermark only grows, so an older value
             // is always safe to serve up to.
             #[cfg(not(strata_bug = "read-past-durable"))]
@@ -132,6 +258,9 @@ async fn read_once(
                         // Only the first non-empty partition may exceed the limits (KIP-74).
                         records = Bytes::new();
                     }
+                    if let Some(permit) = reservation.take() {
+                        records = memory.hold(records, permit);
+                    }
                     if !records.is_empty() {
                         first_non_empty = false;
                     }
@@ -197,7 +326,7 @@ async fn long_poll(broker: &Arc<Broker>, request: FetchRequest, version: i16) ->
         let advanced = broker.high_watermark_advanced();
         tokio::pin!(advanced);
         advanced.as_mut().enable();
-        let (response, bytes) = read_once(broker, &request, version).await;
+        let (response, bytes) = read_once(broker, &request, version, deadline).await;
         let done = bytes >= min_bytes
             || has_partition_error(&response)
             || tokio::time::Instant::now() >= deadline
