@@ -58,6 +58,11 @@ pub struct BrokerConfig {
     /// `offsets.topic.segment.bytes`: segment size of `__consumer_offsets` when it is created
     /// (compaction works on closed segments), default 100 MiB as in Kafka.
     pub offsets_segment_bytes: u64,
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of a group out of Empty
+    /// waits for more members (extended by this again while members keep joining, at most the
+    /// rebalance timeout), default 3000 as in Kafka; 0 completes it as soon as every member
+    /// joined (tests).
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -78,6 +83,7 @@ impl Default for BrokerConfig {
             tier_interval_ms: 5000,
             tier_cache_bytes: 256 * 1024 * 1024,
             offsets_segment_bytes: 100 * 1024 * 1024,
+            group_initial_rebalance_delay_ms: 3_000,
         }
     }
 }

@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// (default 5000).
     #[arg(long, value_name = "MS")]
     tier_interval_ms: Option<u64>,
+    /// group.initial.rebalance.delay.ms: how long the first rebalance of a new (or emptied)
+    /// consumer group waits for more members, in milliseconds (default 3000; 0: no wait).
+    #[arg(long, value_name = "MS")]
+    group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 /// Runs the broker: open the data dir, bind, serve until a shutdown signal, then flush and
@@ -63,6 +67,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         object_store: args.object_store,
         tier_interval_ms: args.tier_interval_ms,
+        group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
     };
     let store_url = serve_config::object_store_url(&file, &flags);
     let config = serve_config::build(file, flags)?;

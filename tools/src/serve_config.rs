@@ -26,6 +26,7 @@ use strata_cluster::config::{BrokerConfig, FlushPolicy};
 /// object_store = "s3://bucket/prefix"  # remote tier: file:///abs/path, s3://..., none
 ///                                       # (default: file://<data_dir>/remote)
 /// tier_interval_ms = 5000     # how often offload and remote retention run
+/// group_initial_rebalance_delay_ms = 3000  # first rebalance of a new group waits for members
 ///
 /// [log]                       # defaults of the topic configs, Kafka names
 /// "segment.bytes" = 1073741824
@@ -51,6 +52,7 @@ pub struct FileConfig {
     pub object_store: Option<String>,
     pub tier_interval_ms: Option<u64>,
     pub log: Option<BTreeMap<String, toml::Value>>,
+    pub group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 /// Command-line overrides (each `None` when the flag was not given).
@@ -64,6 +66,7 @@ pub struct FlagOverrides {
     pub metrics_listen: Option<String>,
     pub object_store: Option<String>,
     pub tier_interval_ms: Option<u64>,
+    pub group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 /// The remote tier's object-store URL: the flag, else the file, else `None` (the default,
@@ -199,6 +202,12 @@ pub fn build(file: FileConfig, flags: FlagOverrides) -> anyhow::Result<BrokerCon
             bail!("retention_check_interval_ms must be positive");
         }
         config.retention_check_interval_ms = ms;
+    }
+    if let Some(ms) = flags
+        .group_initial_rebalance_delay_ms
+        .or(file.group_initial_rebalance_delay_ms)
+    {
+        config.group_initial_rebalance_delay_ms = ms;
     }
     for (name, value) in file.log.unwrap_or_default() {
         let v = toml_scalar_i64(&name, &value)?;
@@ -369,5 +378,21 @@ mod tests {
             ..FlagOverrides::default()
         };
         assert!(build(FileConfig::default(), flags).is_err());
+    }
+
+    /// The initial rebalance delay is Kafka's 3 s unless the file or (over it) the flag sets it.
+    #[test]
+    fn group_initial_rebalance_delay_from_file_or_flag() {
+        let none = build(FileConfig::default(), FlagOverrides::default()).expect("build");
+        assert_eq!(none.group_initial_rebalance_delay_ms, 3_000);
+        let file = || parse_file("group_initial_rebalance_delay_ms = 250").expect("parse");
+        let from_file = build(file(), FlagOverrides::default()).expect("build");
+        assert_eq!(from_file.group_initial_rebalance_delay_ms, 250);
+        let flags = FlagOverrides {
+            group_initial_rebalance_delay_ms: Some(0),
+            ..FlagOverrides::default()
+        };
+        let from_flag = build(file(), flags).expect("build");
+        assert_eq!(from_flag.group_initial_rebalance_delay_ms, 0);
     }
 }
