@@ -1,13 +1,14 @@
-//! DescribeCluster and the authorized-operations fields of Metadata, as Kafka's admin client and
-//! librdkafka's `DescribeCluster` / `DescribeTopics` read them.
+//! DescribeCluster and the authorized-operations fields of Metadata and DescribeGroups, as Kafka's
+//! admin client and librdkafka's `DescribeCluster` / `DescribeTopics` /
+//! `DescribeConsumerGroups` read them.
 
 mod broker_util;
 
 use broker_util::TestBroker;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
-    TopicName,
+    ApiKey, DescribeClusterRequest, DescribeClusterResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, GroupId, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -112,6 +113,30 @@ async fn metadata_answers_authorized_operations_when_asked() {
                 } else {
                     assert_eq!(response.cluster_authorized_operations, i32::MIN);
                 }
+            }
+        }
+    }
+    broker.stop().await;
+}
+
+/// DescribeGroups v3+ answers the group operations of Kafka 4 (READ, DELETE, DESCRIBE,
+/// DESCRIBE_CONFIGS, ALTER_CONFIGS) when asked, and "not requested" otherwise.
+#[tokio::test]
+async fn describe_groups_answers_group_operations_when_asked() {
+    let broker = TestBroker::start().await;
+    let mut conn = broker.connect().await;
+    for version in 3..=5 {
+        for include in [false, true] {
+            let request = DescribeGroupsRequest::default()
+                .with_groups(vec![GroupId(StrBytes::from_static_str("described"))])
+                .with_include_authorized_operations(include);
+            let response: DescribeGroupsResponse =
+                conn.call(ApiKey::DescribeGroups, version, &request).await;
+            let field = response.groups[0].authorized_operations;
+            if include {
+                assert_eq!(operations(field), [3, 6, 8, 10, 11], "v{version}");
+            } else {
+                assert_eq!(field, i32::MIN, "v{version}");
             }
         }
     }
