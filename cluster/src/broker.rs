@@ -378,6 +378,7 @@ impl Broker {
 
         let config_tier_cache_bytes = config.tier_cache_bytes;
         let config_fetch_memory_bytes = config.fetch_memory_bytes_max;
+        let config_group_initial_rebalance_delay_ms = config.group_initial_rebalance_delay_ms;
         let mut broker = Broker {
             config,
             disk,
@@ -396,7 +397,10 @@ impl Broker {
             tasks: Mutex::new(Vec::new()),
             bound_addr: Mutex::new(None),
             id_counter: AtomicU64::new(0),
-            groups: GroupCoordinator::default(),
+            groups: GroupCoordinator::new(crate::group::GroupConfig {
+                initial_rebalance_delay_ms: config_group_initial_rebalance_delay_ms,
+                ..crate::group::GroupConfig::default()
+            }),
             metrics: Metrics::new(),
             tier_cache: Arc::new(ReadCache::new(config_tier_cache_bytes)),
             remote_store,

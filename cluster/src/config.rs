@@ -86,6 +86,11 @@ pub struct BrokerConfig {
     /// byte of a request frame has arrived, the whole frame must arrive within this long, or the
     /// connection is closed. Default 30000 (a Java client's `request.timeout.ms`).
     pub frame_read_ms_max: u64,
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of a group out of Empty
+    /// waits for more members (extended by this again while members keep joining, at most the
+    /// rebalance timeout), default 3000 as in Kafka; 0 completes it as soon as every member
+    /// joined (tests).
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -113,6 +118,7 @@ impl Default for BrokerConfig {
             connections_max: crate::server::connections_max_default(),
             connections_per_ip_max: crate::server::connections_max_default(),
             frame_read_ms_max: 30_000,
+            group_initial_rebalance_delay_ms: 3_000,
         }
     }
 }

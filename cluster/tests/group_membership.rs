@@ -19,7 +19,7 @@ async fn start() -> TestBroker {
     let broker = TestBroker::start().await;
     broker.broker.groups().set_config(GroupConfig {
         session_timeout_min_ms: 100,
-        ..GroupConfig::default()
+        ..broker.broker.groups().config()
     });
     broker
 }
@@ -325,5 +325,45 @@ async fn invalid_joins_are_refused() {
     let found: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, 2, &request).await;
     assert_eq!(found.error_code, 0);
     assert_eq!(found.node_id.0, broker.broker.node_id());
+    broker.stop().await;
+}
+
+/// Two consumers started together share the first generation: with
+/// `group.initial.rebalance.delay.ms`, the first member's join waits for the delay (armed again
+/// when the second member joins), and then both get generation 1 with both members assigned,
+/// instead of the first one getting a generation alone and a rebalance at once.
+#[tokio::test]
+async fn first_rebalance_waits_the_initial_delay_for_more_members() {
+    let broker = start().await;
+    broker.broker.groups().set_config(GroupConfig {
+        initial_rebalance_delay_ms: 400,
+        ..broker.broker.groups().config()
+    });
+    let started = std::time::Instant::now();
+    let first = broker.connect().await;
+    let a_join = tokio::spawn(async move {
+        let mut first = first;
+        let response = join_new(&mut first, &Join::new("delayed")).await;
+        (response, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = broker.connect().await;
+    let joined_b = join_new(&mut second, &Join::new("delayed")).await;
+    let (joined_a, waited_a) = a_join.await.expect("join task");
+    assert_eq!(joined_a.error_code, 0);
+    assert_eq!(joined_b.error_code, 0);
+    assert_eq!(joined_a.generation_id, 1, "no generation for A alone");
+    assert_eq!(joined_b.generation_id, 1);
+    let leader = if joined_a.members.is_empty() {
+        &joined_b
+    } else {
+        &joined_a
+    };
+    assert_eq!(leader.members.len(), 2, "the leader assigns to both");
+    // The delay ended at 400 ms and was armed again for B: at least 800 ms.
+    assert!(
+        waited_a >= Duration::from_millis(800),
+        "A waited {waited_a:?}"
+    );
     broker.stop().await;
 }

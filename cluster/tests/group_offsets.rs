@@ -29,7 +29,7 @@ async fn start_on(disk: &Arc<MemDisk>) -> TestBroker {
     let broker = TestBroker::start_with(BrokerConfig::default(), Arc::clone(disk)).await;
     broker.broker.groups().set_config(GroupConfig {
         session_timeout_min_ms: 100,
-        ..GroupConfig::default()
+        ..broker.broker.groups().config()
     });
     broker
 }

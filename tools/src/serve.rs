@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// max-connections).
     #[arg(long, value_name = "N")]
     max_connections_per_ip: Option<usize>,
+    /// group.initial.rebalance.delay.ms: how long the first rebalance of a new (or emptied)
+    /// consumer group waits for more members, in milliseconds (default 3000; 0: no wait).
+    #[arg(long, value_name = "MS")]
+    group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 /// Runs the broker: open the data dir, bind, serve until a shutdown signal, then flush and
@@ -82,6 +86,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         connections_max_idle_ms: args.connections_max_idle_ms,
         max_connections: args.max_connections,
         max_connections_per_ip: args.max_connections_per_ip,
+        group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
     };
     let store_url = serve_config::object_store_url(&file, &flags);
     let config = serve_config::build(file, flags)?;

@@ -33,6 +33,7 @@ use strata_cluster::config::{BrokerConfig, FlushPolicy};
 /// max_connections = 10000               # default: half the open-files limit
 /// max_connections_per_ip = 10000        # default: max_connections
 /// socket_request_read_timeout_ms = 30000  # a started request frame must arrive within this
+/// group_initial_rebalance_delay_ms = 3000  # first rebalance of a new group waits for members
 ///
 /// [log]                       # defaults of the topic configs, Kafka names
 /// "segment.bytes" = 1073741824
@@ -65,6 +66,7 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
     pub socket_request_read_timeout_ms: Option<u64>,
+    pub group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 /// Command-line overrides (each `None` when the flag was not given).
@@ -82,6 +84,7 @@ pub struct FlagOverrides {
     pub connections_max_idle_ms: Option<u64>,
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
+    pub group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 /// The longest `connections_max_idle_ms` / `socket_request_read_timeout_ms` accepted: Kafka's
@@ -233,6 +236,12 @@ pub fn build(file: FileConfig, flags: FlagOverrides) -> anyhow::Result<BrokerCon
             bail!("retention_check_interval_ms must be positive");
         }
         config.retention_check_interval_ms = ms;
+    }
+    if let Some(ms) = flags
+        .group_initial_rebalance_delay_ms
+        .or(file.group_initial_rebalance_delay_ms)
+    {
+        config.group_initial_rebalance_delay_ms = ms;
     }
     if let Some(n) = flags.fetch_max_bytes.or(file.fetch_max_bytes) {
         config.fetch_bytes_max = positive("fetch_max_bytes", n, i32::MAX as usize)?;
@@ -481,5 +490,21 @@ mod tests {
             ..FlagOverrides::default()
         };
         assert!(build(FileConfig::default(), flags).is_err());
+    }
+
+    /// The initial rebalance delay is Kafka's 3 s unless the file or (over it) the flag sets it.
+    #[test]
+    fn group_initial_rebalance_delay_from_file_or_flag() {
+        let none = build(FileConfig::default(), FlagOverrides::default()).expect("build");
+        assert_eq!(none.group_initial_rebalance_delay_ms, 3_000);
+        let file = || parse_file("group_initial_rebalance_delay_ms = 250").expect("parse");
+        let from_file = build(file(), FlagOverrides::default()).expect("build");
+        assert_eq!(from_file.group_initial_rebalance_delay_ms, 250);
+        let flags = FlagOverrides {
+            group_initial_rebalance_delay_ms: Some(0),
+            ..FlagOverrides::default()
+        };
+        let from_flag = build(file(), flags).expect("build");
+        assert_eq!(from_flag.group_initial_rebalance_delay_ms, 0);
     }
 }

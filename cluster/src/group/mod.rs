@@ -21,8 +21,10 @@
 //!   madsim) ticks every [`TICK_MS`] ms: expires sessions (a member waiting in JoinGroup is not
 //!   expired), pending member ids, and forces joins past their rebalance timeout. Every waiting
 //!   request is also bounded on the handler side.
-//! - **Offsets.** OffsetCommit is checked against the generation and member (or is a "simple"
-//!   commit with generation -1 to a group without members), appended to `__consumer_offsets`
+//! - **Offsets.** OffsetCommit is checked against the generation and member in Kafka's order
+//!   (a stale generation is ILLEGAL_GENERATION in every state, REBALANCE_IN_PROGRESS only for the
+//!   current generation in CompletingRebalance), or is a "simple" commit with generation -1 to a
+//!   group without members; it is appended to `__consumer_offsets`
 //!   ([`offsets`] for the record layout) through the broker's produce path and answered only once
 //!   the flusher made the record durable (acks=all); the in-memory table is updated after that.
 //!   OffsetDelete and DeleteGroups (empty groups only, else NON_EMPTY_GROUP) write tombstones.
@@ -32,9 +34,12 @@
 //! - **Membership is in memory**, as in Kafka: after a coordinator restart members rejoin.
 //! - No std lock is held across an `.await`: handlers lock, change the state, unlock, then await
 //!   the `oneshot` answer or the durability of the offsets record, always with a timeout.
+//! - **Initial rebalance delay.** The first rebalance of a group out of Empty waits
+//!   `group.initial.rebalance.delay.ms` (default 3000, as Kafka), again by the delay each time a
+//!   new member joined meanwhile, at most the rebalance timeout ([`state`]).
 //!
-//! Not built: KIP-848 (ConsumerGroupHeartbeat), Kafka's `group.initial.rebalance.delay.ms`,
-//! offset expiry (`offsets.retention.minutes`), `group.max.size`.
+//! Not built: KIP-848 (ConsumerGroupHeartbeat), offset expiry (`offsets.retention.minutes`),
+//! `group.max.size`.
 
 pub mod offsets;
 pub mod state;
@@ -75,6 +80,10 @@ pub struct GroupConfig {
     pub session_timeout_max_ms: i32,
     /// offset.metadata.max.bytes (default 4096).
     pub offset_metadata_bytes_max: usize,
+    /// group.initial.rebalance.delay.ms (default 3000): how long the first rebalance of a group
+    /// out of Empty waits for more members, extended while members keep joining (see
+    /// [`state`]); 0 completes it as soon as every member joined.
+    pub initial_rebalance_delay_ms: u64,
 }
 
 impl Default for GroupConfig {
@@ -83,6 +92,7 @@ impl Default for GroupConfig {
             session_timeout_min_ms: 6_000,
             session_timeout_max_ms: 1_800_000,
             offset_metadata_bytes_max: 4096,
+            initial_rebalance_delay_ms: 3_000,
         }
     }
 }
@@ -305,6 +315,7 @@ impl GroupCoordinator {
             groups.insert(p.group_id.clone(), Group::new(p.group_id.clone()));
         }
         let group = groups.get_mut(&p.group_id).expect("group inserted above");
+        group.initial_rebalance_delay = Duration::from_millis(config.initial_rebalance_delay_ms);
         if group.state == GroupState::Dead {
             return Pending::Done(JoinResult::error(
                 ResponseError::CoordinatorNotAvailable,
@@ -324,7 +335,7 @@ impl GroupCoordinator {
             ));
         }
         let wait = |group: &Group, now: Duration| {
-            let deadline = group.rebalance_deadline.unwrap_or(now);
+            let deadline = group.join_deadline().unwrap_or(now);
             deadline.saturating_sub(now) + Duration::from_millis(WAIT_MARGIN_MS)
         };
         if p.member_id.is_empty() {
@@ -546,7 +557,13 @@ impl GroupCoordinator {
     // ---- offsets ----
 
     /// Checks that a commit by `member_id` at `generation_id` is allowed; creates the group for
-    /// a simple commit (generation < 0) to a group that does not exist.
+    /// a simple commit (generation < 0) to a group that does not exist. The order of the checks
+    /// is Kafka's (`ClassicGroup.validateOffsetCommit`): a commit naming a member (or a
+    /// generation >= 0) must come from a current member at the group's current generation, else
+    /// UNKNOWN_MEMBER_ID / FENCED_INSTANCE_ID / ILLEGAL_GENERATION, in every state; a current
+    /// member at the current generation commits in Stable and PreparingRebalance, and is told
+    /// REBALANCE_IN_PROGRESS only in CompletingRebalance (it has joined but has no assignment
+    /// yet). A commit without member and generation (-1) is accepted only by an Empty group.
     pub fn check_commit(
         &self,
         now: Duration,
@@ -569,26 +586,34 @@ impl GroupCoordinator {
         if group.state == GroupState::Dead {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
-        if let Some(instance) = group_instance_id {
-            if let Some(current) = group.static_members.get(instance) {
-                if current != member_id {
-                    return Err(ResponseError::FencedInstanceId);
-                }
-            }
-        }
         if generation_id < 0 && group.state == GroupState::Empty {
             return Ok(());
+        }
+        if generation_id >= 0 || !member_id.is_empty() || group_instance_id.is_some() {
+            if let Some(instance) = group_instance_id {
+                match group.static_members.get(instance) {
+                    None => return Err(ResponseError::UnknownMemberId),
+                    Some(current) if current != member_id => {
+                        return Err(ResponseError::FencedInstanceId)
+                    }
+                    Some(_) => {}
+                }
+            }
+            if !group.members.contains_key(member_id) {
+                return Err(ResponseError::UnknownMemberId);
+            }
+            if generation_id != group.generation {
+                return Err(ResponseError::IllegalGeneration);
+            }
+        } else if group.state != GroupState::Empty {
+            return Err(ResponseError::UnknownMemberId);
         }
         if group.state == GroupState::CompletingRebalance {
             return Err(ResponseError::RebalanceInProgress);
         }
-        let Some(member) = group.members.get_mut(member_id) else {
-            return Err(ResponseError::UnknownMemberId);
-        };
-        if generation_id != group.generation {
-            return Err(ResponseError::IllegalGeneration);
+        if let Some(member) = group.members.get_mut(member_id) {
+            member.last_heartbeat = now;
         }
-        member.last_heartbeat = now;
         Ok(())
     }
 
@@ -1127,9 +1152,195 @@ mod tests {
         }
     }
 
+    /// A coordinator whose first rebalances are not delayed.
+    fn undelayed() -> GroupCoordinator {
+        GroupCoordinator::new(GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            ..GroupConfig::default()
+        })
+    }
+
+    /// A coordinator with `group.initial.rebalance.delay.ms` = `delay_ms`.
+    fn delayed(delay_ms: u64) -> GroupCoordinator {
+        GroupCoordinator::new(GroupConfig {
+            initial_rebalance_delay_ms: delay_ms,
+            ..GroupConfig::default()
+        })
+    }
+
+    /// A new dynamic member's join (MEMBER_ID_REQUIRED, then the join): its member id and the
+    /// pending answer.
+    fn join_new_member(
+        c: &GroupCoordinator,
+        now: Duration,
+        rebalance_timeout_ms: i32,
+    ) -> (String, oneshot::Receiver<JoinResult>) {
+        let first = done(c.join(now, params("g", "", None)));
+        assert_eq!(first.error, Some(ResponseError::MemberIdRequired));
+        let mut p = params("g", &first.member_id, None);
+        p.rebalance_timeout_ms = rebalance_timeout_ms;
+        match c.join(now, p) {
+            Pending::Wait(rx, _) => (first.member_id, rx),
+            Pending::Done(answer) => panic!("answered at once: {answer:?}"),
+        }
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    /// Consumers started together get their first generation together: the first rebalance of
+    /// a new group waits `group.initial.rebalance.delay.ms`, and again while members keep
+    /// joining, instead of giving the first member a generation alone.
+    #[test]
+    fn initial_rebalance_waits_for_members_joining_within_the_delay() {
+        let c = delayed(3_000);
+        let (a, mut rx_a) = join_new_member(&c, secs(0.0), 60_000);
+        c.tick(secs(1.0));
+        assert!(rx_a.try_recv().is_err(), "no generation before the delay");
+        let (b, mut rx_b) = join_new_member(&c, secs(2.0), 60_000);
+        // The delay ends at 3 s, but B joined meanwhile: it is armed again (until 6 s).
+        c.tick(secs(3.0));
+        c.tick(secs(5.9));
+        assert!(rx_a.try_recv().is_err(), "delay extended for a new member");
+        assert_eq!(c.describe("g").state, GroupState::PreparingRebalance);
+        c.tick(secs(6.0));
+        let answer_a = rx_a.try_recv().expect("join completed after the delays");
+        let answer_b = rx_b.try_recv().expect("join completed for both");
+        assert_eq!(answer_a.error, None);
+        assert_eq!(answer_a.generation_id, 1, "one generation for both");
+        assert_eq!(answer_b.generation_id, 1);
+        assert_eq!(answer_a.leader, a, "the first member leads");
+        let mut members: Vec<String> = answer_a
+            .members
+            .iter()
+            .map(|m| m.member_id.clone())
+            .collect();
+        members.sort();
+        let mut expected = vec![a.clone(), b.clone()];
+        expected.sort();
+        assert_eq!(members, expected, "the leader assigns to both members");
+    }
+
+    /// The extensions stop once the rebalance timeout is used up, even if members keep joining.
+    #[test]
+    fn initial_delay_is_bounded_by_the_rebalance_timeout() {
+        let c = delayed(3_000);
+        let (_, mut rx_a) = join_new_member(&c, secs(0.0), 5_000);
+        let (_, _rx_b) = join_new_member(&c, secs(1.0), 5_000);
+        c.tick(secs(3.0));
+        // Extended by what is left of the 5 s rebalance timeout (2 s), not by 3 s.
+        let (_, _rx_c) = join_new_member(&c, secs(4.0), 5_000);
+        c.tick(secs(4.9));
+        assert!(rx_a.try_recv().is_err());
+        c.tick(secs(5.0));
+        let answer = rx_a.try_recv().expect("completed at the rebalance timeout");
+        assert_eq!(answer.generation_id, 1);
+        assert_eq!(
+            answer.members.len(),
+            3,
+            "a member joined in the last delay is included"
+        );
+    }
+
+    /// A lone consumer gets its generation after one delay; later rebalances of the (non-empty)
+    /// group complete as soon as every member rejoined, without a delay.
+    #[test]
+    fn only_the_rebalance_out_of_empty_is_delayed() {
+        let c = delayed(3_000);
+        let (a, mut rx_a) = join_new_member(&c, secs(0.0), 60_000);
+        c.tick(secs(2.9));
+        assert!(rx_a.try_recv().is_err());
+        c.tick(secs(3.0));
+        assert_eq!(rx_a.try_recv().expect("one delay").generation_id, 1);
+        let mut assignments = BTreeMap::new();
+        assignments.insert(a.clone(), Bytes::from_static(b"a"));
+        done(c.sync(secs(3.0), "g", 1, &a, None, None, None, assignments));
+        // A second member: a rebalance from Stable, complete once A rejoined.
+        let (_, mut rx_b) = join_new_member(&c, secs(4.0), 60_000);
+        let rejoined = done(c.join(secs(4.1), params("g", &a, None)));
+        assert_eq!(rejoined.generation_id, 2);
+        assert_eq!(rx_b.try_recv().expect("no delay").generation_id, 2);
+    }
+
+    /// OffsetCommit answers as Kafka's classic groups do: a stale generation is
+    /// ILLEGAL_GENERATION in every state (librdkafka then rejoins instead of retrying), the
+    /// current generation commits in Stable and PreparingRebalance and is told
+    /// REBALANCE_IN_PROGRESS only in CompletingRebalance; generation -1 commits only to a group
+    /// without members.
+    #[test]
+    fn offset_commit_generation_checks_follow_kafka() {
+        let c = undelayed();
+        let t = Duration::from_secs(1);
+        assert_eq!(
+            c.check_commit(t, "g", -1, "", None),
+            Ok(()),
+            "simple commit, new group"
+        );
+        let a = done(c.join(t, params("g", "", None))).member_id;
+        let joined_a = done(c.join(t, params("g", &a, None)));
+        assert_eq!(joined_a.generation_id, 1);
+        // CompletingRebalance at generation 1.
+        assert_eq!(
+            c.check_commit(t, "g", 1, &a, None),
+            Err(ResponseError::RebalanceInProgress)
+        );
+        assert_eq!(
+            c.check_commit(t, "g", 0, &a, None),
+            Err(ResponseError::IllegalGeneration),
+            "stale generation during a rebalance"
+        );
+        let mut assignments = BTreeMap::new();
+        assignments.insert(a.clone(), Bytes::from_static(b"a"));
+        done(c.sync(t, "g", 1, &a, None, None, None, assignments));
+        assert_eq!(c.check_commit(t, "g", 1, &a, None), Ok(()), "Stable");
+        assert_eq!(
+            c.check_commit(t, "g", 2, &a, None),
+            Err(ResponseError::IllegalGeneration)
+        );
+        assert_eq!(
+            c.check_commit(t, "g", -1, "", None),
+            Err(ResponseError::UnknownMemberId),
+            "simple commit to a group with members"
+        );
+        assert_eq!(
+            c.check_commit(t, "g", 1, "nobody", None),
+            Err(ResponseError::UnknownMemberId)
+        );
+        assert_eq!(
+            c.check_commit(t, "g", 1, &a, Some("unknown-instance")),
+            Err(ResponseError::UnknownMemberId),
+            "an instance id the group does not know"
+        );
+        // B joins: PreparingRebalance, A still at generation 1.
+        let b = done(c.join(t, params("g", "", None))).member_id;
+        let _pending_b = c.join(t, params("g", &b, None));
+        assert_eq!(c.describe("g").state, GroupState::PreparingRebalance);
+        assert_eq!(
+            c.check_commit(t, "g", 1, &a, None),
+            Ok(()),
+            "the current generation commits while others join"
+        );
+        assert_eq!(
+            c.check_commit(t, "g", 0, &a, None),
+            Err(ResponseError::IllegalGeneration)
+        );
+        // A rejoins: CompletingRebalance at generation 2; A's old generation is stale.
+        let rejoined = done(c.join(t, params("g", &a, None)));
+        assert_eq!(rejoined.generation_id, 2);
+        assert_eq!(
+            c.check_commit(t, "g", 1, &a, None),
+            Err(ResponseError::IllegalGeneration)
+        );
+        assert_eq!(
+            c.check_commit(t, "g", 2, &b, None),
+            Err(ResponseError::RebalanceInProgress)
+        );
+    }
+
     #[test]
     fn single_member_joins_syncs_and_heartbeats() {
-        let c = GroupCoordinator::default();
+        let c = undelayed();
         let t = Duration::from_secs(1);
         let first = done(c.join(t, params("g", "", None)));
         assert_eq!(first.error, Some(ResponseError::MemberIdRequired));
@@ -1191,7 +1402,7 @@ mod tests {
 
     #[test]
     fn static_member_rejoin_keeps_assignment_without_rebalance() {
-        let c = GroupCoordinator::default();
+        let c = undelayed();
         let t = Duration::from_secs(1);
         let joined = done(c.join(t, params("g", "", Some("i1"))));
         assert_eq!(joined.error, None);

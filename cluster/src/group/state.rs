@@ -5,6 +5,13 @@
 //! Everything here is synchronous and runs under the coordinator's lock; waiting JoinGroup and
 //! SyncGroup requests are `oneshot` senders stored in their member and answered by the transition
 //! that completes them.
+//!
+//! The first rebalance of a group leaving Empty is delayed as Kafka's InitialDelayedJoin does
+//! (`group.initial.rebalance.delay.ms`, [`Group::initial_rebalance_delay`]): the join completes
+//! only when the delay passed, and each time a new member joined during a delay the delay is
+//! armed again, until the group's rebalance timeout is used up. So consumers started together get
+//! their first generation together instead of the first one alone and a second rebalance at once.
+//! A delay of zero completes the join as soon as every member joined, as any other rebalance.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -157,6 +164,17 @@ impl Member {
     }
 }
 
+/// The running initial delay of a group's first rebalance (Kafka's InitialDelayedJoin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitialDelay {
+    /// The configured delay, by which each extension moves the deadline.
+    pub delay: Duration,
+    /// What is left of the rebalance timeout for further extensions.
+    pub remaining: Duration,
+    /// A new member joined since the delay was last armed.
+    pub new_member_added: bool,
+}
+
 /// A group.
 #[derive(Debug)]
 pub struct Group {
@@ -182,6 +200,12 @@ pub struct Group {
     pub rebalance_deadline: Option<Duration>,
     /// Committed offsets by (topic, partition), with the `__consumer_offsets` offset of the record.
     pub offsets: BTreeMap<(String, i32), (CommittedOffset, i64)>,
+    /// `group.initial.rebalance.delay.ms` for the next rebalance out of Empty (set by the
+    /// coordinator from its config; zero: no delay).
+    pub initial_rebalance_delay: Duration,
+    /// The initial delay of the running rebalance, if it is the first one out of Empty; while it
+    /// runs, `rebalance_deadline` is the end of the current delay.
+    pub initial_delay: Option<InitialDelay>,
 }
 
 impl Group {
@@ -199,7 +223,16 @@ impl Group {
             pending: BTreeMap::new(),
             rebalance_deadline: None,
             offsets: BTreeMap::new(),
+            initial_rebalance_delay: Duration::ZERO,
+            initial_delay: None,
         }
+    }
+
+    /// The latest time the running join can complete: the rebalance deadline, plus what the
+    /// initial delay may still be extended by (a waiting JoinGroup is bounded by this).
+    pub fn join_deadline(&self) -> Option<Duration> {
+        let deadline = self.rebalance_deadline?;
+        Some(deadline + self.initial_delay.map_or(Duration::ZERO, |d| d.remaining))
     }
 
     /// True if the group could be forgotten: no members, no pending members, no offsets.
@@ -321,6 +354,12 @@ impl Group {
         if self.leader.is_none() {
             self.leader = Some(member.id.clone());
         }
+        if self.state == GroupState::PreparingRebalance {
+            if let Some(delay) = self.initial_delay.as_mut() {
+                // The initial rebalance may be delayed again for members still coming.
+                delay.new_member_added = true;
+            }
+        }
         if let Some(instance) = &member.instance_id {
             self.static_members
                 .insert(instance.clone(), member.id.clone());
@@ -349,7 +388,12 @@ impl Group {
     }
 
     /// Starts a rebalance (from Empty, Stable or CompletingRebalance); no-op if one is running.
+    /// Out of Empty, with members and a non-zero `initial_rebalance_delay`, the join waits for
+    /// the delay (see the module doc).
     pub fn prepare_rebalance(&mut self, now: Duration) {
+        let initial = self.state == GroupState::Empty
+            && !self.members.is_empty()
+            && !self.initial_rebalance_delay.is_zero();
         match self.state {
             GroupState::PreparingRebalance | GroupState::Dead => return,
             GroupState::CompletingRebalance => {
@@ -369,7 +413,19 @@ impl Group {
             .max()
             .unwrap_or(0);
         self.state = GroupState::PreparingRebalance;
-        self.rebalance_deadline = Some(now + Duration::from_millis(timeout_ms));
+        if initial {
+            let timeout = Duration::from_millis(timeout_ms);
+            let delay = self.initial_rebalance_delay;
+            self.initial_delay = Some(InitialDelay {
+                delay,
+                remaining: timeout.saturating_sub(delay),
+                new_member_added: false,
+            });
+            self.rebalance_deadline = Some(now + delay);
+        } else {
+            self.initial_delay = None;
+            self.rebalance_deadline = Some(now + Duration::from_millis(timeout_ms));
+        }
     }
 
     /// After a membership change: starts a rebalance if stable, then completes the join if
@@ -385,9 +441,13 @@ impl Group {
     }
 
     /// Completes the running join when every member rejoined (or, with `force`, when the
-    /// rebalance timeout passed: members that did not rejoin are removed).
+    /// rebalance timeout passed: members that did not rejoin are removed). An initial delay is
+    /// only ended by `force` (from [`Group::tick`]).
     pub fn try_complete_join(&mut self, now: Duration, force: bool) {
         if self.state != GroupState::PreparingRebalance {
+            return;
+        }
+        if self.initial_delay.is_some() && !force {
             return;
         }
         let all_joined =
@@ -407,6 +467,7 @@ impl Group {
         }
         self.pending.clear();
         self.rebalance_deadline = None;
+        self.initial_delay = None;
         self.generation += 1;
         if self.members.is_empty() {
             self.state = GroupState::Empty;
@@ -471,7 +532,17 @@ impl Group {
         if self.state == GroupState::PreparingRebalance
             && self.rebalance_deadline.is_some_and(|d| now >= d)
         {
-            self.try_complete_join(now, true);
+            match self.initial_delay.as_mut() {
+                // Members joined during the delay and rebalance time is left: wait again, for
+                // the delay or what is left (Kafka's InitialDelayedJoin).
+                Some(delay) if delay.new_member_added && !delay.remaining.is_zero() => {
+                    let next = delay.delay.min(delay.remaining);
+                    delay.remaining = delay.remaining.saturating_sub(delay.delay);
+                    delay.new_member_added = false;
+                    self.rebalance_deadline = Some(now + next);
+                }
+                _ => self.try_complete_join(now, true),
+            }
         }
         let before = self.pending.len();
         self.pending.retain(|_, deadline| *deadline > now);

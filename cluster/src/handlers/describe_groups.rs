@@ -1,5 +1,6 @@
 //! DescribeGroups (v0-v5): state, protocol, members (metadata and assignments when Stable). An
-//! unknown group is described as Dead with no error, as Kafka does before v6.
+//! unknown group is described as Dead with no error, as Kafka does before v6. v3+ answers the
+//! group's authorized operations when asked (every group operation: no authorizer).
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, GroupId};
 use kafka_protocol::protocol::StrBytes;
 
+use super::authorized_operations;
 use crate::broker::Broker;
 
 /// Answers a DescribeGroups request.
@@ -46,13 +48,11 @@ pub fn handle(
                 .with_members(members);
             if version >= 3 {
                 // No ACLs: Kafka's "not requested" sentinel unless asked; then every group
-                // operation (bits of AclOperation codes READ 3, DELETE 6, DESCRIBE 8).
-                group =
-                    group.with_authorized_operations(if request.include_authorized_operations {
-                        0b1_0100_1000
-                    } else {
-                        i32::MIN
-                    });
+                // operation.
+                group = group.with_authorized_operations(authorized_operations::answer(
+                    request.include_authorized_operations,
+                    authorized_operations::GROUP,
+                ));
             }
             group
         })

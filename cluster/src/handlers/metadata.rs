@@ -1,4 +1,6 @@
-//! Metadata: one broker, the requested (or all) topics, auto-creation.
+//! Metadata: one broker, the requested (or all) topics, auto-creation. v8+ answers the topic
+//! and (v8-10) cluster authorized operations when asked: every operation of the resource type,
+//! as Kafka without an authorizer ([`super::authorized_operations`]).
 
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use super::authorized_operations;
 use crate::broker::{validate_topic_name, Broker, Topic};
 use crate::config::TopicConfig;
 use crate::errors::{BrokerError, UNKNOWN_TOPIC_ID};
@@ -118,6 +121,12 @@ pub fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> M
             })
             .collect(),
     };
+    let mut topics: Vec<MetadataResponseTopic> = topics;
+    if version >= 8 && request.include_topic_authorized_operations {
+        for topic in topics.iter_mut().filter(|t| t.name.is_some()) {
+            topic.topic_authorized_operations = authorized_operations::TOPIC;
+        }
+    }
     let mut response = MetadataResponse::default()
         .with_brokers(brokers)
         .with_topics(topics);
@@ -131,9 +140,11 @@ pub fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> M
     if version >= 3 {
         response = response.with_throttle_time_ms(0);
     }
-    if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
-        // No ACLs: every cluster operation is allowed (bits of Kafka's AclOperation codes 2-12).
-        response = response.with_cluster_authorized_operations(0b1_1111_1111_1100);
+    if (8..=10).contains(&version) {
+        response = response.with_cluster_authorized_operations(authorized_operations::answer(
+            request.include_cluster_authorized_operations,
+            authorized_operations::CLUSTER,
+        ));
     }
     response
 }

@@ -19,16 +19,19 @@ use kafka_protocol::messages::{
     OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
     SyncGroupResponse,
 };
+use kafka_protocol::messages::{DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::broker::Broker;
 
 pub mod alter_configs;
 pub mod api_versions;
+pub mod authorized_operations;
 pub mod configs;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod fetch;
@@ -73,6 +76,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeCluster, 0, 2),
 ];
 
 /// The supported `(min, max)` versions of `api_key`, if Strata serves it.
@@ -163,6 +167,7 @@ api_enums! {
     DescribeGroups(DescribeGroupsRequest, DescribeGroupsResponse),
     DeleteGroups(DeleteGroupsRequest, DeleteGroupsResponse),
     OffsetDelete(OffsetDeleteRequest, OffsetDeleteResponse),
+    DescribeCluster(DescribeClusterRequest, DescribeClusterResponse),
 }
 
 /// What the connection does after a request was handled.
@@ -264,5 +269,8 @@ pub async fn handle_in_context(
                 incremental_alter_configs::handle(broker, req, version),
             ))
         }
+        Request::DescribeCluster(req) => Outcome::Respond(Response::DescribeCluster(
+            describe_cluster::handle(broker, req, version),
+        )),
     }
 }

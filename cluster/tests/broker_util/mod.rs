@@ -34,9 +34,12 @@ impl TestBroker {
         Self::start_with(BrokerConfig::default(), Arc::new(MemDisk::new())).await
     }
 
-    /// Starts a broker with `config` on `disk`.
+    /// Starts a broker with `config` on `disk`. Groups rebalance at once
+    /// (`group.initial.rebalance.delay.ms` = 0) so that tests need not wait Kafka's 3 s; a test of
+    /// the delay sets it with `broker.groups().set_config`.
     pub async fn start_with(mut config: BrokerConfig, disk: Arc<MemDisk>) -> TestBroker {
         config.data_dir = "/data".into();
+        config.group_initial_rebalance_delay_ms = 0;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         config.listen = addr;
