@@ -1,5 +1,6 @@
 //! The broker: topics and partitions, producer-id allocation, the flusher (group commit: fsync
-//! before acks=all answers), the retention and roll task, and topic metadata persistence.
+//! before acks=all answers), the retention and roll task, the cleaner (compaction of compacted
+//! topics that are not tiered, every `log.cleaner.backoff.ms`), and topic metadata persistence.
 //!
 //! Data dir layout:
 //! - `<data_dir>/meta/cluster_id` — the cluster id, generated at first start.

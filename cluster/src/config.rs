@@ -1,7 +1,9 @@
 //! Broker configuration and per-topic configuration with Kafka's names.
 //!
 //! Topic configs are stored as overrides (`key=value`, Kafka names) on top of the broker's defaults;
-//! [`TopicConfig::log_config`] turns them into the storage layer's [`LogConfig`].
+//! [`TopicConfig::log_config`] turns them into the storage layer's [`LogConfig`]. Every topic
+//! config of Kafka 4.x is accepted ([`TOPIC_CONFIGS`]) and validated like Kafka
+//! ([`validate_topic_config`]); docs/topic-configs.md says which ones have no effect, and why.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

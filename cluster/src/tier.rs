@@ -1,6 +1,8 @@
 //! The broker side of tiered storage: the tier task (offload, local and whole-log retention of
 //! `remote.storage.enable` topics), reads below the local start offset, and the status shown
-//! by `GET /v1/tier/status` and `strata tier status`.
+//! by `GET /v1/tier/status` and `strata tier status`. Also local compaction
+//! ([`compact_local_partition`], run by the broker's cleaner) and when it is due
+//! ([`CompactionPolicy`]).
 //!
 //! # Order of operations (what makes it safe)
 //!
