@@ -1,5 +1,6 @@
 //! The broker: topics and partitions, producer-id allocation, the flusher (group commit: fsync
-//! before acks=all answers), the retention and roll task, and topic metadata persistence.
+//! before acks=all answers), the retention and roll task, the cleaner (compaction of compacted
+//! topics that are not tiered, every `log.cleaner.backoff.ms`), and topic metadata persistence.
 //!
 //! Data dir layout:
 //! - `<data_dir>/meta/cluster_id` — the cluster id, generated at first start.
@@ -424,9 +425,10 @@ impl Broker {
         let flusher = tokio::spawn(Arc::clone(&broker).run_flusher());
         let retention = tokio::spawn(Arc::clone(&broker).run_retention());
         let group_timer = tokio::spawn(GroupCoordinator::run_timer(Arc::clone(&broker)));
+        let cleaner = tokio::spawn(Arc::clone(&broker).run_cleaner());
         broker
             .lock_tasks()
-            .extend([flusher, retention, group_timer]);
+            .extend([flusher, retention, group_timer, cleaner]);
         if let Some(store) = broker.remote_store.clone() {
             let tier_task = tokio::spawn(crate::tier::run(
                 Arc::clone(&broker),
@@ -1136,18 +1138,47 @@ impl Broker {
         }
     }
 
+    async fn run_cleaner(self: Arc<Self>) {
+        let interval = Duration::from_millis(self.config.log_cleaner_backoff_ms.max(1));
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.wait() => break,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            self.clean_compacted();
+        }
+    }
+
+    /// The cleaner's pass (every `log.cleaner.backoff.ms`): rolls the active segment of each
+    /// compacted topic that is not tiered when due (`segment.ms`, which `max.compaction.lag.ms`
+    /// caps), and compacts the closed segments of the partitions whose compaction is due.
+    /// (Tiered topics are compacted by the tier task.)
+    pub fn clean_compacted(&self) {
+        for topic in self.topics() {
+            let tier_config = topic.tier_config(&self.config);
+            if self.is_tiered(&topic) || !tier_config.compact {
+                continue;
+            }
+            let policy = topic.config().compaction_policy();
+            for partition in &topic.partitions {
+                if let Ok(true) = partition.with_log(|log| log.roll_if_due()) {
+                    self.mark_dirty(partition);
+                }
+                crate::tier::compact_local_partition(self, &topic, partition, tier_config, policy);
+            }
+        }
+    }
+
     /// Rolls segments past `segment.ms` and deletes segments past retention, on every partition.
     pub fn check_retention(&self) {
         for topic in self.topics() {
             // Tiered partitions: the tier task applies retention (after offloading) and
-            // compaction. Others: retention here if `cleanup.policy` has delete, compaction of
-            // the closed local segments if it has compact.
+            // compaction. Others: retention here if `cleanup.policy` has delete (compaction is
+            // the cleaner's: `clean_compacted`).
             let tiered = self.is_tiered(&topic);
             let tier_config = topic.tier_config(&self.config);
             for partition in &topic.partitions {
-                if !tiered && tier_config.compact {
-                    crate::tier::compact_local_partition(self, &topic, partition, tier_config);
-                }
                 let result = partition.with_log(|log| {
                     let rolled = log.roll_if_due()?;
                     let deleted = if tiered || !tier_config.delete {

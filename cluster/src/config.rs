@@ -1,13 +1,23 @@
 //! Broker configuration and per-topic configuration with Kafka's names.
 //!
 //! Topic configs are stored as overrides (`key=value`, Kafka names) on top of the broker's defaults;
-//! [`TopicConfig::log_config`] turns them into the storage layer's [`LogConfig`].
+//! [`TopicConfig::log_config`] turns them into the storage layer's [`LogConfig`]. Every topic
+//! config of Kafka 4.x is accepted ([`TOPIC_CONFIGS`]) and validated like Kafka
+//! ([`validate_topic_config`]); docs/topic-configs.md says which ones have no effect, and why.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use strata_storage::batch::Compression;
 use strata_storage::LogConfig;
+
+/// Default of `message.timestamp.before.max.ms`: no limit (Kafka's default).
+pub const TIMESTAMP_BEFORE_MAX_MS_DEFAULT: i64 = i64::MAX;
+/// Default of `message.timestamp.after.max.ms`: one hour (Kafka 4.0's default, KIP-1030).
+pub const TIMESTAMP_AFTER_MAX_MS_DEFAULT: i64 = 3_600_000;
+/// Default of `min.cleanable.dirty.ratio` (Kafka's).
+pub const MIN_CLEANABLE_DIRTY_RATIO_DEFAULT: f64 = 0.5;
 
 /// When the broker fsyncs partition data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +101,10 @@ pub struct BrokerConfig {
     /// rebalance timeout), default 3000 as in Kafka; 0 completes it as soon as every member
     /// joined (tests).
     pub group_initial_rebalance_delay_ms: u64,
+    /// `log.cleaner.backoff.ms`: how often the cleaner checks the compacted topics that are not
+    /// tiered for a compaction pass (each partition is compacted only when due: see
+    /// `min.cleanable.dirty.ratio`), default 15000 as in Kafka.
+    pub log_cleaner_backoff_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -119,6 +133,7 @@ impl Default for BrokerConfig {
             connections_per_ip_max: crate::server::connections_max_default(),
             frame_read_ms_max: 30_000,
             group_initial_rebalance_delay_ms: 3_000,
+            log_cleaner_backoff_ms: 15_000,
         }
     }
 }
@@ -134,6 +149,8 @@ pub enum ConfigType {
     Int = 3,
     /// LONG (5)
     Long = 5,
+    /// DOUBLE (6)
+    Double = 6,
     /// LIST (7)
     List = 7,
 }
@@ -151,7 +168,10 @@ pub struct TopicConfigSpec {
     pub doc: &'static str,
 }
 
-/// Every topic config Strata accepts. Anything else is INVALID_CONFIG.
+/// Every topic config of Kafka 4.x (its `LogConfig`), which Strata accepts. Anything else is
+/// INVALID_CONFIG, as in Kafka (`message.format.version`, `message.downconversion.enable` and
+/// `message.timestamp.difference.max.ms` were removed in Kafka 4.0). The docs say which are
+/// accepted without effect, and why; docs/topic-configs.md has the table.
 pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
     TopicConfigSpec {
         name: "cleanup.policy",
@@ -160,64 +180,28 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         doc: "delete, compact or compact,delete: compaction keeps the latest record per key (closed local segments, and the remote tier when tiered).",
     },
     TopicConfigSpec {
-        name: "segment.bytes",
-        broker_synonym: Some("log.segment.bytes"),
-        config_type: ConfigType::Int,
-        doc: "Segment file size at which the log rolls a new segment.",
-    },
-    TopicConfigSpec {
-        name: "segment.ms",
-        broker_synonym: Some("log.roll.ms"),
-        config_type: ConfigType::Long,
-        doc: "Age of the active segment at which the log rolls a new segment.",
-    },
-    TopicConfigSpec {
-        name: "retention.ms",
-        broker_synonym: Some("log.retention.ms"),
-        config_type: ConfigType::Long,
-        doc: "Age after which whole segments are deleted; -1 keeps them forever.",
-    },
-    TopicConfigSpec {
-        name: "retention.bytes",
-        broker_synonym: Some("log.retention.bytes"),
-        config_type: ConfigType::Long,
-        doc: "Partition size above which the oldest segments are deleted; -1 for no limit.",
-    },
-    TopicConfigSpec {
-        name: "max.message.bytes",
-        broker_synonym: Some("message.max.bytes"),
-        config_type: ConfigType::Int,
-        doc: "Largest record batch accepted, in bytes.",
-    },
-    TopicConfigSpec {
-        name: "index.interval.bytes",
-        broker_synonym: Some("log.index.interval.bytes"),
-        config_type: ConfigType::Int,
-        doc: "Bytes of log between two offset index entries.",
-    },
-    TopicConfigSpec {
-        name: "min.insync.replicas",
-        broker_synonym: Some("min.insync.replicas"),
-        config_type: ConfigType::Int,
-        doc: "Replicas that must acknowledge an acks=all write; one node has one replica.",
-    },
-    TopicConfigSpec {
-        name: "message.timestamp.type",
-        broker_synonym: Some("log.message.timestamp.type"),
+        name: "compression.type",
+        broker_synonym: Some("compression.type"),
         config_type: ConfigType::String,
-        doc: "Only CreateTime is supported.",
+        doc: "producer keeps the producer's codec; uncompressed, gzip, snappy, lz4 or zstd: the broker recompresses batches with another codec before appending them.",
     },
     TopicConfigSpec {
-        name: "local.retention.ms",
-        broker_synonym: Some("log.local.retention.ms"),
-        config_type: ConfigType::Long,
-        doc: "Local retention by age when tiering is enabled; -2 means retention.ms.",
+        name: "compression.gzip.level",
+        broker_synonym: Some("compression.gzip.level"),
+        config_type: ConfigType::Int,
+        doc: "Accepted without effect: broker-side recompression uses the codec library's default level.",
     },
     TopicConfigSpec {
-        name: "local.retention.bytes",
-        broker_synonym: Some("log.local.retention.bytes"),
-        config_type: ConfigType::Long,
-        doc: "Local retention by size when tiering is enabled; -2 means retention.bytes.",
+        name: "compression.lz4.level",
+        broker_synonym: Some("compression.lz4.level"),
+        config_type: ConfigType::Int,
+        doc: "Accepted without effect: broker-side recompression uses the codec library's default level.",
+    },
+    TopicConfigSpec {
+        name: "compression.zstd.level",
+        broker_synonym: Some("compression.zstd.level"),
+        config_type: ConfigType::Int,
+        doc: "Accepted without effect: broker-side recompression uses the codec library's default level.",
     },
     TopicConfigSpec {
         name: "delete.retention.ms",
@@ -226,10 +210,166 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         doc: "How long a tombstone of a compacted topic is kept after its timestamp.",
     },
     TopicConfigSpec {
+        name: "file.delete.delay.ms",
+        broker_synonym: Some("log.segment.delete.delay.ms"),
+        config_type: ConfigType::Long,
+        doc: "Accepted without effect: Strata deletes a segment file at once (a read holds its open file).",
+    },
+    TopicConfigSpec {
+        name: "flush.messages",
+        broker_synonym: Some("log.flush.interval.messages"),
+        config_type: ConfigType::Long,
+        doc: "Accepted without effect: fsyncs follow the broker's log.flush.policy (by default every acknowledged batch is fsynced).",
+    },
+    TopicConfigSpec {
+        name: "flush.ms",
+        broker_synonym: Some("log.flush.interval.ms"),
+        config_type: ConfigType::Long,
+        doc: "Accepted without effect: fsyncs follow the broker's log.flush.policy (by default every acknowledged batch is fsynced).",
+    },
+    TopicConfigSpec {
+        name: "follower.replication.throttled.replicas",
+        broker_synonym: None,
+        config_type: ConfigType::List,
+        doc: "Accepted without effect: a single node has no followers to throttle.",
+    },
+    TopicConfigSpec {
+        name: "index.interval.bytes",
+        broker_synonym: Some("log.index.interval.bytes"),
+        config_type: ConfigType::Int,
+        doc: "Bytes of log between two offset index entries.",
+    },
+    TopicConfigSpec {
+        name: "leader.replication.throttled.replicas",
+        broker_synonym: None,
+        config_type: ConfigType::List,
+        doc: "Accepted without effect: a single node replicates to no follower.",
+    },
+    TopicConfigSpec {
+        name: "local.retention.bytes",
+        broker_synonym: Some("log.local.retention.bytes"),
+        config_type: ConfigType::Long,
+        doc: "Local retention by size when tiering is enabled; -2 means retention.bytes.",
+    },
+    TopicConfigSpec {
+        name: "local.retention.ms",
+        broker_synonym: Some("log.local.retention.ms"),
+        config_type: ConfigType::Long,
+        doc: "Local retention by age when tiering is enabled; -2 means retention.ms.",
+    },
+    TopicConfigSpec {
+        name: "max.compaction.lag.ms",
+        broker_synonym: Some("log.cleaner.max.compaction.lag.ms"),
+        config_type: ConfigType::Long,
+        doc: "A compacted log whose oldest uncompacted record is older than this is compacted whatever its dirty ratio; the active segment rolls at this age.",
+    },
+    TopicConfigSpec {
+        name: "max.message.bytes",
+        broker_synonym: Some("message.max.bytes"),
+        config_type: ConfigType::Int,
+        doc: "Largest record batch accepted, in bytes.",
+    },
+    TopicConfigSpec {
+        name: "message.timestamp.after.max.ms",
+        broker_synonym: Some("log.message.timestamp.after.max.ms"),
+        config_type: ConfigType::Long,
+        doc: "CreateTime topics: a batch with a record timestamp more than this ahead of the broker clock is refused (INVALID_TIMESTAMP).",
+    },
+    TopicConfigSpec {
+        name: "message.timestamp.before.max.ms",
+        broker_synonym: Some("log.message.timestamp.before.max.ms"),
+        config_type: ConfigType::Long,
+        doc: "CreateTime topics: a batch with a record timestamp more than this behind the broker clock is refused (INVALID_TIMESTAMP).",
+    },
+    TopicConfigSpec {
+        name: "message.timestamp.type",
+        broker_synonym: Some("log.message.timestamp.type"),
+        config_type: ConfigType::String,
+        doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps every batch with the broker's append time.",
+    },
+    TopicConfigSpec {
+        name: "min.cleanable.dirty.ratio",
+        broker_synonym: Some("log.cleaner.min.cleanable.ratio"),
+        config_type: ConfigType::Double,
+        doc: "A compacted log is compacted when the bytes written since its last compaction are at least this share of its compactable bytes.",
+    },
+    TopicConfigSpec {
+        name: "min.compaction.lag.ms",
+        broker_synonym: Some("log.cleaner.min.compaction.lag.ms"),
+        config_type: ConfigType::Long,
+        doc: "Segments holding records newer than this are not compacted.",
+    },
+    TopicConfigSpec {
+        name: "min.insync.replicas",
+        broker_synonym: Some("min.insync.replicas"),
+        config_type: ConfigType::Int,
+        doc: "Replicas that must acknowledge an acks=all write; one node has one replica.",
+    },
+    TopicConfigSpec {
+        name: "preallocate",
+        broker_synonym: Some("log.preallocate"),
+        config_type: ConfigType::Boolean,
+        doc: "Accepted without effect: segment files grow as they are written.",
+    },
+    TopicConfigSpec {
+        name: "remote.log.copy.disable",
+        broker_synonym: None,
+        config_type: ConfigType::Boolean,
+        doc: "Accepted without effect: a tiered topic keeps offloading closed segments.",
+    },
+    TopicConfigSpec {
+        name: "remote.log.delete.on.disable",
+        broker_synonym: None,
+        config_type: ConfigType::Boolean,
+        doc: "Accepted without effect: remote files of a topic whose tiering is turned off stay readable until the topic is deleted.",
+    },
+    TopicConfigSpec {
         name: "remote.storage.enable",
         broker_synonym: None,
         config_type: ConfigType::Boolean,
         doc: "Offload closed segments to the object store as Parquet; reads below the local start are served from there.",
+    },
+    TopicConfigSpec {
+        name: "retention.bytes",
+        broker_synonym: Some("log.retention.bytes"),
+        config_type: ConfigType::Long,
+        doc: "Partition size above which the oldest segments are deleted; -1 for no limit.",
+    },
+    TopicConfigSpec {
+        name: "retention.ms",
+        broker_synonym: Some("log.retention.ms"),
+        config_type: ConfigType::Long,
+        doc: "Age after which whole segments are deleted; -1 keeps them forever.",
+    },
+    TopicConfigSpec {
+        name: "segment.bytes",
+        broker_synonym: Some("log.segment.bytes"),
+        config_type: ConfigType::Int,
+        doc: "Segment file size at which the log rolls a new segment.",
+    },
+    TopicConfigSpec {
+        name: "segment.index.bytes",
+        broker_synonym: Some("log.index.size.max.bytes"),
+        config_type: ConfigType::Int,
+        doc: "Accepted without effect: Strata's index files grow with their segment instead of being preallocated.",
+    },
+    TopicConfigSpec {
+        name: "segment.jitter.ms",
+        broker_synonym: Some("log.roll.jitter.ms"),
+        config_type: ConfigType::Long,
+        doc: "Up to this much is taken off segment.ms for each segment (a per-segment amount derived from its base offset), so partitions do not all roll at once.",
+    },
+    TopicConfigSpec {
+        name: "segment.ms",
+        broker_synonym: Some("log.roll.ms"),
+        config_type: ConfigType::Long,
+        doc: "Age of the active segment at which the log rolls a new segment.",
+    },
+    TopicConfigSpec {
+        name: "unclean.leader.election.enable",
+        broker_synonym: Some("unclean.leader.election.enable"),
+        config_type: ConfigType::Boolean,
+        doc: "Accepted without effect: a single node is always the leader of its partitions.",
     },
 ];
 
@@ -239,16 +379,78 @@ pub fn topic_config_spec(name: &str) -> Option<&'static TopicConfigSpec> {
 }
 
 fn parse_i64(name: &str, value: &str, min: i64, max: i64) -> Result<i64, String> {
+    let invalid =
+        |reason: String| format!("Invalid value {value} for configuration {name}: {reason}");
+    // Configs whose maximum fits an i32 are Kafka INTs: a value outside i32 is not a number.
+    let int = max <= i64::from(i32::MAX);
     let parsed: i64 = value
         .trim()
         .parse()
-        .map_err(|_| format!("Invalid value {value} for configuration {name}: not a number"))?;
-    if parsed < min || parsed > max {
-        return Err(format!(
-            "Invalid value {value} for configuration {name}: must be in [{min}, {max}]"
-        ));
+        .ok()
+        .filter(|v| !int || i32::try_from(*v).is_ok())
+        .ok_or_else(|| {
+            invalid(format!(
+                "Not a number of type {}",
+                if int { "INT" } else { "LONG" }
+            ))
+        })?;
+    // Kafka's ConfigDef.Range messages.
+    if parsed < min {
+        return Err(invalid(if max == i64::MAX || max == i64::from(i32::MAX) {
+            format!("Value must be at least {min}")
+        } else {
+            format!("Value must be no less than {min}")
+        }));
+    }
+    if parsed > max {
+        return Err(invalid(format!("Value must be no more than {max}")));
     }
     Ok(parsed)
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!(
+            "Invalid value {value} for configuration {name}: Expected value to be either true or false"
+        )),
+    }
+}
+
+fn one_of(name: &str, value: &str, allowed: &[&str]) -> Result<(), String> {
+    if allowed.contains(&value.trim()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "Invalid value {value} for configuration {name}: String must be one of: {}",
+            allowed.join(", ")
+        ))
+    }
+}
+
+/// `compression.type` values (Kafka's `BrokerCompressionType`).
+pub const COMPRESSION_TYPES: &[&str] =
+    &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
+
+/// Kafka's `ThrottledReplicaListValidator`: `*`, or `partition:broker` pairs separated by commas
+/// (or nothing).
+fn throttled_replicas(name: &str, value: &str) -> Result<(), String> {
+    let trimmed = value.trim();
+    let pair = |entry: &str| {
+        let mut parts = entry.trim().splitn(2, ':');
+        let numeric = |part: Option<&str>| {
+            part.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        };
+        numeric(parts.next()) && numeric(parts.next())
+    };
+    if trimmed.is_empty() || trimmed == "*" || trimmed.split(',').all(pair) {
+        Ok(())
+    } else {
+        Err(format!(
+            "Invalid value {value} for configuration {name}: must be the literal '*' or a list of replicas in the following format: [partitionId]:[brokerId],[partitionId]:[brokerId],..."
+        ))
+    }
 }
 
 /// Validates one topic config value; the error is the message for INVALID_CONFIG.
@@ -276,24 +478,71 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
             parse_i64(name, value, 0, i32::MAX as i64).map(|_| ())
         }
         "min.insync.replicas" => parse_i64(name, value, 1, i32::MAX as i64).map(|_| ()),
-        "message.timestamp.type" => match value {
-            "CreateTime" => Ok(()),
-            "LogAppendTime" => Err(
-                "Invalid value LogAppendTime for configuration message.timestamp.type: only CreateTime is supported"
-                    .to_string(),
-            ),
-            _ => Err(format!(
-                "Invalid value {value} for configuration message.timestamp.type: String must be one of: CreateTime, LogAppendTime"
+        "message.timestamp.type" => one_of(name, value, &["CreateTime", "LogAppendTime"]),
+        "remote.storage.enable" => parse_bool(name, value).map(|_| ()),
+        "compression.type" => one_of(name, value, COMPRESSION_TYPES),
+        // Kafka's levels: gzip 1..=9 or -1 (the default), lz4 1..=17, zstd -131072..=22.
+        "compression.gzip.level" => match parse_i64(name, value, -1, 9)? {
+            0 => Err(format!(
+                "Invalid value {value} for configuration {name}: Value must be between 1 and 9, or -1"
             )),
+            _ => Ok(()),
         },
-        "remote.storage.enable" => match value.trim().to_ascii_lowercase().as_str() {
-            "true" | "false" => Ok(()),
-            _ => Err(format!(
-                "Invalid value {value} for configuration remote.storage.enable: Expected value to be either true or false"
-            )),
-        },
+        "compression.lz4.level" => parse_i64(name, value, 1, 17).map(|_| ()),
+        "compression.zstd.level" => parse_i64(name, value, -131_072, 22).map(|_| ()),
+        "segment.jitter.ms"
+        | "flush.ms"
+        | "file.delete.delay.ms"
+        | "min.compaction.lag.ms"
+        | "message.timestamp.before.max.ms"
+        | "message.timestamp.after.max.ms" => parse_i64(name, value, 0, i64::MAX).map(|_| ()),
+        "flush.messages" | "max.compaction.lag.ms" => {
+            parse_i64(name, value, 1, i64::MAX).map(|_| ())
+        }
+        "segment.index.bytes" => parse_i64(name, value, 4, i32::MAX as i64).map(|_| ()),
+        "min.cleanable.dirty.ratio" => {
+            let invalid = |reason: &str| {
+                format!("Invalid value {value} for configuration {name}: {reason}")
+            };
+            let ratio: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| invalid("Not a number of type DOUBLE"))?;
+            if ratio.is_nan() || ratio < 0.0 {
+                Err(invalid("Value must be no less than 0"))
+            } else if ratio > 1.0 {
+                Err(invalid("Value must be no more than 1"))
+            } else {
+                Ok(())
+            }
+        }
+        "unclean.leader.election.enable"
+        | "preallocate"
+        | "remote.log.copy.disable"
+        | "remote.log.delete.on.disable" => parse_bool(name, value).map(|_| ()),
+        "leader.replication.throttled.replicas" | "follower.replication.throttled.replicas" => {
+            throttled_replicas(name, value)
+        }
         _ => Err(format!("Unknown topic config name: {name}")),
     }
+}
+
+/// Checks the configs of a topic together, as Kafka's `LogConfig.validateValues`.
+fn validate_topic_config_set(overrides: &BTreeMap<String, String>) -> Result<(), String> {
+    let long = |name: &str, default: i64| {
+        overrides
+            .get(name)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(default)
+    };
+    let min_lag = long("min.compaction.lag.ms", 0);
+    let max_lag = long("max.compaction.lag.ms", i64::MAX);
+    if min_lag > max_lag {
+        return Err(format!(
+            "conflict topic config setting min.compaction.lag.ms ({min_lag}) > max.compaction.lag.ms ({max_lag})"
+        ));
+    }
+    Ok(())
 }
 
 /// A topic's config: the overrides set on it (Kafka names), on top of broker defaults.
@@ -308,6 +557,7 @@ impl TopicConfig {
         for (name, value) in &overrides {
             validate_topic_config(name, value)?;
         }
+        validate_topic_config_set(&overrides)?;
         Ok(TopicConfig { overrides })
     }
 
@@ -326,6 +576,64 @@ impl TopicConfig {
     /// `delete.retention.ms` (default one day).
     pub fn delete_retention_ms(&self) -> i64 {
         self.get_i64("delete.retention.ms").unwrap_or(86_400_000)
+    }
+
+    /// `compression.type`: the codec batches are stored with, or `None` for `producer` (the
+    /// default: batches are stored as the producer compressed them).
+    pub fn compression_target(&self) -> Option<Compression> {
+        match self.get("compression.type").map(str::trim) {
+            None | Some("producer") => None,
+            Some("uncompressed") => Some(Compression::None),
+            Some("gzip") => Some(Compression::Gzip),
+            Some("snappy") => Some(Compression::Snappy),
+            Some("lz4") => Some(Compression::Lz4),
+            Some("zstd") => Some(Compression::Zstd),
+            Some(_) => None,
+        }
+    }
+
+    /// Whether `message.timestamp.type` is `LogAppendTime` (the default is `CreateTime`).
+    pub fn log_append_time(&self) -> bool {
+        self.get("message.timestamp.type")
+            .is_some_and(|v| v.trim() == "LogAppendTime")
+    }
+
+    /// `message.timestamp.before.max.ms` (default: no limit).
+    pub fn timestamp_before_max_ms(&self) -> i64 {
+        self.get_i64("message.timestamp.before.max.ms")
+            .unwrap_or(TIMESTAMP_BEFORE_MAX_MS_DEFAULT)
+    }
+
+    /// `message.timestamp.after.max.ms` (default one hour, as in Kafka 4.0).
+    pub fn timestamp_after_max_ms(&self) -> i64 {
+        self.get_i64("message.timestamp.after.max.ms")
+            .unwrap_or(TIMESTAMP_AFTER_MAX_MS_DEFAULT)
+    }
+
+    /// `min.compaction.lag.ms` (default 0).
+    pub fn min_compaction_lag_ms(&self) -> i64 {
+        self.get_i64("min.compaction.lag.ms").unwrap_or(0)
+    }
+
+    /// `max.compaction.lag.ms` (default: no limit).
+    pub fn max_compaction_lag_ms(&self) -> i64 {
+        self.get_i64("max.compaction.lag.ms").unwrap_or(i64::MAX)
+    }
+
+    /// `min.cleanable.dirty.ratio` (default 0.5).
+    pub fn min_cleanable_dirty_ratio(&self) -> f64 {
+        self.get("min.cleanable.dirty.ratio")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(MIN_CLEANABLE_DIRTY_RATIO_DEFAULT)
+    }
+
+    /// The cleaner settings of this topic (compacted topics that are not tiered).
+    pub fn compaction_policy(&self) -> crate::tier::CompactionPolicy {
+        crate::tier::CompactionPolicy {
+            min_cleanable_dirty_ratio: self.min_cleanable_dirty_ratio(),
+            min_compaction_lag_ms: self.min_compaction_lag_ms(),
+            max_compaction_lag_ms: self.max_compaction_lag_ms(),
+        }
     }
 
     /// The overrides (Kafka name -> value).
@@ -359,6 +667,14 @@ impl TopicConfig {
         }
         if let Some(v) = self.get_i64("index.interval.bytes") {
             config.index_interval_bytes = v.max(0) as u64;
+        }
+        if let Some(v) = self.get_i64("segment.jitter.ms") {
+            config.segment_jitter_ms = v.max(0);
+        }
+        // Kafka's `LogConfig.maxSegmentMs`: a compacted log rolls its active segment by
+        // max.compaction.lag.ms at the latest, so that compaction reaches its records.
+        if self.is_compacted() {
+            config.segment_ms = config.segment_ms.min(self.max_compaction_lag_ms());
         }
         config
     }
@@ -425,6 +741,25 @@ pub fn default_topic_config(name: &str, broker: &BrokerConfig) -> String {
         "local.retention.ms" | "local.retention.bytes" => "-2".to_string(),
         "remote.storage.enable" => "false".to_string(),
         "delete.retention.ms" => "86400000".to_string(),
+        "compression.type" => "producer".to_string(),
+        "compression.gzip.level" => "-1".to_string(),
+        "compression.lz4.level" => "9".to_string(),
+        "compression.zstd.level" => "3".to_string(),
+        "file.delete.delay.ms" => "60000".to_string(),
+        "flush.messages" | "flush.ms" | "max.compaction.lag.ms" => i64::MAX.to_string(),
+        "follower.replication.throttled.replicas" | "leader.replication.throttled.replicas" => {
+            String::new()
+        }
+        "message.timestamp.after.max.ms" => TIMESTAMP_AFTER_MAX_MS_DEFAULT.to_string(),
+        "message.timestamp.before.max.ms" => TIMESTAMP_BEFORE_MAX_MS_DEFAULT.to_string(),
+        "min.cleanable.dirty.ratio" => MIN_CLEANABLE_DIRTY_RATIO_DEFAULT.to_string(),
+        "min.compaction.lag.ms" => "0".to_string(),
+        "preallocate"
+        | "remote.log.copy.disable"
+        | "remote.log.delete.on.disable"
+        | "unclean.leader.election.enable" => "false".to_string(),
+        "segment.index.bytes" => "10485760".to_string(),
+        "segment.jitter.ms" => log.segment_jitter_ms.to_string(),
         _ => String::new(),
     }
 }
@@ -487,6 +822,11 @@ pub fn describe_broker(config: &BrokerConfig) -> Vec<(&'static str, String, Conf
             ConfigType::Long,
         ),
         (
+            "log.cleaner.backoff.ms",
+            config.log_cleaner_backoff_ms.to_string(),
+            ConfigType::Long,
+        ),
+        (
             "log.flush.policy",
             match config.flush {
                 FlushPolicy::Ack => "ack".to_string(),
@@ -534,9 +874,147 @@ mod tests {
         assert!(validate_topic_config("cleanup.policy", "delete").is_ok());
         assert!(validate_topic_config("cleanup.policy", "shred").is_err());
         assert!(validate_topic_config("delete.retention.ms", "-1").is_err());
-        assert!(validate_topic_config("message.timestamp.type", "LogAppendTime").is_err());
+        assert!(validate_topic_config("message.timestamp.type", "LogAppendTime").is_ok());
+        assert!(validate_topic_config("message.timestamp.type", "logappendtime").is_err());
         assert!(validate_topic_config("remote.storage.enable", "TRUE").is_ok());
         assert!(validate_topic_config("no.such.config", "1").is_err());
+    }
+
+    /// Goal: the validation of the configs Kafka 4.x added matches Kafka's ranges and messages,
+    /// and the defaults and accessors give Kafka's defaults.
+    #[test]
+    fn validates_kafka_4_configs() {
+        let ok = [
+            ("compression.type", "zstd"),
+            ("compression.type", "uncompressed"),
+            ("compression.gzip.level", "-1"),
+            ("compression.gzip.level", "9"),
+            ("compression.lz4.level", "1"),
+            ("compression.zstd.level", "-131072"),
+            ("min.cleanable.dirty.ratio", "0"),
+            ("min.cleanable.dirty.ratio", "1"),
+            ("max.compaction.lag.ms", "1"),
+            ("segment.index.bytes", "4"),
+            ("leader.replication.throttled.replicas", ""),
+            ("follower.replication.throttled.replicas", " 1:0 , 2:0"),
+            ("unclean.leader.election.enable", "TRUE"),
+            ("message.timestamp.after.max.ms", "0"),
+        ];
+        for (name, value) in ok {
+            assert!(validate_topic_config(name, value).is_ok(), "{name}={value}");
+        }
+        let refused = [
+            ("compression.type", "none", "String must be one of"),
+            (
+                "compression.gzip.level",
+                "10",
+                "Value must be no more than 9",
+            ),
+            ("compression.gzip.level", "0", "between 1 and 9, or -1"),
+            (
+                "compression.zstd.level",
+                "23",
+                "Value must be no more than 22",
+            ),
+            ("min.cleanable.dirty.ratio", "-0.1", "no less than 0"),
+            ("min.cleanable.dirty.ratio", "NaN", "no less than 0"),
+            ("segment.index.bytes", "3", "Value must be at least 4"),
+            (
+                "segment.index.bytes",
+                "4294967296",
+                "Not a number of type INT",
+            ),
+            ("flush.ms", "-1", "Value must be at least 0"),
+            (
+                "leader.replication.throttled.replicas",
+                "1:x",
+                "literal '*'",
+            ),
+            (
+                "message.timestamp.difference.max.ms",
+                "1",
+                "Unknown topic config name",
+            ),
+        ];
+        for (name, value, expected) in refused {
+            let message = validate_topic_config(name, value).expect_err(name);
+            assert!(message.contains(expected), "{name}={value}: {message}");
+            assert!(message.contains(name), "{message}");
+        }
+        let config = |pairs: &[(&str, &str)]| {
+            TopicConfig::from_overrides(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        assert!(config(&[
+            ("min.compaction.lag.ms", "10"),
+            ("max.compaction.lag.ms", "5")
+        ])
+        .is_err());
+        assert!(config(&[
+            ("min.compaction.lag.ms", "5"),
+            ("max.compaction.lag.ms", "5")
+        ])
+        .is_ok());
+        let defaults = config(&[]).unwrap();
+        assert_eq!(defaults.compression_target(), None);
+        assert!(!defaults.log_append_time());
+        assert_eq!(defaults.timestamp_after_max_ms(), 3_600_000);
+        assert_eq!(defaults.timestamp_before_max_ms(), i64::MAX);
+        assert_eq!(
+            defaults.compaction_policy(),
+            crate::tier::CompactionPolicy::default()
+        );
+        let set = config(&[
+            ("compression.type", "lz4"),
+            ("message.timestamp.type", "LogAppendTime"),
+            ("min.cleanable.dirty.ratio", "0.1"),
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "100000"),
+            ("max.compaction.lag.ms", "60000"),
+            ("segment.jitter.ms", "500"),
+        ])
+        .unwrap();
+        assert_eq!(set.compression_target(), Some(Compression::Lz4));
+        assert!(set.log_append_time());
+        assert_eq!(set.compaction_policy().min_cleanable_dirty_ratio, 0.1);
+        let log = set.log_config(&LogConfig::default());
+        assert_eq!(
+            log.segment_ms, 60_000,
+            "max.compaction.lag.ms caps segment.ms"
+        );
+        assert_eq!(log.segment_jitter_ms, 500);
+        // Every known config has a default to describe (empty only for the replica lists).
+        let broker = BrokerConfig::default();
+        for spec in TOPIC_CONFIGS {
+            let default = default_topic_config(spec.name, &broker);
+            assert!(
+                !default.is_empty() || spec.name.ends_with("throttled.replicas"),
+                "{} has a default",
+                spec.name
+            );
+            assert!(
+                validate_topic_config(spec.name, &default).is_ok(),
+                "{}",
+                spec.name
+            );
+        }
+    }
+
+    /// Goal: docs/topic-configs.md stays true: it has a row for every config Strata accepts.
+    #[test]
+    fn every_topic_config_is_documented() {
+        let doc = include_str!("../../docs/topic-configs.md");
+        for spec in TOPIC_CONFIGS {
+            assert!(
+                doc.contains(&format!("| `{}` |", spec.name)),
+                "docs/topic-configs.md has no row for {}",
+                spec.name
+            );
+        }
     }
 
     #[test]

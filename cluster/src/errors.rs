@@ -166,6 +166,12 @@ pub const MESSAGE_TOO_LARGE: ResponseError = ResponseError::MessageTooLarge;
 /// InvalidRecordException, "Compacted topic cannot accept message without key").
 pub const INVALID_RECORD: ResponseError = ResponseError::InvalidRecord;
 
+/// Error for a CreateTime record whose timestamp is outside the topic's
+/// `message.timestamp.before.max.ms` / `after.max.ms` window, or a producer batch marked
+/// LogAppendTime on a LogAppendTime topic: INVALID_TIMESTAMP (32) (Kafka's
+/// InvalidTimestampException from its LogValidator).
+pub const INVALID_TIMESTAMP: ResponseError = ResponseError::InvalidTimestamp;
+
 /// Error for acks=all on a topic whose `min.insync.replicas` exceeds the single replica:
 /// NOT_ENOUGH_REPLICAS (19).
 pub const NOT_ENOUGH_REPLICAS: ResponseError = ResponseError::NotEnoughReplicas;

@@ -1,6 +1,8 @@
 //! The broker side of tiered storage: the tier task (offload, local and whole-log retention of
 //! `remote.storage.enable` topics), reads below the local start offset, and the status shown
-//! by `GET /v1/tier/status` and `strata tier status`.
+//! by `GET /v1/tier/status` and `strata tier status`. Also local compaction
+//! ([`compact_local_partition`], run by the broker's cleaner) and when it is due
+//! ([`CompactionPolicy`]).
 //!
 //! # Order of operations (what makes it safe)
 //!
@@ -19,7 +21,7 @@
 //! Never hold a partition's log lock across an await: segment files are read (closed segments are
 //! immutable) and encoded outside it.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +70,41 @@ pub struct TierConfig {
     pub delete_retention_ms: i64,
 }
 
+/// When a compacted log that is not tiered is compacted: the topic's cleaner settings, Kafka's
+/// names. See docs/tiering.md ("Compaction") for what "dirty" means here.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CompactionPolicy {
+    /// `min.cleanable.dirty.ratio`: compact when the dirty bytes are at least this share of the
+    /// cleanable bytes.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: segments holding a record newer than this (and every segment
+    /// after them) are not compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: compact whatever the ratio once the oldest dirty segment's first
+    /// batch is older than this.
+    pub max_compaction_lag_ms: i64,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        CompactionPolicy {
+            min_cleanable_dirty_ratio: crate::config::MIN_CLEANABLE_DIRTY_RATIO_DEFAULT,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+        }
+    }
+}
+
+/// The maxTimestamp of the first batch of `segment` (Kafka's `getFirstBatchTimestamp`), if it
+/// can be read.
+fn first_batch_timestamp(segment: &ClosedSegment) -> Option<i64> {
+    let mut header = [0u8; strata_storage::batch::BATCH_HEADER_BYTES];
+    strata_storage::disk::read_exact_at(&*segment.file, 0, &mut header).ok()?;
+    strata_storage::BatchHeader::parse(&header)
+        .ok()
+        .map(|h| h.max_timestamp)
+}
+
 /// What the tier task last saw of a partition (shown by the status endpoint).
 #[derive(Debug, Clone, Default)]
 struct TierProgress {
@@ -90,6 +127,9 @@ pub struct PartitionTier {
     /// pass, and when its oldest kept tombstone expires.
     /// (and the `delete.retention.ms` it ran with).
     compacted: Mutex<Option<(i64, Option<i64>, i64)>>,
+    /// Local compaction: the bytes of batches that still held records after the last pass
+    /// ([`strata_storage::tier::compact::LocalCompactionPlan::live_bytes`]).
+    compacted_live_bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for PartitionTier {
@@ -106,6 +146,7 @@ impl PartitionTier {
             progress: Mutex::new(TierProgress::default()),
             remote_start_offset: AtomicI64::new(i64::MIN),
             compacted: Mutex::new(None),
+            compacted_live_bytes: AtomicU64::new(0),
         }
     }
 
@@ -136,6 +177,51 @@ impl PartitionTier {
                     || retention_ms != delete_retention_ms
             }
         }
+    }
+
+    /// Whether a local compaction pass over `cleanable` (the closed, durable segments before the
+    /// first one too new for `min.compaction.lag.ms`) has work: a kept tombstone expired,
+    /// `delete.retention.ms` changed, or there are dirty segments (at or after the end of the last
+    /// pass) and either they are at least `min.cleanable.dirty.ratio` of the cleanable bytes or
+    /// the first of them is older than `max.compaction.lag.ms`.
+    fn local_compaction_due(
+        &self,
+        cleanable: &[ClosedSegment],
+        now_ms: i64,
+        delete_retention_ms: i64,
+        policy: CompactionPolicy,
+    ) -> bool {
+        let last_end = match *self.compacted.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => i64::MIN,
+            Some((end, expiry_ms, retention_ms)) => {
+                if expiry_ms.is_some_and(|t| now_ms >= t) || retention_ms != delete_retention_ms {
+                    return true;
+                }
+                end
+            }
+        };
+        let dirty: Vec<&ClosedSegment> = cleanable
+            .iter()
+            .filter(|s| s.base_offset >= last_end && s.size_bytes > 0)
+            .collect();
+        let Some(first_dirty) = dirty.first() else {
+            return false;
+        };
+        let dirty_bytes: u64 = dirty.iter().map(|s| s.size_bytes).sum();
+        // Clean bytes: what the last pass left in batches with records (emptied batches, which
+        // Kafka's cleaner drops, do not count), at most what is still there (retention may
+        // have deleted segments since).
+        let clean_bytes: u64 = cleanable
+            .iter()
+            .filter(|s| s.base_offset < last_end)
+            .map(|s| s.size_bytes)
+            .sum::<u64>()
+            .min(self.compacted_live_bytes.load(Ordering::SeqCst));
+        let ratio = dirty_bytes as f64 / (clean_bytes + dirty_bytes).max(1) as f64;
+        ratio >= policy.min_cleanable_dirty_ratio
+            || (policy.max_compaction_lag_ms != i64::MAX
+                && first_batch_timestamp(first_dirty)
+                    .is_some_and(|ts| now_ms.saturating_sub(ts) > policy.max_compaction_lag_ms))
     }
 
     /// Records a compaction pass up to `closed_end`.
@@ -544,24 +630,31 @@ async fn compact_partition(
 }
 
 /// Compacts the closed, durable local segments of a compacted topic that is not tiered
-/// (`__consumer_offsets` among them), when segments were closed since the last pass or a kept
-/// tombstone expired. Segments are read and the rewrite planned without the log's lock; each
-/// rewrite then takes it briefly. Failures are logged (compaction retries next check).
+/// (`__consumer_offsets` among them) when [`PartitionTier::local_compaction_due`] says so (the
+/// broker's cleaner asks every `log.cleaner.backoff.ms`). Only the segments before the first one
+/// holding a record newer than `min.compaction.lag.ms` take part (Kafka's first uncleanable
+/// offset). Segments are read and the rewrite planned without the log's lock; each rewrite then
+/// takes it briefly. Failures are logged (compaction retries next check).
 pub fn compact_local_partition(
     broker: &Broker,
     topic: &Topic,
     partition: &Partition,
     config: TierConfig,
+    policy: CompactionPolicy,
 ) {
     if partition.offline_reason().is_some() {
         return;
     }
+    let now_ms = broker.clock().now_ms();
     let Ok(closed) = partition.with_log(|log| {
         let durable_end = log.durable_end_offset();
         Ok(log
             .closed_segments()
             .into_iter()
             .filter(|s| s.next_offset <= durable_end)
+            .take_while(|s| {
+                now_ms.saturating_sub(s.retention_timestamp_ms) >= policy.min_compaction_lag_ms
+            })
             .collect::<Vec<_>>())
     }) else {
         return;
@@ -569,18 +662,13 @@ pub fn compact_local_partition(
     let Some(closed_end) = closed.last().map(|s| s.next_offset) else {
         return;
     };
-    let now_ms = broker.clock().now_ms();
     if !partition
         .tier()
-        .compaction_due(closed_end, now_ms, config.delete_retention_ms)
+        .local_compaction_due(&closed, now_ms, config.delete_retention_ms, policy)
     {
         return;
     }
-    let (rewrites, next_expiry) = match plan_local_compaction(
-        &closed,
-        config.delete_retention_ms,
-        now_ms,
-    ) {
+    let plan = match plan_local_compaction(&closed, config.delete_retention_ms, now_ms) {
         Ok(plan) => plan,
         Err(error) => {
             tracing::warn!(topic = topic.name(), partition = partition.index(), %error, "local compaction failed");
@@ -589,7 +677,8 @@ pub fn compact_local_partition(
     };
     let mut records_removed = 0u64;
     let mut rewritten = 0usize;
-    for rewrite in rewrites {
+    let next_expiry = plan.next_tombstone_expiry_ms;
+    for rewrite in plan.rewrites {
         match partition.with_log(|log| {
             log.replace_closed_segment(
                 rewrite.base_offset,
@@ -611,6 +700,10 @@ pub fn compact_local_partition(
     partition
         .tier()
         .compaction_done(closed_end, next_expiry, config.delete_retention_ms);
+    partition
+        .tier()
+        .compacted_live_bytes
+        .store(plan.live_bytes, Ordering::SeqCst);
     if rewritten > 0 {
         broker
             .metrics()

@@ -17,6 +17,7 @@ use strata_storage::MemDisk;
 async fn start(disk: Arc<MemDisk>) -> Server {
     let config = BrokerConfig {
         retention_check_interval_ms: 20,
+        log_cleaner_backoff_ms: 20,
         offsets_segment_bytes: 2048,
         ..BrokerConfig::default()
     };

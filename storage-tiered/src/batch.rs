@@ -371,6 +371,21 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) -> Result<(), Ba
     Ok(())
 }
 
+/// Marks a whole batch as LogAppendTime with `time_ms` as its maxTimestamp, and recomputes the
+/// CRC (both fields are covered by it), as Kafka's `setMaxTimestamp(LOG_APPEND_TIME, now)` does
+/// for a topic with `message.timestamp.type=LogAppendTime`. The records are unchanged: readers
+/// take every record's timestamp from maxTimestamp in a LogAppendTime batch. `batch` must be
+/// exactly one batch.
+pub fn set_log_append_time(batch: &mut [u8], time_ms: i64) -> Result<(), BatchError> {
+    let header = BatchHeader::parse(batch)?;
+    let attributes = header.attributes | TIMESTAMP_TYPE_BIT;
+    batch[CRC_COVERED_FROM..CRC_COVERED_FROM + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&time_ms.to_be_bytes());
+    let crc = compute_crc(batch)?;
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
 /// Bytes at the start of a batch that the log rewrites on append: baseOffset, batchLength and
 /// partitionLeaderEpoch (none of them covered by the CRC).
 pub const REWRITTEN_PREFIX_BYTES: usize = MAGIC_AT;
@@ -685,6 +700,29 @@ mod tests {
         assert!(results[0].is_ok() && results[1].is_ok());
         assert!(matches!(results[2], Err(BatchError::Truncated { .. })));
         assert_eq!(batches(&[]).count(), 0);
+    }
+
+    /// Goal: a batch stamped LogAppendTime reads back with the bit set, the new max timestamp,
+    /// the same records and a valid CRC.
+    #[test]
+    fn log_append_time_rewrites_header_and_crc() {
+        let original = simple_batch(3, 8, 1_000);
+        let mut bytes = original.clone();
+        set_log_append_time(&mut bytes, 55_555).unwrap();
+        verify_crc(&bytes).unwrap();
+        let header = BatchHeader::parse(&bytes).unwrap();
+        assert_eq!(header.timestamp_type(), TimestampType::LogAppendTime);
+        assert_eq!(header.max_timestamp, 55_555);
+        assert_eq!(
+            header.base_timestamp, 1_000,
+            "baseTimestamp is kept, as in Kafka"
+        );
+        assert_eq!(header.compression(), Compression::None);
+        assert_eq!(
+            &bytes[BATCH_HEADER_BYTES..],
+            &original[BATCH_HEADER_BYTES..]
+        );
+        assert!(set_log_append_time(&mut bytes[..40], 1).is_err());
     }
 
     #[test]

@@ -83,6 +83,27 @@ pub struct LogConfig {
     pub retention_bytes: i64,
     /// `index.interval.bytes`: bytes between offset index entries (default 4096).
     pub index_interval_bytes: u64,
+    /// `segment.jitter.ms`: each segment rolls by time this much earlier than `segment_ms`, at
+    /// most (default 0); see [`segment_roll_jitter_ms`].
+    pub segment_jitter_ms: i64,
+}
+
+/// Kafka's per-segment roll jitter (`segment.jitter.ms`): an amount in
+/// `[0, min(segment_jitter_ms, segment_ms))` taken off `segment.ms` for the segment starting at
+/// `base_offset`, so that partitions created together do not all roll at once. Kafka draws it at
+/// random when the segment is created; here it is a hash of the base offset, so that a
+/// simulation replays it.
+pub fn segment_roll_jitter_ms(config: &LogConfig, base_offset: i64) -> i64 {
+    let bound = config.segment_jitter_ms.min(config.segment_ms);
+    if bound <= 0 {
+        return 0;
+    }
+    // splitmix64's finalizer: consecutive base offsets land far apart.
+    let mut x = base_offset as u64;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    (x % bound as u64) as i64
 }
 
 impl Default for LogConfig {
@@ -93,6 +114,7 @@ impl Default for LogConfig {
             retention_ms: 7 * 24 * 60 * 60 * 1000,
             retention_bytes: -1,
             index_interval_bytes: 4096,
+            segment_jitter_ms: 0,
         }
     }
 }
@@ -686,7 +708,9 @@ impl PartitionLog {
 
     fn roll_due_by_time(&self, now_ms: i64) -> bool {
         let active = self.active();
-        !active.is_empty() && now_ms.saturating_sub(active.created_ms) >= self.config.segment_ms
+        let segment_ms =
+            self.config.segment_ms - segment_roll_jitter_ms(&self.config, active.base_offset);
+        !active.is_empty() && now_ms.saturating_sub(active.created_ms) >= segment_ms
     }
 
     /// Validates (magic 2, sizes, CRC-32C), checks producer sequences, assigns offsets and appends

@@ -78,9 +78,9 @@ fn contents(log: &PartitionLog) -> Vec<(i64, String, Option<String>)> {
 
 fn compact(log: &mut PartitionLog, delete_retention_ms: i64, now_ms: i64) -> usize {
     let closed = log.closed_segments();
-    let (rewrites, _) = plan_local_compaction(&closed, delete_retention_ms, now_ms).expect("plan");
+    let plan = plan_local_compaction(&closed, delete_retention_ms, now_ms).expect("plan");
     let mut count = 0;
-    for rewrite in rewrites {
+    for rewrite in plan.rewrites {
         if log
             .replace_closed_segment(
                 rewrite.base_offset,

@@ -207,6 +207,7 @@ proptest! {
             index_interval_bytes,
             retention_ms: -1,
             retention_bytes: -1,
+            segment_jitter_ms: 0,
         };
         run(config, ops);
     }

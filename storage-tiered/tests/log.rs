@@ -206,6 +206,54 @@ fn rolls_by_time() {
     assert_eq!(log.segment_count(), 3);
 }
 
+/// Goal: `segment.jitter.ms` makes each segment roll by time up to that much before
+/// `segment.ms`, by a per-segment amount that is the same every time (simulation replays), and
+/// never by more than `segment.ms`.
+#[test]
+fn segment_jitter_rolls_segments_earlier() {
+    use strata_storage::log::segment_roll_jitter_ms;
+    let config = LogConfig {
+        segment_ms: 10_000,
+        segment_jitter_ms: 4_000,
+        ..LogConfig::default()
+    };
+    let jitters: Vec<i64> = (0..64)
+        .map(|base| segment_roll_jitter_ms(&config, base))
+        .collect();
+    assert!(jitters.iter().all(|j| (0..4_000).contains(j)));
+    let distinct: std::collections::BTreeSet<_> = jitters.iter().collect();
+    assert!(
+        distinct.len() > 32,
+        "segments get different jitters: {distinct:?}"
+    );
+    assert_eq!(segment_roll_jitter_ms(&LogConfig::default(), 7), 0);
+    let capped = LogConfig {
+        segment_ms: 100,
+        segment_jitter_ms: 1_000_000,
+        ..LogConfig::default()
+    };
+    assert!((0..64).all(|base| segment_roll_jitter_ms(&capped, base) < 100));
+
+    // The segment at base offset 1 (the second) rolls at segment.ms - its jitter.
+    let disk = MemDisk::new();
+    let clock = ManualClock::new(T0);
+    let mut log = open(&disk, &clock, config.clone()).unwrap();
+    append(&mut log, simple_batch(1, 10, T0));
+    clock.advance_ms(10_000);
+    assert!(log.roll_if_due().unwrap());
+    append(&mut log, simple_batch(1, 10, T0));
+    assert!(
+        segment_roll_jitter_ms(&config, 1) > 0,
+        "the test needs a jitter"
+    );
+    let due_ms = (10_000 - segment_roll_jitter_ms(&config, 1)) as u64;
+    clock.advance_ms(due_ms - 1);
+    assert!(!log.roll_if_due().unwrap());
+    clock.advance_ms(1);
+    assert!(log.roll_if_due().unwrap());
+    assert_eq!(log.segment_count(), 3);
+}
+
 #[test]
 fn offset_for_timestamp_uses_batch_max_timestamps() {
     let disk = MemDisk::new();

@@ -22,6 +22,7 @@ use strata_cluster::config::{BrokerConfig, FlushPolicy};
 /// message_max_bytes = 1048588
 /// request_max_bytes = 104857600
 /// retention_check_interval_ms = 300000
+/// log_cleaner_backoff_ms = 15000  # how often compacted topics are checked for compaction
 /// metrics_listen = "127.0.0.1:9644"  # Prometheus GET /metrics; "none" disables
 /// object_store = "s3://bucket/prefix"  # remote tier: file:///abs/path, s3://..., none
 ///                                       # (default: file://<data_dir>/remote)
@@ -55,6 +56,7 @@ pub struct FileConfig {
     pub message_max_bytes: Option<usize>,
     pub request_max_bytes: Option<usize>,
     pub retention_check_interval_ms: Option<u64>,
+    pub log_cleaner_backoff_ms: Option<u64>,
     pub metrics_listen: Option<String>,
     pub object_store: Option<String>,
     pub tier_interval_ms: Option<u64>,
@@ -269,6 +271,12 @@ pub fn build(file: FileConfig, flags: FlagOverrides) -> anyhow::Result<BrokerCon
     }
     if let Some(n) = flags.max_connections_per_ip.or(file.max_connections_per_ip) {
         config.connections_per_ip_max = positive("max_connections_per_ip", n, usize::MAX)?;
+    }
+    if let Some(ms) = file.log_cleaner_backoff_ms {
+        if ms == 0 {
+            bail!("log_cleaner_backoff_ms must be positive");
+        }
+        config.log_cleaner_backoff_ms = ms;
     }
     for (name, value) in file.log.unwrap_or_default() {
         let v = toml_scalar_i64(&name, &value)?;

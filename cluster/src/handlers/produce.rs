@@ -1,21 +1,41 @@
 //! Produce: validation, append, and acks (-1 waits for the flusher's fsync, 1 answers after the
 //! append, 0 answers nothing).
+//!
+//! Batches are appended as the producer sent them (no copy) unless the topic's config asks for
+//! more, as Kafka's LogValidator does:
+//! - compacted topics: every record needs a key (INVALID_RECORD);
+//! - CreateTime topics: record timestamps within `message.timestamp.before.max.ms` /
+//!   `after.max.ms` of the broker clock (INVALID_TIMESTAMP). The records are decoded only when
+//!   the batch header cannot vouch for them: when `before.max.ms` is set (the first record's
+//!   timestamp is not the smallest), or when the header's maxTimestamp is past the `after` bound;
+//! - refused records are listed in the answer's `record_errors` (KIP-467, v8+): the whole batch
+//!   is refused, as in Kafka, and the answer says which records were bad;
+//! - `message.timestamp.type=LogAppendTime`: a copy of each batch gets the broker's append time as
+//!   maxTimestamp and the LogAppendTime attribute (CRC recomputed); the answer carries the time
+//!   in `log_append_time_ms`;
+//! - `compression.type` other than `producer`: batches with another codec are decoded and
+//!   re-encoded with the topic's codec (same offsets, producer id, epoch and sequence).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{Outcome, Response};
 use crate::broker::{Broker, Partition};
+use crate::config::TopicConfig;
 use crate::errors::{
-    BrokerError, INVALID_RECORD, INVALID_REQUIRED_ACKS, MESSAGE_TOO_LARGE, NOT_ENOUGH_REPLICAS,
-    REQUEST_TIMED_OUT, TRANSACTIONS_UNSUPPORTED,
+    BrokerError, INVALID_RECORD, INVALID_REQUIRED_ACKS, INVALID_TIMESTAMP, MESSAGE_TOO_LARGE,
+    NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT, TRANSACTIONS_UNSUPPORTED,
 };
+use strata_storage::batch::{Compression, TimestampType};
+use strata_storage::tier::records::{decode_batch_bytes, encode_batch};
 
 /// Wait limit for acks=all when the request's timeout is not positive.
 const ACK_TIMEOUT_DEFAULT_MS: u64 = 30_000;
@@ -77,7 +97,8 @@ fn append_partition(
     partition: &Arc<Partition>,
     records: Option<Bytes>,
     acks: i16,
-) -> Result<(strata_storage::AppendOutcome, i64), (ResponseError, String)> {
+    record_errors: &mut Vec<BatchIndexAndErrorMessage>,
+) -> Result<(strata_storage::AppendOutcome, i64, i64), (ResponseError, String)> {
     let topic = broker.topic(partition.topic()).ok_or_else(|| {
         let e = BrokerError::UnknownTopicOrPartition(partition.topic().to_string());
         (e.response_error(), e.to_string())
@@ -90,15 +111,22 @@ fn append_partition(
         ));
     };
     let max_bytes = config.max_message_bytes(broker.config().message_bytes_max);
-    let largest = largest_batch_bytes(&records);
-    if largest > max_bytes {
-        return Err((
-            MESSAGE_TOO_LARGE,
-            format!("record batch of {largest} bytes exceeds max.message.bytes {max_bytes}"),
-        ));
-    }
-    if config.is_compacted() {
-        check_keys(&records, partition)?;
+    let check_size = |records: &[u8]| {
+        let largest = largest_batch_bytes(records);
+        if largest > max_bytes {
+            return Err((
+                MESSAGE_TOO_LARGE,
+                format!("record batch of {largest} bytes exceeds max.message.bytes {max_bytes}"),
+            ));
+        }
+        Ok(())
+    };
+    check_size(&records)?;
+    let policy = RecordPolicy::new(&config, broker.clock().now_ms());
+    let records = policy.apply(records, partition, record_errors)?;
+    if policy.rewrites() {
+        // Recompression may have grown a batch (Kafka checks the size again too).
+        check_size(&records)?;
     }
     if acks == -1 && config.min_insync_replicas() > 1 {
         return Err((
@@ -109,7 +137,8 @@ fn append_partition(
             ),
         ));
     }
-    // Written as received (the log writes the assigned offsets beside it): no copy.
+    // Written as received (the log writes the assigned offsets beside it): no copy, unless the
+    // policy above rewrote the batches.
     let outcome = broker
         .append(partition, &records)
         .map_err(|e| (e.response_error(), e.to_string()))?;
@@ -119,37 +148,249 @@ fn append_partition(
     let log_start = partition
         .with_log(|log| Ok(log.log_start_offset()))
         .map_err(|e| (e.response_error(), e.to_string()))?;
-    Ok((outcome, log_start))
+    let log_append_time_ms = if policy.log_append_time {
+        policy.now_ms
+    } else {
+        -1
+    };
+    Ok((outcome, log_start, log_append_time_ms))
 }
 
-/// Compacted topics: every record needs a key (Kafka's rule; compaction keeps the latest value
-/// per key). Decodes the batches (only for compacted topics).
-fn check_keys(records: &[u8], partition: &Partition) -> Result<(), (ResponseError, String)> {
-    for item in strata_storage::batch::batches(records) {
-        let (header, batch) = item.map_err(|e| {
-            (
-                ResponseError::CorruptMessage,
-                format!("bad record batch: {e}"),
-            )
-        })?;
-        let (_, rows) = strata_storage::tier::records::decode_batch(batch).map_err(|e| {
-            (
-                ResponseError::CorruptMessage,
-                format!("record batch at {}: {e}", header.base_offset),
-            )
-        })?;
-        if rows.iter().any(|row| row.key.is_none()) {
-            return Err((
+/// What the topic's config asks of a partition's batches before they are appended (see the
+/// module doc).
+struct RecordPolicy {
+    /// `cleanup.policy` has `compact`: every record needs a key.
+    compacted: bool,
+    /// `message.timestamp.type=LogAppendTime`.
+    log_append_time: bool,
+    /// `message.timestamp.before.max.ms`.
+    before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`.
+    after_max_ms: i64,
+    /// `compression.type`, `None` for `producer`.
+    compression: Option<Compression>,
+    /// The broker clock at the append (the append time of LogAppendTime topics).
+    now_ms: i64,
+}
+
+/// One refused record: its index in its batch and why.
+struct RecordRefusal {
+    index: usize,
+    error: ResponseError,
+    message: String,
+}
+
+impl RecordPolicy {
+    fn new(config: &TopicConfig, now_ms: i64) -> RecordPolicy {
+        RecordPolicy {
+            compacted: config.is_compacted(),
+            log_append_time: config.log_append_time(),
+            before_max_ms: config.timestamp_before_max_ms(),
+            after_max_ms: config.timestamp_after_max_ms(),
+            compression: config.compression_target(),
+            now_ms,
+        }
+    }
+
+    /// Whether batches may be rewritten (so their size may change).
+    fn rewrites(&self) -> bool {
+        self.log_append_time || self.compression.is_some()
+    }
+
+    /// Whether the records of a batch with `header` must be decoded and checked one by one.
+    fn checks_records(&self, header: &strata_storage::BatchHeader) -> bool {
+        if self.compacted {
+            return true;
+        }
+        if self.log_append_time {
+            // Only a producer claiming LogAppendTime is refused.
+            return header.timestamp_type() == TimestampType::LogAppendTime;
+        }
+        self.before_max_ms != i64::MAX
+            || header.max_timestamp > self.now_ms.saturating_add(self.after_max_ms)
+    }
+
+    /// Kafka's `LogValidator.validateKey` and `validateTimestamp` for one record.
+    fn check_record(
+        &self,
+        partition: &Partition,
+        batch_type: TimestampType,
+        row: &strata_storage::tier::records::RecordRow,
+    ) -> Option<(ResponseError, String)> {
+        if self.compacted && row.key.is_none() {
+            return Some((
                 INVALID_RECORD,
                 format!(
-                    "Compacted topic cannot accept message without key in topic partition {}-{}",
+                    "Compacted topic cannot accept message without key in topic partition {}-{}.",
                     partition.topic(),
                     partition.index()
                 ),
             ));
         }
+        if !self.log_append_time {
+            let ts = row.timestamp_ms;
+            let behind = self.now_ms.saturating_sub(ts);
+            if ts != -1 && (behind > self.before_max_ms || -behind > self.after_max_ms) {
+                return Some((
+                    INVALID_TIMESTAMP,
+                    format!(
+                        "Timestamp {ts} of message with offset {} is out of range. The timestamp should be within [{}, {}]",
+                        row.offset,
+                        self.now_ms.saturating_sub(self.before_max_ms),
+                        self.now_ms.saturating_add(self.after_max_ms)
+                    ),
+                ));
+            }
+        } else if batch_type == TimestampType::LogAppendTime {
+            return Some((
+                INVALID_TIMESTAMP,
+                format!(
+                    "Invalid timestamp type in message at offset {}. Producer should not set timestamp type to LogAppendTime.",
+                    row.offset
+                ),
+            ));
+        }
+        None
     }
-    Ok(())
+
+    /// Checks and, if the topic asks for it, rewrites the batches of `records`; returns the bytes
+    /// to append (`records` itself when nothing changes). A batch with refused records fails the
+    /// append, with the refused records in `record_errors`.
+    fn apply(
+        &self,
+        records: Bytes,
+        partition: &Partition,
+        record_errors: &mut Vec<BatchIndexAndErrorMessage>,
+    ) -> Result<Bytes, (ResponseError, String)> {
+        let corrupt = |e: String| (ResponseError::CorruptMessage, e);
+        // Filled only once a batch is rewritten: until then the input is appended as it is.
+        let mut rewritten: Option<Vec<u8>> = None;
+        let mut consumed = 0usize;
+        for item in strata_storage::batch::batches(&records) {
+            // A framing error: the rest goes to the log as it is, which refuses it with the
+            // right error (CORRUPT_MESSAGE or INVALID_RECORD).
+            let Ok((header, batch)) = item else {
+                break;
+            };
+            let start = consumed;
+            consumed += batch.len();
+            let recompress = self.compression.is_some_and(|c| c != header.compression());
+            let decoded = if recompress || self.checks_records(&header) {
+                let (meta, rows) = decode_batch_bytes(&records.slice_ref(batch))
+                    .map_err(|e| corrupt(format!("record batch at {}: {e}", header.base_offset)))?;
+                let refused: Vec<RecordRefusal> = rows
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, row)| {
+                        self.check_record(partition, meta.timestamp_type, row).map(
+                            |(error, message)| RecordRefusal {
+                                index,
+                                error,
+                                message,
+                            },
+                        )
+                    })
+                    .collect();
+                if !refused.is_empty() {
+                    return Err(refuse(refused, record_errors));
+                }
+                Some((meta, rows))
+            } else {
+                None
+            };
+            if !recompress && !self.log_append_time {
+                // Kept as it is: copied only if an earlier batch was rewritten.
+                if let Some(out) = rewritten.as_mut() {
+                    out.extend_from_slice(batch);
+                }
+                continue;
+            }
+            let out = rewritten.get_or_insert_with(|| {
+                let mut out = Vec::with_capacity(records.len());
+                out.extend_from_slice(&records[..start]);
+                out
+            });
+            match decoded {
+                Some((mut meta, mut rows)) if recompress => {
+                    if let Some(codec) = self.compression {
+                        meta.compression = codec;
+                    }
+                    if self.log_append_time {
+                        meta.timestamp_type = TimestampType::LogAppendTime;
+                        for row in &mut rows {
+                            row.timestamp_ms = self.now_ms;
+                        }
+                    }
+                    let encoded = encode_batch(&meta, &rows).map_err(|e| {
+                        corrupt(format!(
+                            "record batch at {} cannot be recompressed: {e}",
+                            header.base_offset
+                        ))
+                    })?;
+                    out.extend_from_slice(&encoded);
+                }
+                _ => {
+                    // LogAppendTime, same codec: Kafka rewrites the header in place. The CRC is
+                    // checked first (decoding checked it already): recomputing it must not
+                    // bless damaged bytes.
+                    strata_storage::batch::verify_crc(batch)
+                        .map_err(|e| corrupt(format!("bad record batch: {e}")))?;
+                    let at = out.len();
+                    out.extend_from_slice(batch);
+                    strata_storage::batch::set_log_append_time(&mut out[at..], self.now_ms)
+                        .map_err(|e| corrupt(format!("bad record batch: {e}")))?;
+                }
+            }
+        }
+        Ok(match rewritten {
+            Some(mut out) => {
+                // Whatever follows the last whole batch (the log refuses it).
+                out.extend_from_slice(&records[consumed..]);
+                Bytes::from(out)
+            }
+            None => records,
+        })
+    }
+}
+
+/// Kafka's `LogValidator.processRecordErrors`: the batch's error (INVALID_TIMESTAMP if any
+/// record has a bad timestamp, else INVALID_RECORD) and message, and every refused record in
+/// `record_errors`.
+fn refuse(
+    refused: Vec<RecordRefusal>,
+    record_errors: &mut Vec<BatchIndexAndErrorMessage>,
+) -> (ResponseError, String) {
+    let (error, message) = if refused.iter().any(|r| r.error == INVALID_TIMESTAMP) {
+        (
+            INVALID_TIMESTAMP,
+            "One or more records have been rejected due to invalid timestamp".to_string(),
+        )
+    } else {
+        let first: Vec<String> = refused
+            .iter()
+            .take(3)
+            .map(|r| {
+                format!(
+                    "RecordError(batchIndex={}, message='{}')",
+                    r.index, r.message
+                )
+            })
+            .collect();
+        (
+            INVALID_RECORD,
+            format!(
+                "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+                refused.len(),
+                first.join(", ")
+            ),
+        )
+    };
+    record_errors.extend(refused.into_iter().map(|r| {
+        BatchIndexAndErrorMessage::default()
+            .with_batch_index(r.index as i32)
+            .with_batch_index_error_message(Some(StrBytes::from_string(r.message)))
+    }));
+    (error, message)
 }
 
 /// Handles a Produce request.
@@ -189,6 +430,7 @@ pub fn append(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Ap
         for (partition_index, data) in topic_data.partition_data.into_iter().enumerate() {
             let index = data.index;
             let partition = topic.as_ref().and_then(|t| t.partition(index)).cloned();
+            let mut record_errors = Vec::new();
             let result = if !acks_valid {
                 Err((INVALID_REQUIRED_ACKS, format!("invalid acks {acks}")))
             } else if transactional {
@@ -202,11 +444,11 @@ pub fn append(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Ap
                         let e = BrokerError::UnknownTopicOrPartition(format!("{name}-{index}"));
                         Err((e.response_error(), e.to_string()))
                     }
-                    Some(p) => append_partition(broker, p, data.records, acks),
+                    Some(p) => append_partition(broker, p, data.records, acks, &mut record_errors),
                 }
             };
             let response = match result {
-                Ok((outcome, log_start)) => {
+                Ok((outcome, log_start, log_append_time_ms)) => {
                     if acks == -1 {
                         if let Some(partition) = partition {
                             pending.push(Pending {
@@ -221,7 +463,7 @@ pub fn append(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Ap
                         .with_index(index)
                         .with_error_code(0)
                         .with_base_offset(outcome.base_offset)
-                        .with_log_append_time_ms(-1);
+                        .with_log_append_time_ms(log_append_time_ms);
                     if version >= 5 {
                         r = r.with_log_start_offset(log_start);
                     }
@@ -230,7 +472,12 @@ pub fn append(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Ap
                 Err((error, message)) => {
                     any_error = true;
                     tracing::debug!(topic = %name, partition = index, ?error, %message, "produce failed");
-                    error_response(index, error, message, version)
+                    let response = error_response(index, error, message, version);
+                    if version >= 8 {
+                        response.with_record_errors(record_errors)
+                    } else {
+                        response
+                    }
                 }
             };
             partition_responses.push(response);

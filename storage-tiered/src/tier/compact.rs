@@ -123,16 +123,28 @@ fn read_segment(segment: &ClosedSegment) -> Result<Vec<u8>, TierError> {
     Ok(bytes)
 }
 
+/// One planned compaction pass over closed local segments; see [`plan_local_compaction`].
+#[derive(Debug, Clone, Default)]
+pub struct LocalCompactionPlan {
+    /// The segments to rewrite.
+    pub rewrites: Vec<SegmentRewrite>,
+    /// When the oldest kept tombstone expires.
+    pub next_tombstone_expiry_ms: Option<i64>,
+    /// Bytes of the batches that still hold records after the pass, over all the segments: what
+    /// Kafka's cleaner would leave (it drops emptied batches, which Strata keeps so that batch
+    /// offsets stay dense). The cleaner's dirty ratio counts these as the clean bytes.
+    pub live_bytes: u64,
+}
+
 /// Plans one compaction pass over closed local segments (read without the log's lock: closed
 /// segments are immutable): the key map is built over all of them, and each segment holding a
 /// record to remove gets a [`SegmentRewrite`] that keeps every batch (a batch may end up with
-/// no record, so batch offsets stay dense). Returns the rewrites and when the oldest kept
-/// tombstone expires.
+/// no record, so batch offsets stay dense).
 pub fn plan_local_compaction(
     segments: &[ClosedSegment],
     delete_retention_ms: i64,
     now_ms: i64,
-) -> Result<(Vec<SegmentRewrite>, Option<i64>), TierError> {
+) -> Result<LocalCompactionPlan, TierError> {
     let mut map = KeyMap::default();
     let mut contents = Vec::with_capacity(segments.len());
     for segment in segments {
@@ -140,8 +152,7 @@ pub fn plan_local_compaction(
         map.add_segment(segment.base_offset, &bytes)?;
         contents.push(bytes);
     }
-    let mut rewrites = Vec::new();
-    let mut next_expiry: Option<i64> = None;
+    let mut plan = LocalCompactionPlan::default();
     for (segment, bytes) in segments.iter().zip(contents) {
         let mut out = Vec::with_capacity(bytes.len());
         let mut removed = 0u64;
@@ -155,8 +166,17 @@ pub fn plan_local_compaction(
                 segment.base_offset
             )))?;
             let before = rows.len();
-            let kept = keep_rows(&map, rows, delete_retention_ms, now_ms, &mut next_expiry);
+            let kept = keep_rows(
+                &map,
+                rows,
+                delete_retention_ms,
+                now_ms,
+                &mut plan.next_tombstone_expiry_ms,
+            );
             if kept.len() == before {
+                if before > 0 {
+                    plan.live_bytes += batch.len() as u64;
+                }
                 out.extend_from_slice(batch);
                 continue;
             }
@@ -165,10 +185,13 @@ pub fn plan_local_compaction(
                 "re-encoding a batch of local segment {}",
                 segment.base_offset
             )))?;
+            if !kept.is_empty() {
+                plan.live_bytes += encoded.len() as u64;
+            }
             out.extend_from_slice(&encoded);
         }
         if removed > 0 {
-            rewrites.push(SegmentRewrite {
+            plan.rewrites.push(SegmentRewrite {
                 base_offset: segment.base_offset,
                 size_bytes_before: segment.size_bytes,
                 batches: out,
@@ -176,7 +199,7 @@ pub fn plan_local_compaction(
             });
         }
     }
-    Ok((rewrites, next_expiry))
+    Ok(plan)
 }
 
 /// The rows compaction keeps: each key's latest record, unless it is a tombstone older than
