@@ -12,6 +12,9 @@ use kafka_protocol::messages::{
     MetadataResponse, ProduceRequest, ProduceResponse,
 };
 use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
+};
+use kafka_protocol::messages::{
     DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
     FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
     JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
@@ -26,8 +29,10 @@ use crate::broker::Broker;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod configs;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -73,6 +78,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
 ];
 
 /// The supported `(min, max)` versions of `api_key`, if Strata serves it.
@@ -163,6 +170,8 @@ api_enums! {
     DescribeGroups(DescribeGroupsRequest, DescribeGroupsResponse),
     DeleteGroups(DeleteGroupsRequest, DeleteGroupsResponse),
     OffsetDelete(OffsetDeleteRequest, OffsetDeleteResponse),
+    DeleteRecords(DeleteRecordsRequest, DeleteRecordsResponse),
+    CreatePartitions(CreatePartitionsRequest, CreatePartitionsResponse),
 }
 
 /// What the connection does after a request was handled.
@@ -245,10 +254,10 @@ pub async fn handle_in_context(
             list_offsets::handle(broker, req, version).await,
         )),
         Request::CreateTopics(req) => Outcome::Respond(Response::CreateTopics(
-            create_topics::handle(broker, req, version),
+            create_topics::handle(broker, req, version).await,
         )),
         Request::DeleteTopics(req) => Outcome::Respond(Response::DeleteTopics(
-            delete_topics::handle(broker, req, version),
+            delete_topics::handle(broker, req, version).await,
         )),
         Request::InitProducerId(req) => Outcome::Respond(Response::InitProducerId(
             init_producer_id::handle(broker, req, version),
@@ -258,6 +267,12 @@ pub async fn handle_in_context(
         )),
         Request::AlterConfigs(req) => Outcome::Respond(Response::AlterConfigs(
             alter_configs::handle(broker, req, version),
+        )),
+        Request::DeleteRecords(req) => Outcome::Respond(Response::DeleteRecords(
+            delete_records::handle(broker, req, version).await,
+        )),
+        Request::CreatePartitions(req) => Outcome::Respond(Response::CreatePartitions(
+            create_partitions::handle(broker, req, version).await,
         )),
         Request::IncrementalAlterConfigs(req) => {
             Outcome::Respond(Response::IncrementalAlterConfigs(
