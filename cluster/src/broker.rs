@@ -9,12 +9,18 @@
 //! - `<data_dir>/meta/<topic>.topic` — `key=value` lines: `name`, `partitions`, `topic_id`, and
 //!   `config.<kafka name>` overrides. The file's presence is the commit point of a topic.
 //! - `<data_dir>/<topic>-<partition>/` — one `PartitionLog` per partition.
+//! - `<data_dir>/<topic>-<partition>.<topic id>-delete/` — a partition of a deleted topic (or an
+//!   orphan dir), renamed before the topic's metadata file is removed and removed in the
+//!   background; never opened. A start that finds one for a topic whose file is still there
+//!   finishes that deletion.
 //!
 //! Every metadata file is written to `<file>.tmp`, synced, renamed and the directory synced.
 //!
 //! Locking: the topics map is behind a std `RwLock`, each partition's log behind a std `Mutex`;
-//! neither is ever held across an `.await`. Admin operations (create, delete, alter) serialize on
-//! one std `Mutex`.
+//! neither is ever held across an `.await`. Admin operations (create, delete, alter, add
+//! partitions) serialize on one std `Mutex`; clients' admin requests first queue on a tokio
+//! `Mutex` and run on a blocking thread ([`Broker::run_admin`]), so a large CreateTopics never
+//! holds an async worker.
 
 use object_store::ObjectStore;
 use strata_storage::tier::remote::ReadCache;
@@ -327,6 +333,9 @@ pub struct Broker {
     cluster_id: String,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     admin: Mutex<()>,
+    /// The queue of admin requests from clients: waited on without blocking a worker (see
+    /// [`Broker::run_admin`]).
+    admin_queue: tokio::sync::Mutex<()>,
     producer_ids: Mutex<ProducerIdBlock>,
     dirty: Mutex<Vec<Arc<Partition>>>,
     flush_wake: Notify,
@@ -387,6 +396,7 @@ impl Broker {
             cluster_id: String::new(),
             topics: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
+            admin_queue: tokio::sync::Mutex::new(()),
             producer_ids: Mutex::new(ProducerIdBlock {
                 next: 0,
                 reserved_end: 0,
@@ -416,12 +426,15 @@ impl Broker {
         });
         let topics = broker.load_topics()?;
         broker.remove_orphan_partition_dirs(&topics)?;
+        let deleted_dirs = broker.deleted_partition_dirs()?;
         broker.topics = RwLock::new(topics);
 
         // Committed offsets are rebuilt from `__consumer_offsets` (created here if missing).
         broker.groups.load(&broker)?;
 
         let broker = Arc::new(broker);
+        // Partition dirs of deleted topics (and orphans): removed while the broker serves.
+        spawn_dir_removal(Arc::clone(&broker.disk), deleted_dirs);
         let flusher = tokio::spawn(Arc::clone(&broker).run_flusher());
         let retention = tokio::spawn(Arc::clone(&broker).run_retention());
         let group_timer = tokio::spawn(GroupCoordinator::run_timer(Arc::clone(&broker)));
@@ -732,6 +745,18 @@ impl Broker {
             .disk
             .list(&meta)
             .map_err(|e| BrokerError::io(&meta, e))?;
+        let data_dir = &self.config.data_dir;
+        // Topics whose deletion renamed a partition dir (its commit point) but crashed before
+        // the topic file was removed: the deletion is finished here.
+        let deleting: std::collections::BTreeSet<(String, Uuid)> = self
+            .disk
+            .list(data_dir)
+            .map_err(|e| BrokerError::io(data_dir, e))?
+            .iter()
+            .filter_map(|entry| parse_delete_dir_name(entry))
+            .map(|(topic, _, id)| (topic.to_string(), id))
+            .collect();
+        let mut finished_deletion = false;
         let mut topics = BTreeMap::new();
         for file_name in names.iter().filter(|n| n.ends_with(TOPIC_FILE_SUFFIX)) {
             let path = meta.join(file_name);
@@ -762,8 +787,19 @@ impl Broker {
                 .ok_or_else(|| corrupt("missing or invalid partitions"))?;
             let id = id.ok_or_else(|| corrupt("missing or invalid topic_id"))?;
             let config = TopicConfig::from_overrides(overrides).map_err(|e| corrupt(&e))?;
+            if deleting.contains(&(name.clone(), id)) {
+                tracing::warn!(topic = %name, "finishing the deletion of a topic");
+                self.disk
+                    .remove_file(&path)
+                    .map_err(|e| BrokerError::io(&path, e))?;
+                finished_deletion = true;
+                continue;
+            }
             let topic = self.open_topic(name.clone(), id, partitions, config, true)?;
             topics.insert(name, topic);
+        }
+        if finished_deletion {
+            sync_dir_or_abort(&*self.disk, &meta)?;
         }
         Ok(topics)
     }
@@ -779,50 +815,7 @@ impl Broker {
         let log_config = config.log_config(&self.config.log_defaults);
         let mut partitions = Vec::new();
         for index in 0..partition_count {
-            let dir = self.partition_dir(&name, index);
-            self.disk
-                .create_dir_all(&dir)
-                .map_err(|e| BrokerError::io(&dir, e))?;
-            let opened = PartitionLog::open(
-                Arc::clone(&self.disk),
-                Arc::clone(&self.clock),
-                dir.clone(),
-                log_config.clone(),
-            );
-            let (log, offline) = match opened {
-                Ok(log) => (Some(log), None),
-                // Corruption in the middle of the log: refuse to start this partition (repairing
-                // it would drop data that may have been acknowledged); the others serve on.
-                Err(source @ LogError::CorruptLog { .. }) if offline_if_corrupt => {
-                    tracing::error!(
-                        topic = %name,
-                        partition = index,
-                        error = %source,
-                        "partition offline: corrupt log"
-                    );
-                    (None, Some(source.to_string()))
-                }
-                Err(source) => {
-                    return Err(BrokerError::Log {
-                        topic: name.clone(),
-                        partition: index,
-                        source,
-                    })
-                }
-            };
-            let durable = log.as_ref().map_or(0, PartitionLog::durable_end_offset);
-            partitions.push(Arc::new(Partition {
-                topic: name.clone(),
-                index,
-                dir,
-                log: Mutex::new(log),
-                high_watermark: AtomicI64::new(durable),
-                durable_notify: Notify::new(),
-                dirty: AtomicBool::new(false),
-                deleted: AtomicBool::new(false),
-                offline,
-                tier: PartitionTier::new(),
-            }));
+            partitions.push(self.open_partition(&name, index, &log_config, offline_if_corrupt)?);
         }
         Ok(Arc::new(Topic {
             name,
@@ -832,8 +825,63 @@ impl Broker {
         }))
     }
 
-    /// Removes `<topic>-<n>` directories that belong to no topic (a create or delete that crashed
-    /// before or after its commit point).
+    /// Opens (creating its directory if needed) partition `index` of topic `name`.
+    fn open_partition(
+        &self,
+        name: &str,
+        index: i32,
+        log_config: &strata_storage::LogConfig,
+        offline_if_corrupt: bool,
+    ) -> Result<Arc<Partition>, BrokerError> {
+        let dir = self.partition_dir(name, index);
+        self.disk
+            .create_dir_all(&dir)
+            .map_err(|e| BrokerError::io(&dir, e))?;
+        let opened = PartitionLog::open(
+            Arc::clone(&self.disk),
+            Arc::clone(&self.clock),
+            dir.clone(),
+            log_config.clone(),
+        );
+        let (log, offline) = match opened {
+            Ok(log) => (Some(log), None),
+            // Corruption in the middle of the log: refuse to start this partition (repairing
+            // it would drop data that may have been acknowledged); the others serve on.
+            Err(source @ LogError::CorruptLog { .. }) if offline_if_corrupt => {
+                tracing::error!(
+                    topic = %name,
+                    partition = index,
+                    error = %source,
+                    "partition offline: corrupt log"
+                );
+                (None, Some(source.to_string()))
+            }
+            Err(source) => {
+                return Err(BrokerError::Log {
+                    topic: name.to_string(),
+                    partition: index,
+                    source,
+                })
+            }
+        };
+        let durable = log.as_ref().map_or(0, PartitionLog::durable_end_offset);
+        Ok(Arc::new(Partition {
+            topic: name.to_string(),
+            index,
+            dir,
+            log: Mutex::new(log),
+            high_watermark: AtomicI64::new(durable),
+            durable_notify: Notify::new(),
+            dirty: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
+            offline,
+            tier: PartitionTier::new(),
+        }))
+    }
+
+    /// Renames `<topic>-<n>` directories that belong to no topic (a create or delete that
+    /// crashed before or after its commit point) to `-delete` dirs, which are removed in the
+    /// background (a failed create of thousands of partitions must not delay the start).
     fn remove_orphan_partition_dirs(
         &self,
         topics: &BTreeMap<String, Arc<Topic>>,
@@ -859,9 +907,11 @@ impl Broker {
                 .is_some_and(|t| partition < t.partitions.len() as i32);
             if !owned {
                 let path = data_dir.join(&entry);
+                let doomed =
+                    data_dir.join(delete_dir_name(topic, partition, self.new_uuid(&entry)));
                 tracing::warn!(dir = %path.display(), "removing orphan partition directory");
                 self.disk
-                    .remove_dir_all(&path)
+                    .rename(&path, &doomed)
                     .map_err(|e| BrokerError::io(&path, e))?;
                 removed = true;
             }
@@ -886,7 +936,72 @@ impl Broker {
         uuid::Builder::from_random_bytes(bytes).into_uuid()
     }
 
+    /// The `-delete` partition dirs of the data dir (see [`delete_dir_name`]).
+    fn deleted_partition_dirs(&self) -> Result<Vec<PathBuf>, BrokerError> {
+        let data_dir = &self.config.data_dir;
+        Ok(self
+            .disk
+            .list(data_dir)
+            .map_err(|e| BrokerError::io(data_dir, e))?
+            .iter()
+            .filter(|entry| parse_delete_dir_name(entry).is_some())
+            .map(|entry| data_dir.join(entry))
+            .collect())
+    }
+
+    /// Removes the directories of partitions `indexes` of topic `name` that exist (left by a
+    /// failed create or partition growth), then syncs the data dir.
+    fn remove_partition_dirs(
+        &self,
+        name: &str,
+        indexes: std::ops::Range<i32>,
+    ) -> Result<(), BrokerError> {
+        let mut removed = false;
+        for index in indexes {
+            let dir = self.partition_dir(name, index);
+            if self.disk.exists(&dir) {
+                self.disk
+                    .remove_dir_all(&dir)
+                    .map_err(|e| BrokerError::io(&dir, e))?;
+                removed = true;
+            }
+        }
+        if removed {
+            let data_dir = &self.config.data_dir;
+            sync_dir_or_abort(&*self.disk, data_dir)?;
+        }
+        Ok(())
+    }
+
     // ---- admin operations ----
+
+    /// Runs a client's admin request `f` (creating or deleting a topic of thousands of
+    /// partitions means thousands of files and fsyncs) off the async workers, one request at a
+    /// time: the queue is awaited without blocking a worker, so a second CreateTopics waits its
+    /// turn while every other client is served, and `f` runs on a blocking thread (inline under
+    /// madsim, which has none). A panic in `f` is resumed here.
+    pub async fn run_admin<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Arc<Broker>) -> R + Send + 'static,
+    ) -> R {
+        let _queued = self.admin_queue.lock().await;
+        #[cfg(not(madsim))]
+        {
+            let broker = Arc::clone(self);
+            match tokio::task::spawn_blocking(move || f(&broker)).await {
+                Ok(result) => result,
+                Err(error) => match error.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    // Cancelled: the runtime is shutting down, and this task with it.
+                    Err(_) => std::future::pending().await,
+                },
+            }
+        }
+        #[cfg(madsim)]
+        {
+            f(self)
+        }
+    }
 
     /// Creates a topic with `partitions` partitions (already resolved: >= 1) and `config`.
     /// With `validate_only`, checks everything and creates nothing.
@@ -917,22 +1032,45 @@ impl Broker {
         }
         let id = self.new_uuid(name);
         // Partition dirs first (orphans are removed at startup), then the metadata file: its
-        // durable rename is the commit point.
-        let topic = self.open_topic(name.to_string(), id, partitions, config.clone(), false)?;
-        sync_dir_or_abort(&*self.disk, &self.config.data_dir)?;
-        let contents = Self::topic_file_contents(name, id, partitions, &config);
-        self.write_file_atomic(
-            &self.meta_dir(),
-            &format!("{name}{TOPIC_FILE_SUFFIX}"),
-            contents.as_bytes(),
-        )?;
+        // durable rename is the commit point. A dir of that name cannot hold data of a deleted
+        // topic (deletion renames them first); should one be there, it goes, so that a new
+        // topic never serves old data. A create that fails removes what it created.
+        self.remove_partition_dirs(name, 0..partitions)?;
+        let committed = self
+            .open_topic(name.to_string(), id, partitions, config.clone(), false)
+            .and_then(|topic| {
+                let data_dir = &self.config.data_dir;
+                sync_dir_or_abort(&*self.disk, data_dir)?;
+                let contents = Self::topic_file_contents(name, id, partitions, &config);
+                self.write_file_atomic(
+                    &self.meta_dir(),
+                    &format!("{name}{TOPIC_FILE_SUFFIX}"),
+                    contents.as_bytes(),
+                )?;
+                Ok(topic)
+            });
+        let topic = match committed {
+            Ok(topic) => topic,
+            Err(error) => {
+                tracing::warn!(topic = name, %error, "create topic failed: removing its partitions");
+                if let Err(cleanup) = self.remove_partition_dirs(name, 0..partitions) {
+                    tracing::warn!(topic = name, error = %cleanup, "could not remove the partitions of a failed create (removed at the next start)");
+                }
+                return Err(error);
+            }
+        };
         self.write_topics()
             .insert(name.to_string(), Arc::clone(&topic));
         tracing::info!(topic = name, partitions, topic_id = %id, "created topic");
         Ok(Some(topic))
     }
 
-    /// Deletes a topic: its metadata file (the commit point), then its partition directories.
+    /// Deletes a topic, as Kafka does: renames each partition dir to
+    /// `<topic>-<p>.<topic id>-delete` and syncs the data dir (the commit point: a start that
+    /// finds such a dir finishes the deletion), then removes the metadata file, closes the
+    /// partitions, and removes the renamed dirs in the background. A re-created topic of the
+    /// same name therefore never finds the old data under its dirs' names. If a rename fails,
+    /// the ones done are undone and the topic stays.
     pub fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
         if self.is_shutting_down() {
             return Err(BrokerError::ShuttingDown);
@@ -941,25 +1079,51 @@ impl Broker {
         let topic = self
             .topic(name)
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        let data_dir = &self.config.data_dir;
+        let mut renamed: Vec<(PathBuf, PathBuf)> = Vec::new();
+        for partition in &topic.partitions {
+            let doomed = data_dir.join(delete_dir_name(name, partition.index, topic.id));
+            if !self.disk.exists(&partition.dir) {
+                continue;
+            }
+            if let Err(e) = self.disk.rename(&partition.dir, &doomed) {
+                for (from, to) in renamed.iter().rev() {
+                    if let Err(undo) = self.disk.rename(to, from) {
+                        tracing::error!(dir = %to.display(), error = %undo, "could not undo the rename of a partition dir");
+                    }
+                }
+                sync_dir_or_abort(&*self.disk, data_dir)?;
+                return Err(BrokerError::io(&partition.dir, e));
+            }
+            renamed.push((partition.dir.clone(), doomed));
+        }
+        sync_dir_or_abort(&*self.disk, data_dir)?;
+        // Committed. The metadata file goes next; if that fails, the next start removes it.
         let meta = self.meta_dir();
         let path = meta.join(format!("{name}{TOPIC_FILE_SUFFIX}"));
-        self.disk
-            .remove_file(&path)
-            .map_err(|e| BrokerError::io(&path, e))?;
-        // The file is gone: so is the topic, durably once a directory sync succeeds (a meta dir
-        // that could not be opened fails this request after the rest of the deletion).
-        let meta_synced = sync_dir_or_abort(&*self.disk, &meta);
+        // A meta dir that could not be opened fails this request after the rest of the deletion.
+        let meta_synced = match self.disk.remove_file(&path) {
+            Ok(()) => sync_dir_or_abort(&*self.disk, &meta),
+            Err(error) => {
+                tracing::warn!(
+                    file = %path.display(),
+                    %error,
+                    "could not remove a deleted topic's file (removed at the next start)"
+                );
+                Ok(())
+            }
+        };
         self.write_topics().remove(name);
         for partition in &topic.partitions {
             partition.deleted.store(true, Ordering::SeqCst);
             let log = partition.lock().take();
             drop(log);
             partition.durable_notify.notify_waiters();
-            self.disk
-                .remove_dir_all(&partition.dir)
-                .map_err(|e| BrokerError::io(&partition.dir, e))?;
         }
-        sync_dir_or_abort(&*self.disk, &self.config.data_dir)?;
+        spawn_dir_removal(
+            Arc::clone(&self.disk),
+            renamed.into_iter().map(|(_, to)| to).collect(),
+        );
         if let Some(store) = self.remote_store.clone() {
             if self.is_tiered(&topic) || topic.partitions.iter().any(|p| p.tier.remote().is_some())
             {
@@ -975,6 +1139,103 @@ impl Broker {
         meta_synced?;
         tracing::info!(topic = name, "deleted topic");
         Ok(topic)
+    }
+
+    /// Grows topic `name` to `count` partitions (CreatePartitions; never shrinks): the new
+    /// partitions' dirs first, then the topic file with the new count (the commit point: a
+    /// crash before it leaves orphan dirs, removed at the next start; a failure removes them at
+    /// once). With `validate_only`, checks everything and changes nothing. Returns the grown
+    /// topic (`None` with `validate_only`).
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<Option<Arc<Topic>>, BrokerError> {
+        if self.is_shutting_down() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let _admin = self.lock_admin();
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| BrokerError::UnknownTopicOrPartition(name.to_string()))?;
+        let current = topic.partitions.len() as i32;
+        if count < current {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "Topic currently has {current} partitions, which is higher than the requested {count}."
+            )));
+        }
+        if count == current {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "Topic already has {current} partitions."
+            )));
+        }
+        if count > TOPIC_PARTITIONS_MAX {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "Number of partitions must be at most {TOPIC_PARTITIONS_MAX}, got {count}"
+            )));
+        }
+        if validate_only {
+            return Ok(None);
+        }
+        let config = topic.config();
+        let log_config = config.log_config(&self.config.log_defaults);
+        self.remove_partition_dirs(name, current..count)?;
+        let mut partitions = topic.partitions.clone();
+        let committed = (current..count)
+            .try_for_each(|index| {
+                partitions.push(self.open_partition(name, index, &log_config, false)?);
+                Ok(())
+            })
+            .and_then(|()| {
+                let data_dir = &self.config.data_dir;
+                sync_dir_or_abort(&*self.disk, data_dir)?;
+                let contents = Self::topic_file_contents(name, topic.id, count, &config);
+                self.write_file_atomic(
+                    &self.meta_dir(),
+                    &format!("{name}{TOPIC_FILE_SUFFIX}"),
+                    contents.as_bytes(),
+                )
+            });
+        if let Err(error) = committed {
+            drop(partitions);
+            tracing::warn!(topic = name, %error, "adding partitions failed: removing them");
+            if let Err(cleanup) = self.remove_partition_dirs(name, current..count) {
+                tracing::warn!(topic = name, error = %cleanup, "could not remove the new partitions (removed at the next start)");
+            }
+            return Err(error);
+        }
+        let grown = Arc::new(Topic {
+            name: name.to_string(),
+            id: topic.id,
+            partitions,
+            config: RwLock::new(config),
+        });
+        self.write_topics()
+            .insert(name.to_string(), Arc::clone(&grown));
+        tracing::info!(topic = name, from = current, to = count, "added partitions");
+        Ok(Some(grown))
+    }
+
+    /// Moves the log start offset of `partition` up to `offset` (DeleteRecords; -1 is the high
+    /// watermark), deleting the segments below it; returns the new log start offset (the low
+    /// watermark). An offset below the start changes nothing; one above the high watermark (or
+    /// negative) is OFFSET_OUT_OF_RANGE.
+    pub fn delete_records(&self, partition: &Partition, offset: i64) -> Result<i64, BrokerError> {
+        if self.is_shutting_down() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let high_watermark = partition.high_watermark();
+        let offset = if offset == -1 { high_watermark } else { offset };
+        if !(0..=high_watermark).contains(&offset) {
+            return Err(BrokerError::OffsetOutOfRange(format!(
+                "offset {offset} of {}-{} is not in [0, {high_watermark}] (the high watermark)",
+                partition.topic, partition.index
+            )));
+        }
+        let start = partition.with_log(|log| log.delete_records_before(offset))?;
+        tracing::info!(topic = %partition.topic, partition = partition.index, log_start_offset = start, "deleted records");
+        Ok(start)
     }
 
     /// Replaces a topic's config overrides (validated by the caller via
@@ -1247,6 +1508,56 @@ impl Broker {
             None => Ok(()),
         }
     }
+}
+
+/// Suffix of a partition dir being deleted (Kafka's `-delete`).
+const DELETE_DIR_SUFFIX: &str = "-delete";
+
+/// The name a deleted partition dir is renamed to: `<topic>-<p>.<id, 32 hex digits>-delete`
+/// (Kafka's form). It never parses as a partition dir (its last `-` part is not a number), so
+/// it is never opened as one.
+fn delete_dir_name(topic: &str, partition: i32, id: Uuid) -> String {
+    format!("{topic}-{partition}.{}{DELETE_DIR_SUFFIX}", id.simple())
+}
+
+/// `(topic, partition, id)` of a dir named by [`delete_dir_name`].
+fn parse_delete_dir_name(name: &str) -> Option<(&str, i32, Uuid)> {
+    let (dir, id) = name.strip_suffix(DELETE_DIR_SUFFIX)?.rsplit_once('.')?;
+    if id.len() != 32 {
+        return None;
+    }
+    let id = Uuid::try_parse(id).ok()?;
+    let (topic, partition) = dir.rsplit_once('-')?;
+    let partition = partition.parse::<i32>().ok().filter(|p| *p >= 0)?;
+    validate_topic_name(topic).ok()?;
+    Some((topic, partition, id))
+}
+
+/// Removes `dirs` (renamed `-delete` partition dirs: nothing reads them any more) in the
+/// background, on a blocking thread (a task under madsim). Not synced: a dir left by a crash is
+/// removed at the next start.
+fn spawn_dir_removal(disk: Arc<dyn Disk>, dirs: Vec<PathBuf>) {
+    if dirs.is_empty() {
+        return;
+    }
+    let remove = move || {
+        for dir in &dirs {
+            match disk.remove_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => tracing::warn!(
+                    dir = %dir.display(),
+                    %error,
+                    "could not remove a deleted partition dir (retried at the next start)"
+                ),
+            }
+        }
+        tracing::debug!(dirs = dirs.len(), "removed deleted partition dirs");
+    };
+    #[cfg(not(madsim))]
+    drop(tokio::task::spawn_blocking(remove));
+    #[cfg(madsim)]
+    drop(tokio::spawn(async move { remove() }));
 }
 
 /// Blocking threads one group commit syncs its files on.

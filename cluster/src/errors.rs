@@ -210,3 +210,10 @@ pub fn offsets_write_error(error: &BrokerError) -> ResponseError {
         _ => ResponseError::UnknownServerError,
     }
 }
+
+/// Error for DeleteRecords on a partition whose records Strata will not delete on request:
+/// a topic whose `cleanup.policy` lacks `delete` (Kafka refuses with PolicyViolationException:
+/// "Records of partition ... can not be deleted while the partition is compacted"), or a tiered
+/// topic (the remote tier is not trimmed by DeleteRecords yet: refused rather than deleting
+/// only the local part): POLICY_VIOLATION (44).
+pub const DELETE_RECORDS_REFUSED: ResponseError = ResponseError::PolicyViolation;

@@ -235,6 +235,12 @@ async fn api_versions_lists_ranges_without_tagged_extras() {
             .api_keys
             .iter()
             .any(|k| k.api_key == ApiKey::DescribeCluster as i16 && k.max_version == 2));
+        for api in [ApiKey::DeleteRecords, ApiKey::CreatePartitions] {
+            assert!(
+                response.api_keys.iter().any(|k| k.api_key == api as i16),
+                "{api:?} listed"
+            );
+        }
     }
     broker.stop().await;
 }

@@ -24,8 +24,8 @@
 //!   only; [`Disk::sync_dir`] of the parent directory makes those entries durable. On a crash the
 //!   namespace goes back to its durable state: files created without a directory sync vanish (even
 //!   if their data was synced), renames and removals without a directory sync are undone.
-//! - **Directories themselves** (`create_dir_all`, `remove_dir_all`) are modelled as durable at
-//!   once: Strata's directories hold no data of their own, and the simplification keeps callers
+//! - **Directories themselves** (`create_dir_all`, `remove_dir_all`, and `rename` of a
+//!   directory, which moves the files below it) are modelled as durable at once: Strata's directories hold no data of their own, and the simplification keeps callers
 //!   from having to sync every ancestor.
 //! - **Full disk.** [`MemDisk::set_space_bytes_max`] caps the total bytes of all files; an append
 //!   past the cap writes what fits and then fails with `ENOSPC` (raw OS error 28, kind
@@ -798,6 +798,42 @@ impl Disk for MemDisk {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut inner = self.lock();
+        if inner.dirs.contains(from) && !inner.dirs.contains(to) && !inner.files.contains_key(to) {
+            // A directory (a topic deletion renames partition dirs): like directories
+            // themselves, durable at once, with the files below it.
+            if !inner.parent_exists(to) || to.starts_with(from) {
+                return Err(not_found(to));
+            }
+            let moved = |p: &PathBuf| -> PathBuf {
+                match p.strip_prefix(from) {
+                    Ok(rest) if !rest.as_os_str().is_empty() => to.join(rest),
+                    _ => to.to_path_buf(),
+                }
+            };
+            let inner = &mut *inner;
+            let dirs: Vec<PathBuf> = inner
+                .dirs
+                .iter()
+                .filter(|d| d.starts_with(from))
+                .cloned()
+                .collect();
+            for dir in dirs {
+                inner.dirs.remove(&dir);
+                inner.dirs.insert(moved(&dir));
+            }
+            for namespace in [&mut inner.files, &mut inner.durable_files] {
+                let entries: Vec<(PathBuf, InodeId)> = namespace
+                    .iter()
+                    .filter(|(p, _)| p.starts_with(from))
+                    .map(|(p, id)| (p.clone(), *id))
+                    .collect();
+                for (path, id) in entries {
+                    namespace.remove(&path);
+                    namespace.insert(moved(&path), id);
+                }
+            }
+            return Ok(());
+        }
         if inner.dirs.contains(from) || inner.dirs.contains(to) {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,

@@ -10,8 +10,9 @@
 //!   producer state) and writes the missing ones.
 //! - `recovery-point`: the offset below which everything was fsynced, written (via a temporary
 //!   file, sync, rename and directory sync) on roll, on open and on close.
-//! - `log-start-offset`: the first offset kept after retention, written the same way before
-//!   segments are deleted.
+//! - `log-start-offset`: the first offset kept after retention or DeleteRecords
+//!   ([`PartitionLog::delete_records_before`]; it may then lie inside a segment, whose lower
+//!   offsets are no longer served), written the same way before segments are deleted.
 //!
 //! # Durability
 //!
@@ -463,7 +464,12 @@ impl PartitionLog {
             producers = log.producers.len(),
             "opened partition log"
         );
-        if recovery_point_checkpoint == Some(log.log_end_offset) {
+        let fresh = bases.is_empty() && log_start_checkpoint.is_none();
+        if fresh && log.log_end_offset == 0 {
+            // A brand-new log: `create_segment` made its one entry durable, and a missing
+            // recovery point means 0. (Creating a topic of thousands of partitions then costs
+            // one directory sync per partition, not three.)
+        } else if recovery_point_checkpoint == Some(log.log_end_offset) {
             // Nothing to record (a clean shutdown). Still make every directory entry durable: a
             // crash may have come between creating a segment and syncing the directory.
             log.sync_dir()?;
@@ -1205,6 +1211,34 @@ impl PartitionLog {
         )
     }
 
+    /// Moves the log start offset up to `offset` (Kafka's DeleteRecords), which must be in
+    /// `[log start, log end]`; a lower one is a no-op (the start never moves back). The
+    /// `log-start-offset` checkpoint is written first (so the new start survives a crash and a
+    /// restart), then the closed segments holding only offsets below it are deleted; a segment
+    /// holding both sides stays, its lower offsets no longer readable. Producers whose last
+    /// batch is below the new start are forgotten, as for retention. Returns the new start.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        if offset > self.log_end_offset || offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset,
+            });
+        }
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        let count = self.closed_count_below(offset);
+        if count > 0 {
+            self.delete_oldest_segments_to(count, true, offset)?;
+        } else {
+            write_checkpoint(&*self.disk, &self.dir, LOG_START_OFFSET_FILE, offset)?;
+            self.log_start_offset = offset;
+            self.producers.remove_below(offset);
+        }
+        Ok(offset)
+    }
+
     fn closed_count_below(&self, offset: i64) -> usize {
         self.segments
             .values()
@@ -1228,12 +1262,25 @@ impl PartitionLog {
         if count == 0 {
             return Ok(());
         }
-        let doomed: Vec<i64> = self.segments.keys().take(count).copied().collect();
         let new_start = *self
             .segments
             .keys()
             .nth(count)
             .expect("the active segment is never deleted");
+        self.delete_oldest_segments_to(count, forget_producers, new_start)
+    }
+
+    /// [`Self::delete_oldest_segments`] with the new log start offset `new_start` (at least
+    /// the first kept segment's base: it may lie inside that segment).
+    fn delete_oldest_segments_to(
+        &mut self,
+        count: usize,
+        forget_producers: bool,
+        new_start: i64,
+    ) -> Result<(), LogError> {
+        // (DeleteRecords may have put the start inside the first kept segment already.)
+        let new_start = new_start.max(self.log_start_offset);
+        let doomed: Vec<i64> = self.segments.keys().take(count).copied().collect();
         // The checkpoint first: a crash before the removals are durable then deletes them on
         // open instead of resurrecting them.
         write_checkpoint(&*self.disk, &self.dir, LOG_START_OFFSET_FILE, new_start)?;
@@ -1243,7 +1290,8 @@ impl PartitionLog {
             self.remove_segment_files(base)?;
         }
         self.sync_dir()?;
-        self.durable_end_offset = self.durable_end_offset.max(new_start);
+        let first_kept_base = *self.segments.keys().next().expect("never empty");
+        self.durable_end_offset = self.durable_end_offset.max(first_kept_base);
         if forget_producers {
             self.producers.remove_below(new_start);
             if self.disk.exists(&self.dir.join(PRODUCER_SNAPSHOT_FILE)) {

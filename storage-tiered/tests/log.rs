@@ -286,6 +286,61 @@ fn offset_for_timestamp_uses_batch_max_timestamps() {
     assert_eq!(log.offset_for_timestamp(401).unwrap(), None);
 }
 
+/// DeleteRecords: the log start moves to the asked offset (inside a segment too), offsets below
+/// it are no longer readable, whole segments below it are deleted, the start never moves back
+/// and offsets past the log end are refused; the new start survives a crash and a restart.
+#[test]
+fn delete_records_moves_the_log_start_durably() {
+    let disk = MemDisk::new();
+    let clock = ManualClock::new(T0);
+    let config = LogConfig {
+        segment_bytes: 500,
+        ..LogConfig::default()
+    };
+    let mut log = open(&disk, &clock, config.clone()).unwrap();
+    // Segments of 2 batches of 2 records each: offsets 0-3, 4-7, 8-11, 12-15 (active).
+    for i in 0..8 {
+        append(&mut log, simple_batch(2, 50, T0 + i));
+    }
+    log.flush().unwrap();
+    assert_eq!(log.segment_count(), 4);
+    assert_eq!(log.delete_records_before(6).unwrap(), 6);
+    assert_eq!(log.log_start_offset(), 6);
+    assert_eq!(
+        log.segment_count(),
+        3,
+        "the segment of offsets 0-3 is deleted"
+    );
+    assert!(matches!(
+        log.read(5, 100, i64::MAX),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    // The batch holding offset 6 (offsets 6-7) is served whole, as Kafka does.
+    assert_eq!(
+        headers(&log.read(6, 1, i64::MAX).unwrap())[0].base_offset,
+        6
+    );
+    // A lower offset leaves the start where it is; one past the end is refused.
+    assert_eq!(log.delete_records_before(2).unwrap(), 6);
+    assert!(matches!(
+        log.delete_records_before(17),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    drop(log);
+    disk.crash(None);
+    let mut log = open(&disk, &clock, config.clone()).unwrap();
+    assert_eq!(log.log_start_offset(), 6, "the new start survives a crash");
+    assert_eq!(log.log_end_offset(), 16);
+    // Up to the log end: every closed segment goes; the active one stays, its offsets hidden.
+    assert_eq!(log.delete_records_before(16).unwrap(), 16);
+    assert_eq!(segment_files(&disk), vec!["00000000000000000012.log"]);
+    assert_eq!(log.read(16, 100, i64::MAX).unwrap().len(), 0);
+    log.close().unwrap();
+    let log = open(&disk, &clock, config).unwrap();
+    assert_eq!(log.log_start_offset(), 16);
+    assert_eq!(log.log_end_offset(), 16);
+}
+
 #[test]
 fn retention_by_time() {
     let disk = MemDisk::new();

@@ -109,8 +109,19 @@ fn create_one(
     })
 }
 
-/// Handles a CreateTopics request.
-pub fn handle(
+/// Handles a CreateTopics request, off the async workers and after the admin requests before it
+/// ([`Broker::run_admin`]).
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    broker
+        .run_admin(move |broker| handle_blocking(broker, request, version))
+        .await
+}
+
+fn handle_blocking(
     broker: &Arc<Broker>,
     request: CreateTopicsRequest,
     version: i16,

@@ -49,8 +49,19 @@ fn result_for(broker: &Broker, name: Option<&str>, id: Uuid, version: i16) -> De
     result
 }
 
-/// Handles a DeleteTopics request.
-pub fn handle(
+/// Handles a DeleteTopics request, off the async workers and after the admin requests before it
+/// ([`Broker::run_admin`]).
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    broker
+        .run_admin(move |broker| handle_blocking(broker, request, version))
+        .await
+}
+
+fn handle_blocking(
     broker: &Arc<Broker>,
     request: DeleteTopicsRequest,
     version: i16,

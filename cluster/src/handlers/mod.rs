@@ -12,6 +12,9 @@ use kafka_protocol::messages::{
     MetadataResponse, ProduceRequest, ProduceResponse,
 };
 use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
+};
+use kafka_protocol::messages::{
     DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
     FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
     JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
@@ -28,8 +31,10 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod authorized_operations;
 pub mod configs;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
@@ -77,6 +82,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
 ];
 
 /// The supported `(min, max)` versions of `api_key`, if Strata serves it.
@@ -168,6 +175,8 @@ api_enums! {
     DeleteGroups(DeleteGroupsRequest, DeleteGroupsResponse),
     OffsetDelete(OffsetDeleteRequest, OffsetDeleteResponse),
     DescribeCluster(DescribeClusterRequest, DescribeClusterResponse),
+    DeleteRecords(DeleteRecordsRequest, DeleteRecordsResponse),
+    CreatePartitions(CreatePartitionsRequest, CreatePartitionsResponse),
 }
 
 /// What the connection does after a request was handled.
@@ -250,10 +259,10 @@ pub async fn handle_in_context(
             list_offsets::handle(broker, req, version).await,
         )),
         Request::CreateTopics(req) => Outcome::Respond(Response::CreateTopics(
-            create_topics::handle(broker, req, version),
+            create_topics::handle(broker, req, version).await,
         )),
         Request::DeleteTopics(req) => Outcome::Respond(Response::DeleteTopics(
-            delete_topics::handle(broker, req, version),
+            delete_topics::handle(broker, req, version).await,
         )),
         Request::InitProducerId(req) => Outcome::Respond(Response::InitProducerId(
             init_producer_id::handle(broker, req, version),
@@ -263,6 +272,12 @@ pub async fn handle_in_context(
         )),
         Request::AlterConfigs(req) => Outcome::Respond(Response::AlterConfigs(
             alter_configs::handle(broker, req, version),
+        )),
+        Request::DeleteRecords(req) => Outcome::Respond(Response::DeleteRecords(
+            delete_records::handle(broker, req, version).await,
+        )),
+        Request::CreatePartitions(req) => Outcome::Respond(Response::CreatePartitions(
+            create_partitions::handle(broker, req, version).await,
         )),
         Request::IncrementalAlterConfigs(req) => {
             Outcome::Respond(Response::IncrementalAlterConfigs(
