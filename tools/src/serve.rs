@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// max-connections).
     #[arg(long, value_name = "N")]
     max_connections_per_ip: Option<usize>,
+    /// socket.request.read.timeout.ms: a request frame whose first byte arrived must arrive
+    /// whole within this long, or its connection is closed (default 30000).
+    #[arg(long, value_name = "MS")]
+    socket_request_read_timeout_ms: Option<u64>,
     /// group.initial.rebalance.delay.ms: how long the first rebalance of a new (or emptied)
     /// consumer group waits for more members, in milliseconds (default 3000; 0: no wait).
     #[arg(long, value_name = "MS")]
@@ -86,6 +90,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         connections_max_idle_ms: args.connections_max_idle_ms,
         max_connections: args.max_connections,
         max_connections_per_ip: args.max_connections_per_ip,
+        socket_request_read_timeout_ms: args.socket_request_read_timeout_ms,
         group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
     };
     let store_url = serve_config::object_store_url(&file, &flags);

@@ -86,6 +86,7 @@ pub struct FlagOverrides {
     pub connections_max_idle_ms: Option<u64>,
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
+    pub socket_request_read_timeout_ms: Option<u64>,
     pub group_initial_rebalance_delay_ms: Option<u64>,
 }
 
@@ -260,7 +261,10 @@ pub fn build(file: FileConfig, flags: FlagOverrides) -> anyhow::Result<BrokerCon
     {
         config.connection_idle_ms_max = positive("connections_max_idle_ms", ms, TIMEOUT_MS_MAX)?;
     }
-    if let Some(ms) = file.socket_request_read_timeout_ms {
+    if let Some(ms) = flags
+        .socket_request_read_timeout_ms
+        .or(file.socket_request_read_timeout_ms)
+    {
         config.frame_read_ms_max = positive("socket_request_read_timeout_ms", ms, TIMEOUT_MS_MAX)?;
     }
     let max_connections = flags.max_connections.or(file.max_connections);
@@ -454,6 +458,7 @@ mod tests {
             connections_max_idle_ms: Some(60_000),
             max_connections: Some(50),
             max_connections_per_ip: Some(5),
+            socket_request_read_timeout_ms: Some(900),
             ..FlagOverrides::default()
         };
         let config = build(parse_file(text).expect("parse"), flags).expect("build");
@@ -461,6 +466,7 @@ mod tests {
         assert_eq!(config.connection_idle_ms_max, 60_000);
         assert_eq!(config.connections_max, 50);
         assert_eq!(config.connections_per_ip_max, 5);
+        assert_eq!(config.frame_read_ms_max, 900, "the flag wins over the file");
         let defaults = build(FileConfig::default(), FlagOverrides::default()).expect("build");
         assert_eq!(
             defaults.fetch_bytes_max, 57_671_680,
