@@ -34,7 +34,7 @@ COMPACTION_TIMEOUT_S = 60.0
 def broker_args(tmp_path: Path, *extra: str) -> list[str]:
     config = tmp_path / f"strata-{unique_name('cfg')}.toml"
     config.write_text("retention_check_interval_ms = 100\nlog_cleaner_backoff_ms = 100\n")
-    return ["--config", str(config), "--tier-interval-ms", "100", *extra]
+    return ["--segment-bytes-min", "1024", "--config", str(config), "--tier-interval-ms", "100", *extra]
 
 
 def write_versions(bootstrap: str, topic: str) -> tuple[dict[str, tuple[int, bytes | None]], int]:

@@ -69,7 +69,7 @@ def broker_args(tmp_path: Path, *extra: str) -> list[str]:
     """`strata serve` flags of these tests: fast tiering and fast local retention checks."""
     config = tmp_path / f"strata-{unique_name('cfg')}.toml"
     config.write_text("retention_check_interval_ms = 200\n")
-    return ["--config", str(config), "--tier-interval-ms", str(TIER_INTERVAL_MS), *extra]
+    return ["--segment-bytes-min", "1024", "--config", str(config), "--tier-interval-ms", str(TIER_INTERVAL_MS), *extra]
 
 
 # ------------------------------------------------------------------------------- tier status

@@ -105,6 +105,36 @@ pub struct BrokerConfig {
     /// tiered for a compaction pass (each partition is compacted only when due: see
     /// `min.cleanable.dirty.ratio`), default 15000 as in Kafka.
     pub log_cleaner_backoff_ms: u64,
+    /// The smallest `segment.bytes` a client may set on a topic (CreateTopics, AlterConfigs),
+    /// default [`SEGMENT_BYTES_MIN_DEFAULT`] (Kafka 4's minimum). A topic that rolls a segment
+    /// every few bytes costs a file (and a descriptor while open) per produce. Tests lower it
+    /// to roll often (`--segment-bytes-min`); never below [`SEGMENT_BYTES_MIN_FLOOR`].
+    pub segment_bytes_min: u64,
+}
+
+/// Kafka 4's minimum `segment.bytes` (KIP-1030): 1 MiB.
+pub const SEGMENT_BYTES_MIN_DEFAULT: u64 = 1024 * 1024;
+/// The smallest `segment.bytes` any topic may have (the smallest legacy record, Kafka's old
+/// minimum): what [`BrokerConfig::segment_bytes_min`] may be lowered to, and what stored topic
+/// configs of older versions are clamped to.
+pub const SEGMENT_BYTES_MIN_FLOOR: u64 = 14;
+
+/// Refuses a client's `segment.bytes` below `floor` (see [`BrokerConfig::segment_bytes_min`]);
+/// the error is the message for INVALID_CONFIG.
+pub fn check_client_segment_bytes(
+    overrides: &BTreeMap<String, String>,
+    floor: u64,
+) -> Result<(), String> {
+    let Some(value) = overrides.get("segment.bytes") else {
+        return Ok(());
+    };
+    match value.trim().parse::<u64>() {
+        Ok(bytes) if bytes < floor => Err(format!(
+            "Invalid value {value} for configuration segment.bytes: Value must be at least {floor}"
+        )),
+        // Other values are checked by validate_topic_config.
+        _ => Ok(()),
+    }
 }
 
 impl Default for BrokerConfig {
@@ -134,6 +164,7 @@ impl Default for BrokerConfig {
             frame_read_ms_max: 30_000,
             group_initial_rebalance_delay_ms: 3_000,
             log_cleaner_backoff_ms: 15_000,
+            segment_bytes_min: SEGMENT_BYTES_MIN_DEFAULT,
         }
     }
 }
@@ -467,8 +498,11 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
             }
         }
         "delete.retention.ms" => parse_i64(name, value, 0, i64::MAX).map(|_| ()),
-        // Kafka's minimum is 14 bytes (the smallest legacy record); kept so tests can roll often.
-        "segment.bytes" => parse_i64(name, value, 14, i32::MAX as i64).map(|_| ()),
+        // The floor of every topic; a client is held to the broker's segment_bytes_min (1 MiB
+        // by default) by check_client_segment_bytes.
+        "segment.bytes" => {
+            parse_i64(name, value, SEGMENT_BYTES_MIN_FLOOR as i64, i32::MAX as i64).map(|_| ())
+        }
         "segment.ms" => parse_i64(name, value, 1, i64::MAX).map(|_| ()),
         "retention.ms" | "retention.bytes" => parse_i64(name, value, -1, i64::MAX).map(|_| ()),
         "local.retention.ms" | "local.retention.bytes" => {
@@ -654,7 +688,7 @@ impl TopicConfig {
     pub fn log_config(&self, defaults: &LogConfig) -> LogConfig {
         let mut config = defaults.clone();
         if let Some(v) = self.get_i64("segment.bytes") {
-            config.segment_bytes = v.max(14) as u64;
+            config.segment_bytes = v.max(SEGMENT_BYTES_MIN_FLOOR as i64) as u64;
         }
         if let Some(v) = self.get_i64("segment.ms") {
             config.segment_ms = v;
@@ -1063,5 +1097,23 @@ mod tests {
         assert!(described
             .iter()
             .any(|(n, v, d)| *n == "segment.bytes" && v == "1000" && !d));
+    }
+
+    /// Goal: a client cannot give a topic segments below the broker's floor (1 MiB by default,
+    /// Kafka 4's minimum), with Kafka's message; the floor can be lowered for tests, never
+    /// below 14 bytes; a stored config below the floor still loads (clamped to 14 at worst).
+    #[test]
+    fn segment_bytes_floor_holds_for_clients() {
+        let with = |value: &str| BTreeMap::from([("segment.bytes".to_string(), value.to_string())]);
+        let floor = BrokerConfig::default().segment_bytes_min;
+        assert_eq!(floor, 1024 * 1024);
+        let refused = check_client_segment_bytes(&with("14"), floor).unwrap_err();
+        assert!(refused.contains("at least 1048576"), "{refused}");
+        assert!(check_client_segment_bytes(&with("1048575"), floor).is_err());
+        assert!(check_client_segment_bytes(&with("1048576"), floor).is_ok());
+        assert!(check_client_segment_bytes(&BTreeMap::new(), floor).is_ok());
+        assert!(check_client_segment_bytes(&with("14"), SEGMENT_BYTES_MIN_FLOOR).is_ok());
+        let stored = TopicConfig::from_overrides(with("14")).expect("an old stored config loads");
+        assert_eq!(stored.log_config(&LogConfig::default()).segment_bytes, 14);
     }
 }

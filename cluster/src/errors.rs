@@ -91,7 +91,9 @@ impl BrokerError {
             BrokerError::CorruptMeta { .. } => ResponseError::KafkaStorageError,
             // UNKNOWN_TOPIC_OR_PARTITION (3).
             BrokerError::UnknownTopicOrPartition(_) => ResponseError::UnknownTopicOrPartition,
-            // INVALID_TOPIC_EXCEPTION (17): illegal characters, too long, "." or "..".
+            // INVALID_TOPIC_EXCEPTION (17): illegal characters, too long, "." or "..", and a
+            // client producing to, creating or deleting an internal topic (Kafka's answer; see
+            // internal_topics.rs).
             BrokerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
             // TOPIC_ALREADY_EXISTS (36).
             BrokerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,

@@ -13,6 +13,7 @@ pub mod config;
 pub mod errors;
 pub mod group;
 pub mod handlers;
+pub mod internal_topics;
 pub mod metrics;
 pub mod server;
 pub mod tier;

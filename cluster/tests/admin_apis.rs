@@ -17,14 +17,18 @@ use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest,
     CreateTopicsResponse, DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+    DeleteTopicsResponse, FetchRequest, FetchResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
@@ -544,4 +548,115 @@ async fn a_large_create_does_not_block_other_clients() {
     server.await.unwrap().unwrap();
     broker.shutdown().await.unwrap();
     let _ = RealDisk::new().remove_dir_all(&dir);
+}
+
+/// The high watermark of `__consumer_offsets`-0.
+fn offsets_end(broker: &TestBroker) -> i64 {
+    let topic = broker
+        .broker
+        .topic("__consumer_offsets")
+        .expect("the offsets topic exists");
+    topic.partition(0).expect("partition 0").high_watermark()
+}
+
+/// Goal: internal topics are the broker's alone. A client's Produce to `__consumer_offsets`
+/// (which could forge another group's offsets, or plant bytes the broker replays at every
+/// start), its DeleteTopics and DeleteRecords, and CreateTopics (or Metadata auto-create) of a
+/// name Kafka reserves all get INVALID_TOPIC_EXCEPTION, as from Kafka, and change nothing.
+#[tokio::test]
+async fn internal_topics_refuse_client_writes_creates_and_deletes() {
+    let broker = TestBroker::start().await;
+    let mut conn = broker.connect().await;
+    let invalid_topic = ResponseError::InvalidTopicException.code();
+    let end = offsets_end(&broker);
+    assert_eq!(
+        produce(&mut conn, "__consumer_offsets", 0, &[b"forged"])
+            .await
+            .0,
+        invalid_topic
+    );
+    assert_eq!(offsets_end(&broker), end, "nothing appended");
+    assert_eq!(delete(&mut conn, "__consumer_offsets").await, invalid_topic);
+    assert_eq!(
+        delete_records(&mut conn, "__consumer_offsets", 1).await.0,
+        invalid_topic
+    );
+    assert!(
+        broker.broker.topic("__consumer_offsets").is_some(),
+        "still there"
+    );
+    for reserved in [
+        "__transaction_state",
+        "__share_group_state",
+        "__cluster_metadata",
+    ] {
+        assert_eq!(
+            create(&mut conn, reserved, 1, &[]).await,
+            invalid_topic,
+            "{reserved}"
+        );
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name(reserved)))
+            ]))
+            .with_allow_auto_topic_creation(true);
+        let response: MetadataResponse = conn.call(ApiKey::Metadata, 12, &request).await;
+        assert_eq!(
+            response.topics[0].error_code, invalid_topic,
+            "{reserved} auto-created"
+        );
+        assert!(
+            broker.broker.topic(reserved).is_none(),
+            "{reserved} created"
+        );
+    }
+    // Names that merely look internal are ordinary topics.
+    assert_eq!(create(&mut conn, "__orders", 1, &[]).await, 0);
+    assert_eq!(produce(&mut conn, "__orders", 0, &[b"ok"]).await, (0, 0));
+    drop(conn);
+    broker.stop().await;
+}
+
+/// Goal: a client cannot give a topic segments smaller than the broker's `segment_bytes_min`
+/// (1 MiB by default, Kafka 4's minimum; 4096 here): CreateTopics and AlterConfigs get
+/// INVALID_CONFIG and nothing is created or changed; values at the floor are accepted.
+#[tokio::test]
+async fn segment_bytes_below_the_broker_floor_is_refused() {
+    let config = BrokerConfig {
+        segment_bytes_min: 4096,
+        ..BrokerConfig::default()
+    };
+    let broker = TestBroker::start_with(config, Arc::new(MemDisk::new())).await;
+    let mut conn = broker.connect().await;
+    let invalid_config = ResponseError::InvalidConfig.code();
+    assert_eq!(
+        create(&mut conn, "tiny", 1, &[("segment.bytes", "14")]).await,
+        invalid_config
+    );
+    assert!(broker.broker.topic("tiny").is_none());
+    assert_eq!(
+        create(&mut conn, "floor", 1, &[("segment.bytes", "4096")]).await,
+        0
+    );
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("floor"))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("segment.bytes"))
+                .with_config_operation(0)
+                .with_value(Some(StrBytes::from_static_str("100")))]),
+    ]);
+    let response: IncrementalAlterConfigsResponse = conn
+        .call(ApiKey::IncrementalAlterConfigs, 1, &request)
+        .await;
+    assert_eq!(response.responses[0].error_code, invalid_config);
+    let topic = broker.broker.topic("floor").expect("floor exists");
+    assert_eq!(
+        topic.config().get("segment.bytes"),
+        Some("4096"),
+        "unchanged"
+    );
+    drop(conn);
+    broker.stop().await;
 }

@@ -551,6 +551,11 @@ async fn list_offsets_earliest_latest_and_by_time() {
     let mut conn = broker.connect().await;
     create_topic(&mut conn, "times", 1).await;
     assert_eq!(list_offset(&mut conn, "times", -1).await, (0, 0));
+    assert_eq!(
+        list_offset(&mut conn, "times", -3).await,
+        (0, -1),
+        "empty: no max"
+    );
     produce(&mut conn, "times", 0, batch(&[b"1", b"2"], None), -1).await;
     produce(&mut conn, "times", 0, batch(&[b"3"], None), -1).await;
     assert_eq!(list_offset(&mut conn, "times", -2).await, (0, 0));
@@ -561,6 +566,9 @@ async fn list_offsets_earliest_latest_and_by_time() {
     // Inside a batch: the record, not the batch's first offset.
     let (code, offset) = list_offset(&mut conn, "times", 1_700_000_000_001).await;
     assert_eq!((code, offset), (0, 1));
+    // MAX_TIMESTAMP (-3, KIP-734): the record with the largest timestamp (1_700_000_000_001,
+    // the second record of the first batch), not the last record nor a batch's first offset.
+    assert_eq!(list_offset(&mut conn, "times", -3).await, (0, 1));
     let (code, offset) = list_offset(&mut conn, "times", 4_000_000_000_000).await;
     assert_eq!((code, offset), (0, -1));
     let (code, _) = list_offset(&mut conn, "missing", -1).await;

@@ -300,3 +300,45 @@ async fn offset_delete_refuses_topics_a_live_consumer_group_subscribes_to() {
     assert_eq!(fetch(&mut conn, "live", "other", &[0]).await, vec![-1]);
     broker.stop().await;
 }
+
+/// Goal: a group id longer than the offsets key can hold (32,767 bytes) is refused with
+/// INVALID_GROUP_ID, never cut short: before, a 40,000-byte id was stored under its first
+/// 32,767 bytes, so two ids sharing that prefix overwrote each other's offsets, and one cut
+/// inside a UTF-8 character was lost at the next start. The longest legal id commits, reads
+/// back and survives a restart.
+#[tokio::test]
+async fn over_long_group_ids_are_refused_not_truncated() {
+    let disk = Arc::new(MemDisk::new());
+    let broker = start_on(&disk).await;
+    let mut conn = broker.connect().await;
+    create_topic(&mut conn, "t", 1).await;
+    let longest = "g".repeat(strata_cluster::group::GROUP_ID_BYTES_MAX);
+    assert_eq!(
+        commit(&mut conn, &longest, -1, "", "t", &[(0, 7)]).await,
+        vec![0]
+    );
+    let over_long = format!("{longest}-a");
+    assert_eq!(
+        commit(&mut conn, &over_long, -1, "", "t", &[(0, 999)]).await,
+        vec![ResponseError::InvalidGroupId.code()]
+    );
+    // 2-byte characters straddling the limit: refused too.
+    let multibyte = "é".repeat(strata_cluster::group::GROUP_ID_BYTES_MAX / 2 + 1);
+    assert_eq!(
+        commit(&mut conn, &multibyte, -1, "", "t", &[(0, 5)]).await,
+        vec![ResponseError::InvalidGroupId.code()]
+    );
+    assert_eq!(
+        fetch(&mut conn, &longest, "t", &[0]).await,
+        vec![7],
+        "prefix untouched"
+    );
+    drop(conn);
+    broker.stop().await;
+
+    let broker = start_on(&disk).await;
+    let mut conn = broker.connect().await;
+    assert_eq!(fetch(&mut conn, &longest, "t", &[0]).await, vec![7]);
+    drop(conn);
+    broker.stop().await;
+}

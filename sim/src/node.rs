@@ -26,7 +26,8 @@ pub const BROKER_PORT: u16 = 9092;
 pub const CRASH_PANIC_MARK: &str = "crashing the broker node";
 
 /// The broker config used in simulation: the defaults (fsync before acks=all answers), the data
-/// dir `/data` on the node's disk, listening on `ip`, no initial rebalance delay.
+/// dir `/data` on the node's disk, listening on `ip`, no initial rebalance delay, segments of
+/// any size.
 pub fn broker_config(node_id: i32, ip: IpAddr) -> BrokerConfig {
     BrokerConfig {
         node_id,
@@ -36,6 +37,8 @@ pub fn broker_config(node_id: i32, ip: IpAddr) -> BrokerConfig {
         // Groups rebalance at once: the workloads' timings (and recorded traces) predate
         // `group.initial.rebalance.delay.ms`.
         group_initial_rebalance_delay_ms: 0,
+        // The workloads roll segments every few KB.
+        segment_bytes_min: strata_cluster::config::SEGMENT_BYTES_MIN_FLOOR,
         ..BrokerConfig::default()
     }
 }

@@ -1018,6 +1018,17 @@ impl PartitionLog {
         self.durable_end_offset
     }
 
+    /// The largest batch max timestamp of the local log (ListOffsets MAX_TIMESTAMP), `None`
+    /// when no batch carries a timestamp (every batch timestamp is -1, or the log is empty).
+    pub fn max_timestamp(&self) -> Option<i64> {
+        self.segments
+            .values()
+            .filter(|segment| !segment.is_empty())
+            .map(|segment| segment.max_timestamp)
+            .max()
+            .filter(|max| *max >= 0)
+    }
+
     /// First offset whose batch max timestamp >= ts, with that timestamp (ListOffsets by time):
     /// the base offset of the first batch whose largest timestamp is at least `ts_ms`.
     pub fn offset_for_timestamp(&self, ts_ms: i64) -> Result<Option<(i64, i64)>, LogError> {

@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// consumer group waits for more members, in milliseconds (default 3000; 0: no wait).
     #[arg(long, value_name = "MS")]
     group_initial_rebalance_delay_ms: Option<u64>,
+    /// The smallest segment.bytes a client may give a topic (default 1048576, Kafka 4's
+    /// minimum; at least 14). For tests that roll segments every few KB.
+    #[arg(long, value_name = "BYTES")]
+    segment_bytes_min: Option<u64>,
 }
 
 /// Runs the broker: open the data dir, bind, serve until a shutdown signal, then flush and
@@ -92,6 +96,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_connections_per_ip: args.max_connections_per_ip,
         socket_request_read_timeout_ms: args.socket_request_read_timeout_ms,
         group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
+        segment_bytes_min: args.segment_bytes_min,
     };
     let store_url = serve_config::object_store_url(&file, &flags);
     let config = serve_config::build(file, flags)?;

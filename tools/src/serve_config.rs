@@ -88,6 +88,7 @@ pub struct FlagOverrides {
     pub max_connections_per_ip: Option<usize>,
     pub socket_request_read_timeout_ms: Option<u64>,
     pub group_initial_rebalance_delay_ms: Option<u64>,
+    pub segment_bytes_min: Option<u64>,
 }
 
 /// The longest `connections_max_idle_ms` / `socket_request_read_timeout_ms` accepted: Kafka's
@@ -245,6 +246,13 @@ pub fn build(file: FileConfig, flags: FlagOverrides) -> anyhow::Result<BrokerCon
         .or(file.group_initial_rebalance_delay_ms)
     {
         config.group_initial_rebalance_delay_ms = ms;
+    }
+    if let Some(n) = flags.segment_bytes_min {
+        let floor = strata_cluster::config::SEGMENT_BYTES_MIN_FLOOR;
+        if n < floor {
+            bail!("--segment-bytes-min must be at least {floor}, not {n}");
+        }
+        config.segment_bytes_min = n;
     }
     if let Some(n) = flags.fetch_max_bytes.or(file.fetch_max_bytes) {
         config.fetch_bytes_max = positive("fetch_max_bytes", n, i32::MAX as usize)?;

@@ -71,6 +71,21 @@ pub const OFFSET_COMMIT_DURABLE_TIMEOUT_MS: u64 = 30_000;
 /// Extra time a waiting JoinGroup/SyncGroup is given beyond the group's own timeouts.
 pub const WAIT_MARGIN_MS: u64 = 5_000;
 
+/// Longest group id, in bytes of UTF-8: the longest string the `__consumer_offsets` key layout
+/// can hold (an `i16` length; Kafka's limit in practice, as its serializer refuses longer ones).
+/// A longer id gets INVALID_GROUP_ID from every API that would create or write the group,
+/// instead of a key cut short, which let groups sharing a prefix overwrite each other and lost
+/// the offsets of an id cut inside a UTF-8 character.
+pub const GROUP_ID_BYTES_MAX: usize = offsets::STRING_BYTES_MAX;
+
+/// Whether a group id may name a group: non-empty, at most [`GROUP_ID_BYTES_MAX`] bytes.
+pub fn check_group_id(group_id: &str) -> Result<(), ResponseError> {
+    if group_id.is_empty() || group_id.len() > GROUP_ID_BYTES_MAX {
+        return Err(ResponseError::InvalidGroupId);
+    }
+    Ok(())
+}
+
 /// Limits of the coordinator (Kafka's broker config names).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupConfig {
@@ -244,13 +259,16 @@ impl GroupCoordinator {
 
     // ---- startup ----
 
-    /// Creates `__consumer_offsets` if missing and rebuilds the committed offsets from it.
+    /// Creates `__consumer_offsets` if missing and rebuilds the committed offsets from it, one
+    /// batch at a time through the bounded decoder. A batch that does not decode is skipped and
+    /// counted in the log line, never a reason to refuse to start.
     pub fn load(&self, broker: &Broker) -> Result<(), BrokerError> {
         let partition = offsets_partition(broker)?;
         let mut position = partition.with_log(|log| Ok(log.log_start_offset()))?;
         let end = partition.with_log(|log| Ok(log.log_end_offset()))?;
         let mut groups = self.lock();
         let mut records = 0usize;
+        let mut batches_skipped = 0usize;
         while position < end {
             let bytes = partition.with_log(|log| log.read(position, 1 << 20, end))?;
             if bytes.is_empty() {
@@ -262,15 +280,11 @@ impl GroupCoordinator {
                 .map_while(Result::ok)
                 .last()
                 .map(|(header, _)| header.last_offset() + 1);
-            let entries =
-                offsets::decode_batches(bytes).map_err(|reason| BrokerError::CorruptMeta {
-                    path: format!("{OFFSETS_TOPIC}-0@{position}").into(),
-                    reason,
-                })?;
-            for (offset, key, value) in entries {
-                records += 1;
-                apply_record(&mut groups, offset, key, value);
-            }
+            let count = offsets::replay_batches(&bytes, |offset, key, value| {
+                apply_record(&mut groups, offset, key, value)
+            });
+            records += count.records;
+            batches_skipped += count.batches_skipped;
             let Some(next) = next else {
                 break;
             };
@@ -279,6 +293,7 @@ impl GroupCoordinator {
         }
         tracing::info!(
             records,
+            batches_skipped,
             groups = groups.len(),
             "group coordinator loaded committed offsets"
         );
@@ -290,11 +305,8 @@ impl GroupCoordinator {
     /// JoinGroup.
     pub fn join(&self, now: Duration, p: JoinParams) -> Pending<JoinResult> {
         let config = self.config();
-        if p.group_id.is_empty() {
-            return Pending::Done(JoinResult::error(
-                ResponseError::InvalidGroupId,
-                &p.member_id,
-            ));
+        if let Err(error) = check_group_id(&p.group_id) {
+            return Pending::Done(JoinResult::error(error, &p.member_id));
         }
         if p.session_timeout_ms < config.session_timeout_min_ms
             || p.session_timeout_ms > config.session_timeout_max_ms
@@ -572,9 +584,7 @@ impl GroupCoordinator {
         member_id: &str,
         group_instance_id: Option<&str>,
     ) -> Result<(), ResponseError> {
-        if group_id.is_empty() {
-            return Err(ResponseError::InvalidGroupId);
-        }
+        check_group_id(group_id)?;
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             if generation_id < 0 {

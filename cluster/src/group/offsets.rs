@@ -11,8 +11,10 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use strata_storage::batch;
+use strata_storage::tier::records;
 
 /// The internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -46,11 +48,16 @@ pub struct CommittedOffset {
     pub commit_timestamp_ms: i64,
 }
 
+/// Longest string of a key or value: the `i16` length prefix of Kafka's layout.
+pub const STRING_BYTES_MAX: usize = i16::MAX as usize;
+
 fn put_string(buf: &mut BytesMut, s: &str) {
-    // Callers bound the lengths (group ids, topic names, metadata are all < i16::MAX).
-    let len = i16::try_from(s.len()).unwrap_or(i16::MAX);
+    // Callers refuse longer strings with Kafka's error (group ids: INVALID_GROUP_ID, metadata:
+    // OFFSET_METADATA_TOO_LARGE, topics: at most 249 bytes): a string cut short here would
+    // silently merge keys.
+    let len = i16::try_from(s.len()).expect("offsets strings are at most STRING_BYTES_MAX bytes");
     buf.put_i16(len);
-    buf.put_slice(&s.as_bytes()[..len as usize]);
+    buf.put_slice(s.as_bytes());
 }
 
 fn get_string(buf: &mut Bytes) -> Result<String, String> {
@@ -186,24 +193,58 @@ pub fn encode_batch(
     Ok(buf)
 }
 
-/// One decoded record: its log offset, key and value (`None` value: a tombstone).
-pub type DecodedRecord = (i64, Option<Bytes>, Option<Bytes>);
+/// What a replay of `__consumer_offsets` batches did: records handed out, batches skipped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayCount {
+    /// Records handed to the visitor.
+    pub records: usize,
+    /// Batches that did not decode (framing, CRC, a bomb past
+    /// [`records::DECOMPRESSED_RECORDS_BYTES_MAX`], a transactional batch), skipped whole.
+    pub batches_skipped: usize,
+}
 
-/// Decodes the record batches in `bytes` into `(offset, key, value)` triples.
-pub fn decode_batches(bytes: Bytes) -> Result<Vec<DecodedRecord>, String> {
-    let mut buf = bytes;
-    let sets = RecordBatchDecoder::decode_all(&mut buf)
-        .map_err(|e| format!("decoding offsets batches: {e:#}"))?;
-    let mut out = Vec::new();
-    for set in sets {
-        for record in set.records {
-            if record.control {
-                continue;
+/// Hands every record of the batches laid back to back in `bytes` to `visit` as `(offset, key,
+/// value)` (`None` value: a tombstone), one batch decoded at a time through the bounded decoder
+/// ([`records::decode_batch_bytes`]): a batch never takes more than
+/// [`records::DECOMPRESSED_RECORDS_BYTES_MAX`] decoded, and only one is held at once.
+///
+/// Control batches carry no offsets and are stepped over. A batch that does not decode is
+/// skipped with a warning, never an error: the broker must start whatever bytes the topic
+/// holds (only the broker writes to it, but a log written by an older version, or by a client
+/// before internal topics were refused, may hold anything).
+pub fn replay_batches(
+    bytes: &Bytes,
+    mut visit: impl FnMut(i64, Option<Bytes>, Option<Bytes>),
+) -> ReplayCount {
+    let mut count = ReplayCount::default();
+    for item in batch::batches(bytes) {
+        let Ok((header, whole)) = item else {
+            // The log hands out whole, framed batches; a bad frame ends this read.
+            count.batches_skipped += 1;
+            tracing::warn!("an offsets batch with bad framing ends the replay of this read");
+            break;
+        };
+        if header.is_control() {
+            continue;
+        }
+        match records::decode_batch_bytes(&bytes.slice_ref(whole)) {
+            Ok((_, rows)) => {
+                for row in rows {
+                    count.records += 1;
+                    visit(row.offset, row.key, row.value);
+                }
             }
-            out.push((record.offset, record.key, record.value));
+            Err(error) => {
+                count.batches_skipped += 1;
+                tracing::warn!(
+                    base_offset = header.base_offset,
+                    %error,
+                    "undecodable offsets batch skipped"
+                );
+            }
         }
     }
-    Ok(out)
+    count
 }
 
 #[cfg(test)]
@@ -265,7 +306,11 @@ mod tests {
         });
         let batch =
             encode_batch(&[(k.clone(), Some(Bytes::from_static(b"v"))), (k, None)], 5).unwrap();
-        let decoded = decode_batches(batch.freeze()).unwrap();
+        let mut decoded = Vec::new();
+        let count = replay_batches(&batch.freeze(), |offset, key, value| {
+            decoded.push((offset, key, value))
+        });
+        assert_eq!(count.batches_skipped, 0);
         assert_eq!(decoded.len(), 2);
         assert!(decoded[0].2.is_some());
         assert!(decoded[1].2.is_none());

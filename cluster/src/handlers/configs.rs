@@ -8,7 +8,7 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
-use crate::config::{self, BrokerConfig, ConfigType, TopicConfig};
+use crate::config::{self, check_client_segment_bytes, BrokerConfig, ConfigType, TopicConfig};
 use crate::errors::BrokerError;
 
 /// ConfigResource type TOPIC.
@@ -128,8 +128,13 @@ pub fn replace_topic_config(
     overrides: BTreeMap<String, String>,
     validate_only: bool,
 ) -> Result<(), BrokerError> {
-    if broker.topic(topic).is_none() {
+    let Some(current) = broker.topic(topic) else {
         return Err(BrokerError::UnknownTopicOrPartition(topic.to_string()));
+    };
+    // A segment.bytes kept as it was (set before the floor existed) is not refused again.
+    if overrides.get("segment.bytes") != current.config().overrides().get("segment.bytes") {
+        check_client_segment_bytes(&overrides, broker.config().segment_bytes_min)
+            .map_err(BrokerError::InvalidConfig)?;
     }
     let config = TopicConfig::from_overrides(overrides).map_err(BrokerError::InvalidConfig)?;
     broker.set_topic_config(topic, config, validate_only)

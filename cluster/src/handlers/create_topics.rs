@@ -14,8 +14,9 @@ use uuid::Uuid;
 
 use super::configs::{SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC};
 use crate::broker::{validate_topic_name, Broker};
-use crate::config::TopicConfig;
+use crate::config::{check_client_segment_bytes, TopicConfig};
 use crate::errors::BrokerError;
+use crate::internal_topics;
 
 struct Created {
     id: Uuid,
@@ -26,6 +27,7 @@ struct Created {
 fn resolve(broker: &Broker, topic: &CreatableTopic) -> Result<(i32, TopicConfig), BrokerError> {
     let name = topic.name.0.as_str();
     validate_topic_name(name)?;
+    internal_topics::check_client_create(name)?;
     let node = broker.node_id();
     let partitions = if topic.assignments.is_empty() {
         if topic.replication_factor != -1 && topic.replication_factor != 1 {
@@ -86,6 +88,8 @@ fn resolve(broker: &Broker, topic: &CreatableTopic) -> Result<(i32, TopicConfig)
         })?;
         overrides.insert(config.name.to_string(), value.to_string());
     }
+    check_client_segment_bytes(&overrides, broker.config().segment_bytes_min)
+        .map_err(BrokerError::InvalidConfig)?;
     let config = TopicConfig::from_overrides(overrides).map_err(BrokerError::InvalidConfig)?;
     Ok((partitions, config))
 }

@@ -15,6 +15,7 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use crate::broker::{Broker, Topic};
 use crate::errors::{BrokerError, DELETE_RECORDS_REFUSED};
+use crate::internal_topics;
 
 /// Kafka's low watermark in an answer with an error.
 const LOW_WATERMARK_UNKNOWN: i64 = -1;
@@ -31,6 +32,7 @@ fn delete_one(
     let partition = topic.partition(index).ok_or_else(|| {
         BrokerError::UnknownTopicOrPartition(format!("{}-{index}", topic.name())).code()
     })?;
+    internal_topics::check_client_delete_records(topic.name()).map_err(|e| e.code())?;
     let tier_config = topic.tier_config(broker.config());
     if !tier_config.delete || broker.is_tiered(topic) || partition.tier().remote().is_some() {
         return Err(DELETE_RECORDS_REFUSED.code());

@@ -9,18 +9,19 @@ use uuid::Uuid;
 
 use crate::broker::Broker;
 use crate::errors::UNKNOWN_TOPIC_ID;
+use crate::internal_topics;
 
 fn result_for(broker: &Broker, name: Option<&str>, id: Uuid, version: i16) -> DeletableTopicResult {
-    let outcome: Result<(String, Uuid), (i16, String)> = match name {
-        Some(name) => broker
-            .delete_topic(name)
+    let delete = |name: &str| {
+        internal_topics::check_client_delete(name)
+            .and_then(|()| broker.delete_topic(name))
             .map(|t| (t.name().to_string(), t.id()))
-            .map_err(|e| (e.code(), e.to_string())),
+            .map_err(|e| (e.code(), e.to_string()))
+    };
+    let outcome: Result<(String, Uuid), (i16, String)> = match name {
+        Some(name) => delete(name),
         None => match broker.topic_by_id(id) {
-            Some(topic) => broker
-                .delete_topic(topic.name())
-                .map(|t| (t.name().to_string(), t.id()))
-                .map_err(|e| (e.code(), e.to_string())),
+            Some(topic) => delete(topic.name()),
             None => Err((UNKNOWN_TOPIC_ID.code(), format!("unknown topic id {id}"))),
         },
     };

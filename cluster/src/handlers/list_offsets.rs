@@ -1,6 +1,7 @@
-//! ListOffsets (v1-7): -2 earliest, -1 latest (the high watermark), -3 max timestamp (not
-//! tracked: answers offset -1), otherwise the first record with a timestamp >= the one asked
-//! (the log locates the batch by its max timestamp; the record is found by decoding that batch).
+//! ListOffsets (v1-7): -2 earliest, -1 latest (the high watermark), -3 max timestamp (the first
+//! record with the local log's largest timestamp), otherwise the first record with a timestamp
+//! >= the one asked (the log locates the batch by its max timestamp; the record is found by
+//! decoding that batch with the bounded decoder).
 //! Tiered topics: earliest is the whole log's start, and timestamps are looked up in the remote
 //! tier first (it holds the older records).
 
@@ -12,8 +13,10 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
+
+use strata_storage::batch;
+use strata_storage::tier::records::{self, RecordRow};
 
 use crate::broker::{Broker, Partition};
 use crate::errors::BrokerError;
@@ -28,13 +31,32 @@ pub const MAX_TIMESTAMP: i64 = -3;
 
 /// The first record at or after `offset` in `batches` whose timestamp is >= `timestamp`, as
 /// `(timestamp, offset)`: the log finds the batch, Kafka answers with the record inside it.
-/// `None` if the batches do not decode (the batch-level answer is used then).
-fn exact_record(mut batches: Bytes, offset: i64, timestamp: i64) -> Option<(i64, i64)> {
-    let sets = RecordBatchDecoder::decode_all(&mut batches).ok()?;
-    sets.into_iter()
-        .flat_map(|set| set.records)
-        .find(|record| record.offset >= offset && record.timestamp >= timestamp)
-        .map(|record| (record.timestamp, record.offset))
+/// Batches are decoded one at a time by the bounded decoder (a batch that would decompress past
+/// `DECOMPRESSED_RECORDS_BYTES_MAX` fails, and is not held past its own turn); control batches
+/// are stepped over. `None` if no decodable batch holds such a record (the caller answers with
+/// the batch-level position then).
+fn exact_record(batches: &Bytes, offset: i64, timestamp: i64) -> Option<(i64, i64)> {
+    find_record(batches, |row| {
+        row.offset >= offset && row.timestamp_ms >= timestamp
+    })
+}
+
+/// The first record of `batches` (see [`exact_record`]) that `wanted` accepts, as
+/// `(timestamp, offset)`.
+fn find_record(batches: &Bytes, mut wanted: impl FnMut(&RecordRow) -> bool) -> Option<(i64, i64)> {
+    for item in batch::batches(batches) {
+        let (header, whole) = item.ok()?;
+        if header.is_control() {
+            continue;
+        }
+        let Ok((_, rows)) = records::decode_batch_bytes(&batches.slice_ref(whole)) else {
+            continue;
+        };
+        if let Some(row) = rows.iter().find(|row| wanted(row)) {
+            return Some((row.timestamp_ms, row.offset));
+        }
+    }
+    None
 }
 
 /// Handles a ListOffsets request.
@@ -105,7 +127,7 @@ async fn lookup(
             }
             return Ok((-1, partition.tier().log_start_offset(local_start)));
         }
-        MAX_TIMESTAMP => return Ok((-1, -1)),
+        MAX_TIMESTAMP => return max_timestamp_record(partition, high_watermark),
         _ => {}
     }
     // Older records first: the remote tier holds the offsets below the local start.
@@ -113,7 +135,7 @@ async fn lookup(
         if let Some((offset, found_ts)) = remote_offset_for_timestamp(partition, timestamp).await? {
             if offset < local_start && offset < high_watermark {
                 let batch = read_remote(broker, partition, offset, 1).await?;
-                return Ok(exact_record(batch, offset, timestamp).unwrap_or((found_ts, offset)));
+                return Ok(exact_record(&batch, offset, timestamp).unwrap_or((found_ts, offset)));
             }
         }
     }
@@ -121,7 +143,30 @@ async fn lookup(
         Ok(match log.offset_for_timestamp(timestamp)? {
             Some((offset, found_ts)) if offset < high_watermark => {
                 let batch = log.read(offset, 1, high_watermark)?;
-                exact_record(batch, offset, timestamp).unwrap_or((found_ts, offset))
+                exact_record(&batch, offset, timestamp).unwrap_or((found_ts, offset))
+            }
+            _ => (-1, -1),
+        })
+    })
+}
+
+/// `(timestamp, offset)` of the first record holding the local log's largest timestamp (Kafka's
+/// KIP-734 answer to MAX_TIMESTAMP), `(-1, -1)` when the log is empty or carries no timestamps.
+/// The log finds the first batch whose max timestamp is the largest; the bounded decoder finds
+/// the record inside it. Offloaded segments are not searched: their timestamps are below the
+/// local log's unless producers set timestamps out of order.
+fn max_timestamp_record(
+    partition: &Partition,
+    high_watermark: i64,
+) -> Result<(i64, i64), BrokerError> {
+    partition.with_log(|log| {
+        let Some(max_ts) = log.max_timestamp() else {
+            return Ok((-1, -1));
+        };
+        Ok(match log.offset_for_timestamp(max_ts)? {
+            Some((offset, found_ts)) if offset < high_watermark => {
+                let batch = log.read(offset, 1, high_watermark)?;
+                find_record(&batch, |row| row.timestamp_ms == max_ts).unwrap_or((found_ts, offset))
             }
             _ => (-1, -1),
         })

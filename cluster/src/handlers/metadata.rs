@@ -16,6 +16,7 @@ use super::authorized_operations;
 use crate::broker::{validate_topic_name, Broker, Topic};
 use crate::config::TopicConfig;
 use crate::errors::{BrokerError, UNKNOWN_TOPIC_ID};
+use crate::internal_topics;
 
 fn topic_entry(broker: &Broker, topic: &Topic, version: i16) -> MetadataResponseTopic {
     let node = BrokerId(broker.node_id());
@@ -158,7 +159,9 @@ fn lookup_or_create(
     if let Some(topic) = broker.topic(name) {
         return topic_entry(broker, &topic, version);
     }
-    if let Err(error) = validate_topic_name(name) {
+    if let Err(error) =
+        validate_topic_name(name).and_then(|()| internal_topics::check_client_create(name))
+    {
         return error_entry(Some(name), Uuid::nil(), error.code(), version);
     }
     if !(allow_auto_create && broker.config().auto_create_topics) {

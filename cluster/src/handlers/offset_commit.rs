@@ -26,7 +26,10 @@ pub async fn handle(
         None
     };
     let coordinator = broker.groups();
-    let metadata_max = coordinator.config().offset_metadata_bytes_max;
+    let metadata_max = coordinator
+        .config()
+        .offset_metadata_bytes_max
+        .min(crate::group::offsets::STRING_BYTES_MAX);
     let check = coordinator.check_commit(
         broker.clock().monotonic(),
         &group_id,

@@ -34,6 +34,7 @@ use crate::errors::{
     BrokerError, INVALID_RECORD, INVALID_REQUIRED_ACKS, INVALID_TIMESTAMP, MESSAGE_TOO_LARGE,
     NOT_ENOUGH_REPLICAS, REQUEST_TIMED_OUT, TRANSACTIONS_UNSUPPORTED,
 };
+use crate::internal_topics;
 use strata_storage::batch::{Compression, TimestampType};
 use strata_storage::tier::records::{decode_batch_bytes, encode_batch};
 
@@ -444,7 +445,12 @@ pub fn append(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Ap
                         let e = BrokerError::UnknownTopicOrPartition(format!("{name}-{index}"));
                         Err((e.response_error(), e.to_string()))
                     }
-                    Some(p) => append_partition(broker, p, data.records, acks, &mut record_errors),
+                    Some(p) => match internal_topics::check_client_produce(&name) {
+                        Err(e) => Err((e.response_error(), e.to_string())),
+                        Ok(()) => {
+                            append_partition(broker, p, data.records, acks, &mut record_errors)
+                        }
+                    },
                 }
             };
             let response = match result {

@@ -36,10 +36,15 @@ impl TestBroker {
 
     /// Starts a broker with `config` on `disk`. Groups rebalance at once
     /// (`group.initial.rebalance.delay.ms` = 0) so that tests need not wait Kafka's 3 s; a test of
-    /// the delay sets it with `broker.groups().set_config`.
+    /// the delay sets it with `broker.groups().set_config`. Topics may have segments of any size
+    /// from 14 bytes (`segment_bytes_min`), so that tests roll segments often, unless `config`
+    /// asks for a floor above the default (a test of the floor).
     pub async fn start_with(mut config: BrokerConfig, disk: Arc<MemDisk>) -> TestBroker {
         config.data_dir = "/data".into();
         config.group_initial_rebalance_delay_ms = 0;
+        if config.segment_bytes_min == strata_cluster::config::SEGMENT_BYTES_MIN_DEFAULT {
+            config.segment_bytes_min = strata_cluster::config::SEGMENT_BYTES_MIN_FLOOR;
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         config.listen = addr;

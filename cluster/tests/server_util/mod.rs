@@ -21,7 +21,8 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts a broker with `config` (its data dir and listen address are set here) on `disk`.
+    /// Starts a broker with `config` (its data dir and listen address are set here; segments of
+    /// any size from 14 bytes unless `config` sets a floor) on `disk`.
     pub async fn start(
         mut config: BrokerConfig,
         disk: Arc<MemDisk>,
@@ -31,6 +32,10 @@ impl Server {
         let addr = listener.local_addr().expect("local addr");
         config.data_dir = "/data".into();
         config.listen = addr;
+        // Tests roll segments every few KB (see TestBroker::start_with).
+        if config.segment_bytes_min == strata_cluster::config::SEGMENT_BYTES_MIN_DEFAULT {
+            config.segment_bytes_min = strata_cluster::config::SEGMENT_BYTES_MIN_FLOOR;
+        }
         let disk: Arc<dyn Disk> = disk;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
         let broker = Broker::open_with_store(config, disk, clock, store)
