@@ -205,8 +205,8 @@ pub struct ReplayCount {
 
 /// Hands every record of the batches laid back to back in `bytes` to `visit` as `(offset, key,
 /// value)` (`None` value: a tombstone), one batch decoded at a time through the bounded decoder
-/// ([`records::decode_batch_bytes`]): a batch never takes more than
-/// [`records::DECOMPRESSED_RECORDS_BYTES_MAX`] decoded, and only one is held at once.
+/// ([`records::visit_batch_records`]): a batch never takes more than
+/// [`records::DECOMPRESSED_RECORDS_BYTES_MAX`] decompressed, and only one is held at once.
 ///
 /// Control batches carry no offsets and are stepped over. A batch that does not decode is
 /// skipped with a warning, never an error: the broker must start whatever bytes the topic
@@ -227,13 +227,17 @@ pub fn replay_batches(
         if header.is_control() {
             continue;
         }
-        match records::decode_batch_bytes(&bytes.slice_ref(whole)) {
-            Ok((_, rows)) => {
-                for row in rows {
-                    count.records += 1;
-                    visit(row.offset, row.key, row.value);
-                }
-            }
+        // Records are handed out as they decode (nothing per record is kept here): the records
+        // of a batch that fails halfway before its failure are valid records and stay applied.
+        let outcome = records::visit_batch_records(whole, |record| {
+            // Keys and values may live in the decompressed section: copied, one record at a time.
+            let copy = |field: Option<&[u8]>| field.map(Bytes::copy_from_slice);
+            count.records += 1;
+            visit(record.offset, copy(record.key), copy(record.value));
+            Ok(())
+        });
+        match outcome {
+            Ok(_) => {}
             Err(error) => {
                 count.batches_skipped += 1;
                 tracing::warn!(

@@ -16,7 +16,7 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
 use strata_storage::batch;
-use strata_storage::tier::records::{self, RecordRow};
+use strata_storage::tier::records::{self, RecordError, RecordView};
 
 use crate::broker::{Broker, Partition};
 use crate::errors::BrokerError;
@@ -42,18 +42,28 @@ fn exact_record(batches: &Bytes, offset: i64, timestamp: i64) -> Option<(i64, i6
 }
 
 /// The first record of `batches` (see [`exact_record`]) that `wanted` accepts, as
-/// `(timestamp, offset)`.
-fn find_record(batches: &Bytes, mut wanted: impl FnMut(&RecordRow) -> bool) -> Option<(i64, i64)> {
+/// `(timestamp, offset)`. Records are visited, not collected: a batch of millions of records
+/// costs no more than its decompressed bytes.
+fn find_record(
+    batches: &Bytes,
+    mut wanted: impl FnMut(&RecordView<'_>) -> bool,
+) -> Option<(i64, i64)> {
     for item in batch::batches(batches) {
         let (header, whole) = item.ok()?;
         if header.is_control() {
             continue;
         }
-        let Ok((_, rows)) = records::decode_batch_bytes(&batches.slice_ref(whole)) else {
-            continue;
-        };
-        if let Some(row) = rows.iter().find(|row| wanted(row)) {
-            return Some((row.timestamp_ms, row.offset));
+        let mut found = None;
+        // A visitor error ends the visit early once the record is found.
+        let _ = records::visit_batch_records(whole, |record| {
+            if wanted(&record) {
+                found = Some((record.timestamp_ms, record.offset));
+                return Err(RecordError::Corrupt(String::new()));
+            }
+            Ok(())
+        });
+        if found.is_some() {
+            return found;
         }
     }
     None

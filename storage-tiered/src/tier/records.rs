@@ -21,9 +21,13 @@
 //! headers: [headerKeyLength: varint, headerKey: UTF-8, headerValueLength: varint (-1 null), value]
 //! ```
 //!
-//! Every length read from the input is checked against the bytes that remain before anything is
-//! allocated for it, so a corrupt length field fails cleanly instead of allocating gigabytes.
-//! (Decompression itself is done by the codec libraries and is not bounded here.)
+//! This is the broker's one decoder of records: produce checks, ListOffsets by time, the
+//! `__consumer_offsets` replay, compaction and tiering all go through it. Every length read from
+//! the input is checked against the bytes that remain before anything is allocated for it, so a
+//! corrupt length field fails cleanly instead of allocating gigabytes. Decompression stops at
+//! [`DECOMPRESSED_RECORDS_BYTES_MAX`] (a bomb fails instead of filling memory), and the rows
+//! decoded from one batch take at most [`DECODED_ROWS_BYTES_MAX`] (millions of 7-byte records
+//! would otherwise cost ~100 bytes of row each). [`visit_batch_records`] decodes without rows.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
@@ -114,6 +118,12 @@ pub enum RecordError {
         codec: Compression,
         /// The codec's error.
         message: String,
+    },
+    /// The rows decoded from one batch would take more than [`DECODED_ROWS_BYTES_MAX`].
+    #[error("the rows of the batch at offset {base_offset} take more than {DECODED_ROWS_BYTES_MAX} bytes")]
+    RowsTooLarge {
+        /// The batch's base offset.
+        base_offset: i64,
     },
     /// A header key is not UTF-8. Such a batch is refused rather than stored lossily.
     #[error("header key of the record at offset {offset} is not UTF-8")]
@@ -287,6 +297,20 @@ fn put_nullable(out: &mut impl BufMut, field: &Option<Bytes>, length: i32) {
 /// the keys of a compacted topic, to offload a segment, to compact.
 pub const DECOMPRESSED_RECORDS_BYTES_MAX: usize = 128 * 1024 * 1024;
 
+/// Most memory the [`RecordRow`]s decoded from one batch may take: the rows themselves, their
+/// header lists and header key strings (keys, values and header values are slices of the
+/// records section, not copies). Millions of minimal records in one batch (a 1 MiB zstd batch
+/// can hold 128 MiB of 7-byte records) would otherwise cost gigabytes of rows.
+pub const DECODED_ROWS_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// Memory one decoded row takes beyond the records section (see [`DECODED_ROWS_BYTES_MAX`]).
+fn row_bytes(view: &RecordView<'_>) -> usize {
+    let header_keys: usize = view.headers.iter().map(|(key, _)| key.len()).sum();
+    std::mem::size_of::<RecordRow>()
+        + view.headers.len() * std::mem::size_of::<(String, Option<Bytes>)>()
+        + header_keys
+}
+
 /// Reads `reader` to its end, failing past [`DECOMPRESSED_RECORDS_BYTES_MAX`].
 fn read_bounded(mut reader: impl std::io::Read) -> Result<Bytes, String> {
     use std::io::Read;
@@ -400,19 +424,19 @@ fn compression_id(codec: Compression) -> Result<i16, RecordError> {
     }
 }
 
-/// One record borrowed from a (decompressed) records section: what [`CheckedBatch::visit_records`]
+/// One record borrowed from a (decompressed) records section: what [`visit_batch_records`]
 /// hands out, without copying or allocating per record.
-pub(crate) struct RecordView<'a> {
+pub struct RecordView<'a> {
     /// Absolute offset.
-    pub(crate) offset: i64,
+    pub offset: i64,
     /// Effective timestamp (see [`RecordRow::timestamp_ms`]).
-    pub(crate) timestamp_ms: i64,
+    pub timestamp_ms: i64,
     /// Key, `None` when null.
-    pub(crate) key: Option<&'a [u8]>,
+    pub key: Option<&'a [u8]>,
     /// Value, `None` when null.
-    pub(crate) value: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
     /// Headers in record order.
-    pub(crate) headers: &'a [(&'a str, Option<&'a [u8]>)],
+    pub headers: &'a [(&'a str, Option<&'a [u8]>)],
 }
 
 /// A batch whose framing, CRC and kind have been checked (see [`decode_batch`]); its records
@@ -506,6 +530,19 @@ impl<'a> CheckedBatch<'a> {
     }
 }
 
+/// Decodes one whole v2 batch like [`decode_batch`], handing each record to `visit` in order
+/// without building rows: the memory it takes is the decompressed records section (at most
+/// [`DECOMPRESSED_RECORDS_BYTES_MAX`]), whatever the number of records. Stops at the first
+/// error `visit` returns.
+pub fn visit_batch_records(
+    batch: &[u8],
+    visit: impl FnMut(RecordView<'_>) -> Result<(), RecordError>,
+) -> Result<BatchMeta, RecordError> {
+    let checked = CheckedBatch::new(batch)?;
+    checked.visit_records(visit)?;
+    Ok(checked.meta)
+}
+
 /// Decodes one whole v2 batch (`batch` must be exactly the batch): checks the framing and the
 /// CRC, decompresses, and parses every record.
 ///
@@ -538,10 +575,18 @@ pub fn decode_batch_bytes(batch: &Bytes) -> Result<(BatchMeta, Vec<RecordRow>), 
 /// Parses a records section into owned rows whose byte fields are slices of `records`.
 fn rows_of(header: &BatchHeader, records: &Bytes) -> Result<Vec<RecordRow>, RecordError> {
     let count = header.records_count as usize;
-    // recordsCount is untrusted: never reserve more than the bytes could hold.
-    let mut rows = Vec::with_capacity(count.min(records.len() / RECORD_BYTES_MIN));
+    // recordsCount is untrusted: never reserve more than the bytes or the budget could hold.
+    let rows_max = DECODED_ROWS_BYTES_MAX / std::mem::size_of::<RecordRow>();
+    let mut rows = Vec::with_capacity(count.min(records.len() / RECORD_BYTES_MIN).min(rows_max));
+    let mut used_bytes: usize = 0;
     let slice = |field: Option<&[u8]>| field.map(|bytes| records.slice_ref(bytes));
     parse_records(header, records, |view| {
+        used_bytes += row_bytes(&view);
+        if used_bytes > DECODED_ROWS_BYTES_MAX {
+            return Err(RecordError::RowsTooLarge {
+                base_offset: header.base_offset,
+            });
+        }
         rows.push(RecordRow {
             offset: view.offset,
             timestamp_ms: view.timestamp_ms,
