@@ -110,6 +110,10 @@ pub struct BrokerConfig {
     /// every few bytes costs a file (and a descriptor while open) per produce. Tests lower it
     /// to roll often (`--segment-bytes-min`); never below [`SEGMENT_BYTES_MIN_FLOOR`].
     pub segment_bytes_min: u64,
+    /// `queued.max.request.bytes`: bytes of request frames being read at once, across all
+    /// connections (see `server::FrameBudget`), default 512 MiB. Kafka's default is unbounded;
+    /// without a bound, 2,000 connections each stalled inside a 1 MB frame held 2 GiB.
+    pub queued_request_bytes_max: usize,
 }
 
 /// Kafka 4's minimum `segment.bytes` (KIP-1030): 1 MiB.
@@ -165,6 +169,7 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3_000,
             log_cleaner_backoff_ms: 15_000,
             segment_bytes_min: SEGMENT_BYTES_MIN_DEFAULT,
+            queued_request_bytes_max: 512 * 1024 * 1024,
         }
     }
 }

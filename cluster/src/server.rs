@@ -301,6 +301,42 @@ enum ReadError {
 /// its bytes arrive, so a peer that announces a huge frame and stalls holds at most this much.
 const FRAME_RESERVE_BYTES_MAX: usize = (1 << 20) + (64 << 10);
 
+/// The broker-wide budget of request bytes being read (`queued.max.request.bytes`): a frame's
+/// reader holds permits for its announced length (clamped to the budget, so that any legal
+/// frame can be read) from its length prefix to its last byte. Thousands of connections that
+/// each announce a large frame and stall therefore hold at most the budget, not their sum; the
+/// others wait for permits (within `socket.request.read.timeout.ms`, like the rest of the frame).
+#[derive(Debug, Clone)]
+pub struct FrameBudget {
+    semaphore: Arc<tokio::sync::Semaphore>,
+    bytes_max: usize,
+}
+
+impl FrameBudget {
+    /// A budget of `bytes_max` bytes (at least 1, at most the semaphore's maximum).
+    pub fn new(bytes_max: usize) -> FrameBudget {
+        let bytes_max = bytes_max.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        FrameBudget {
+            semaphore: Arc::new(tokio::sync::Semaphore::new(bytes_max)),
+            bytes_max,
+        }
+    }
+
+    /// Bytes of frames being read right now.
+    pub fn used_bytes(&self) -> usize {
+        self.bytes_max
+            .saturating_sub(self.semaphore.available_permits())
+    }
+
+    async fn reserve(&self, length: usize) -> tokio::sync::SemaphorePermit<'_> {
+        let permits = u32::try_from(length.clamp(1, self.bytes_max)).unwrap_or(u32::MAX);
+        self.semaphore
+            .acquire_many(permits)
+            .await
+            .expect("the frame budget's semaphore is never closed")
+    }
+}
+
 /// The limits of reading one frame.
 #[derive(Debug, Clone, Copy)]
 struct FrameLimits {
@@ -329,6 +365,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     buffer: &mut BytesMut,
     limits: FrameLimits,
+    budget: &FrameBudget,
     state: &ConnectionState,
 ) -> Result<Bytes, ReadError> {
     let mut prefix = [0u8; 4];
@@ -350,7 +387,7 @@ async fn read_frame<R: AsyncRead + Unpin>(
     };
     match tokio::time::timeout(
         limits.read_max,
-        read_frame_rest(reader, buffer, limits.bytes_max, prefix, filled),
+        read_frame_rest(reader, buffer, limits.bytes_max, budget, prefix, filled),
     )
     .await
     {
@@ -367,6 +404,7 @@ async fn read_frame_rest<R: AsyncRead + Unpin>(
     reader: &mut R,
     buffer: &mut BytesMut,
     max_bytes: usize,
+    budget: &FrameBudget,
     mut prefix: [u8; 4],
     mut filled: usize,
 ) -> Result<Bytes, ReadError> {
@@ -385,6 +423,8 @@ async fn read_frame_rest<R: AsyncRead + Unpin>(
         return Err(ReadError::BadLength(length));
     }
     let length = length as usize;
+    // Held until the frame is whole (dropped on every early return too).
+    let _reserved = budget.reserve(length).await;
     debug_assert!(buffer.is_empty());
     buffer.clear();
     buffer.reserve(length.min(FRAME_RESERVE_BYTES_MAX));
@@ -649,6 +689,7 @@ async fn handle_connection(
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
+    budget: FrameBudget,
     _slot: ConnectionSlot,
 ) {
     let _ = stream.set_nodelay(true);
@@ -693,7 +734,7 @@ async fn handle_connection(
             biased;
             _ = broker.shutdown_started() => break,
             _ = answers.closed() => break,
-            frame = read_frame(&mut reader, &mut frame_buffer, limits, &state) => frame,
+            frame = read_frame(&mut reader, &mut frame_buffer, limits, &budget, &state) => frame,
         };
         let frame = match frame {
             Ok(frame) => frame,
@@ -921,6 +962,7 @@ pub async fn serve(
         per_ip_max: broker.config().connections_per_ip_max,
         counts: Mutex::new(ConnectionCounts::default()),
     });
+    let budget = FrameBudget::new(broker.config().queued_request_bytes_max);
     let mut backoff = ACCEPT_BACKOFF_MIN;
     tokio::pin!(shutdown);
     loop {
@@ -933,7 +975,7 @@ pub async fn serve(
                     match limits.admit(peer.ip()) {
                         Ok(slot) => {
                             tracing::debug!(%peer, "connection accepted");
-                            tokio::spawn(handle_connection(Arc::clone(&broker), stream, peer, slot));
+                            tokio::spawn(handle_connection(Arc::clone(&broker), stream, peer, budget.clone(), slot));
                         }
                         Err(refused) => {
                             broker.metrics().record_connection_rejected(refused == Refused::PerIp);
@@ -1089,6 +1131,55 @@ mod tests {
     use kafka_protocol::protocol::StrBytes;
 
     use super::*;
+
+    /// Goal: frames being read hold the broker-wide budget: with 100 bytes of budget, a frame
+    /// of 80 bytes stalled halfway makes a 50-byte frame on another connection wait, although
+    /// all its bytes are there, until the first frame is whole.
+    #[tokio::test]
+    async fn stalled_frames_hold_the_frame_budget_and_others_wait() {
+        use tokio::io::AsyncWriteExt;
+        let budget = FrameBudget::new(100);
+        let (mut stalled_client, mut stalled) = tokio::io::duplex(1024);
+        let (mut ready_client, mut ready) = tokio::io::duplex(1024);
+        stalled_client
+            .write_all(&80i32.to_be_bytes())
+            .await
+            .unwrap();
+        stalled_client.write_all(&[7u8; 40]).await.unwrap();
+        ready_client.write_all(&50i32.to_be_bytes()).await.unwrap();
+        ready_client.write_all(&[9u8; 50]).await.unwrap();
+        let read = |reader, budget| async move {
+            let mut buffer = BytesMut::new();
+            read_frame_rest(reader, &mut buffer, 1000, budget, [0; 4], 0).await
+        };
+        let first = read(&mut stalled, &budget);
+        tokio::pin!(first);
+        // The stalled frame takes its 80 bytes of budget and waits for its body.
+        assert!(tokio::time::timeout(Duration::from_millis(50), &mut first)
+            .await
+            .is_err());
+        assert_eq!(budget.used_bytes(), 80);
+        let second = read(&mut ready, &budget);
+        tokio::pin!(second);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut second)
+                .await
+                .is_err(),
+            "a frame was read past the budget"
+        );
+        stalled_client.write_all(&[7u8; 40]).await.unwrap();
+        assert_eq!(first.await.expect("whole").len(), 80);
+        assert_eq!(second.await.expect("whole").len(), 50);
+        assert_eq!(budget.used_bytes(), 0, "every permit returned");
+        // A frame larger than the whole budget is still read (its reservation is clamped).
+        let big = FrameBudget::new(10);
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        client.write_all(&64i32.to_be_bytes()).await.unwrap();
+        client.write_all(&[1u8; 64]).await.unwrap();
+        let mut buffer = BytesMut::new();
+        let frame = read_frame_rest(&mut server, &mut buffer, 1000, &big, [0; 4], 0).await;
+        assert_eq!(frame.expect("whole").len(), 64);
+    }
 
     fn records(len: usize, seed: u8) -> Bytes {
         Bytes::from(

@@ -29,6 +29,7 @@ use strata_cluster::config::{BrokerConfig, FlushPolicy};
 /// tier_interval_ms = 5000     # how often offload and remote retention run
 /// fetch_max_bytes = 57671680            # fetch.max.bytes: record bytes of one Fetch answer
 /// queued_max_response_bytes = 67108864  # answer bytes one connection may owe unread
+/// queued_max_request_bytes = 536870912  # request bytes being read at once, all connections
 /// fetch_memory_max_bytes = 1073741824   # record bytes all Fetch answers may hold at once
 /// connections_max_idle_ms = 600000      # connections.max.idle.ms
 /// max_connections = 10000               # default: half the open-files limit
@@ -63,6 +64,7 @@ pub struct FileConfig {
     pub log: Option<BTreeMap<String, toml::Value>>,
     pub fetch_max_bytes: Option<usize>,
     pub queued_max_response_bytes: Option<usize>,
+    pub queued_max_request_bytes: Option<usize>,
     pub fetch_memory_max_bytes: Option<usize>,
     pub connections_max_idle_ms: Option<u64>,
     pub max_connections: Option<usize>,
@@ -256,6 +258,9 @@ pub fn build(file: FileConfig, flags: FlagOverrides) -> anyhow::Result<BrokerCon
     }
     if let Some(n) = flags.fetch_max_bytes.or(file.fetch_max_bytes) {
         config.fetch_bytes_max = positive("fetch_max_bytes", n, i32::MAX as usize)?;
+    }
+    if let Some(n) = file.queued_max_request_bytes {
+        config.queued_request_bytes_max = positive("queued_max_request_bytes", n, usize::MAX)?;
     }
     if let Some(n) = file.queued_max_response_bytes {
         config.connection_answers_bytes_max = positive("queued_max_response_bytes", n, usize::MAX)?;
