@@ -342,3 +342,52 @@ async fn over_long_group_ids_are_refused_not_truncated() {
     drop(conn);
     broker.stop().await;
 }
+
+/// A batch with a correct frame and CRC whose records section is garbage: what a client could
+/// produce to `__consumer_offsets` before internal topics were refused.
+fn undecodable_batch() -> Vec<u8> {
+    use strata_storage::batch::{self, build::BatchSpec, BATCH_HEADER_BYTES};
+    let mut bytes = BatchSpec::new(1_700_000_000_000, vec![vec![0u8; 64]; 3]).encode();
+    for byte in &mut bytes[BATCH_HEADER_BYTES..] {
+        *byte = 0xFF;
+    }
+    let crc = batch::compute_crc(&bytes).expect("a whole batch");
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+/// Goal: a `__consumer_offsets` batch that does not decode never stops the broker from
+/// starting (before, one such batch made every restart fail with "corrupt metadata file"):
+/// the replay skips it and keeps every commit before and after it.
+#[tokio::test]
+async fn an_undecodable_offsets_batch_is_skipped_at_start() {
+    let disk = Arc::new(MemDisk::new());
+    let broker = start_on(&disk).await;
+    let mut conn = broker.connect().await;
+    create_topic(&mut conn, "t", 2).await;
+    assert_eq!(
+        commit(&mut conn, "g", -1, "", "t", &[(0, 5)]).await,
+        vec![0]
+    );
+    let offsets = broker
+        .broker
+        .topic("__consumer_offsets")
+        .expect("offsets topic");
+    let partition = offsets.partition(0).expect("partition 0");
+    broker
+        .broker
+        .append(partition, &undecodable_batch())
+        .expect("the log takes a well-framed batch");
+    assert_eq!(
+        commit(&mut conn, "g", -1, "", "t", &[(1, 9)]).await,
+        vec![0]
+    );
+    drop(conn);
+    broker.stop().await;
+
+    let broker = start_on(&disk).await;
+    let mut conn = broker.connect().await;
+    assert_eq!(fetch(&mut conn, "g", "t", &[0, 1]).await, vec![5, 9]);
+    drop(conn);
+    broker.stop().await;
+}
