@@ -605,3 +605,58 @@ async fn a_recreated_topic_never_serves_a_deleted_topics_files() {
     assert_eq!(consumed[0].value, Some(Bytes::from("record")));
     server.stop().await;
 }
+
+/// Produces `records` as one raw batch through the Produce handler; returns the error code.
+async fn produce_raw(server: &Server, records: Vec<u8>) -> i16 {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use strata_cluster::handlers::{produce, Outcome, Response};
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(records)))])]);
+    match produce::handle(&server.broker, request, 9).await {
+        Outcome::Respond(Response::Produce(response)) => {
+            response.responses[0].partition_responses[0].error_code
+        }
+        _ => panic!("an acks=-1 produce is answered"),
+    }
+}
+
+/// Goal: a batch the tier task could not turn into Parquet (a correct frame and CRC around
+/// records that do not parse) is refused at produce with CORRUPT_MESSAGE on a tiered topic;
+/// before, it was appended and stopped the partition's offload for good ("tiering failed;
+/// retrying" at every tick, the hot tier never trimmed). Good records around it offload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_cannot_be_tiered_is_refused_at_produce() {
+    use strata_storage::batch::{self, build::BatchSpec, BATCH_HEADER_BYTES};
+    let disk = Arc::new(MemDisk::new());
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let server = start(Arc::clone(&disk), Arc::clone(&store)).await;
+    let client = server.client().await;
+    create_topic(&client, &[]).await;
+    let mut garbage = BatchSpec::new(1_700_000_000_000, vec![vec![0u8; 64]; 3]).encode();
+    for byte in &mut garbage[BATCH_HEADER_BYTES..] {
+        *byte = 0xFF;
+    }
+    let crc = batch::compute_crc(&garbage).expect("a whole batch");
+    garbage[17..21].copy_from_slice(&crc.to_be_bytes());
+    let corrupt = kafka_protocol::ResponseError::CorruptMessage.code();
+    assert_eq!(produce_raw(&server, garbage).await, corrupt);
+    let good = BatchSpec::new(1_700_000_000_000, vec![vec![1u8; 64]; 3]).encode();
+    assert_eq!(produce_raw(&server, good).await, 0);
+    let produced = records(300);
+    produce(&client, &produced, Compression::Zstd).await;
+    let status = server
+        .wait_for("offload past the refused batch", |s| {
+            s.pending_segments == 0 && s.remote_files >= 1 && s.last_error.is_none()
+        })
+        .await;
+    assert!(status.remote_end_offset.unwrap_or(0) > 0, "{status:?}");
+    server.stop().await;
+}

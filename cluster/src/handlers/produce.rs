@@ -14,7 +14,12 @@
 //!   maxTimestamp and the LogAppendTime attribute (CRC recomputed); the answer carries the time
 //!   in `log_append_time_ms`;
 //! - `compression.type` other than `producer`: batches with another codec are decoded and
-//!   re-encoded with the topic's codec (same offsets, producer id, epoch and sequence).
+//!   re-encoded with the topic's codec (same offsets, producer id, epoch and sequence);
+//! - tiered topics (`remote.storage.enable`): every batch is decoded once, without building
+//!   rows, through the bounded decoder (as Kafka's LogValidator iterates every compressed
+//!   batch), so that a batch the tier task could not turn into Parquet (a decompression bomb,
+//!   records that do not parse) is refused with CORRUPT_MESSAGE instead of stopping the
+//!   partition's offload for good.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +41,7 @@ use crate::errors::{
 };
 use crate::internal_topics;
 use strata_storage::batch::{Compression, TimestampType};
-use strata_storage::tier::records::{decode_batch_bytes, encode_batch};
+use strata_storage::tier::records::{self, decode_batch_bytes, encode_batch};
 
 /// Wait limit for acks=all when the request's timeout is not positive.
 const ACK_TIMEOUT_DEFAULT_MS: u64 = 30_000;
@@ -123,7 +128,7 @@ fn append_partition(
         Ok(())
     };
     check_size(&records)?;
-    let policy = RecordPolicy::new(&config, broker.clock().now_ms());
+    let policy = RecordPolicy::new(&config, broker.clock().now_ms(), broker.is_tiered(&topic));
     let records = policy.apply(records, partition, record_errors)?;
     if policy.rewrites() {
         // Recompression may have grown a batch (Kafka checks the size again too).
@@ -172,6 +177,8 @@ struct RecordPolicy {
     compression: Option<Compression>,
     /// The broker clock at the append (the append time of LogAppendTime topics).
     now_ms: i64,
+    /// The topic is tiered: every batch must decode (see the module doc).
+    tiered: bool,
 }
 
 /// One refused record: its index in its batch and why.
@@ -182,8 +189,9 @@ struct RecordRefusal {
 }
 
 impl RecordPolicy {
-    fn new(config: &TopicConfig, now_ms: i64) -> RecordPolicy {
+    fn new(config: &TopicConfig, now_ms: i64, tiered: bool) -> RecordPolicy {
         RecordPolicy {
+            tiered,
             compacted: config.is_compacted(),
             log_append_time: config.log_append_time(),
             before_max_ms: config.timestamp_before_max_ms(),
@@ -297,6 +305,11 @@ impl RecordPolicy {
                 }
                 Some((meta, rows))
             } else {
+                if self.tiered {
+                    records::visit_batch_records(batch, |_| Ok(())).map_err(|e| {
+                        corrupt(format!("record batch at {}: {e}", header.base_offset))
+                    })?;
+                }
                 None
             };
             if !recompress && !self.log_append_time {
