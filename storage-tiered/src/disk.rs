@@ -34,6 +34,9 @@
 //!   anything durable.
 //! - **Stale handles.** File handles opened before a crash fail every call afterwards (the process
 //!   that held them is gone).
+//! - **Out of descriptors.** [`MemDisk::open_file_count`] counts the live handles (opened and not
+//!   yet dropped); [`MemDisk::set_open_files_max`] makes opens past a cap fail with `EMFILE`
+//!   (raw OS error 24), as `RLIMIT_NOFILE` does.
 //!
 //! `MemDisk` is deterministic: ordered maps only, and randomness only from the seed given to
 //! `crash` (splitmix64).
@@ -50,6 +53,9 @@ pub const ENOSPC: i32 = 28;
 
 /// The raw OS error number of an I/O error (`EIO`) on Linux.
 pub const EIO: i32 = 5;
+
+/// The raw OS error number of "too many open files" (`EMFILE`) on Linux.
+pub const EMFILE: i32 = 24;
 
 /// Sector size of the torn-write model of [`MemDisk`].
 pub const SECTOR_BYTES: u64 = 512;
@@ -387,6 +393,10 @@ struct MemInner {
     fail_syncs: bool,
     /// Sum of the current lengths of all inodes.
     used_bytes: u64,
+    /// Live handles of the current generation (opened, not yet dropped).
+    open_files: usize,
+    /// While set, opens with this many live handles fail with `EMFILE`.
+    open_files_max: Option<usize>,
 }
 
 #[derive(Default)]
@@ -507,6 +517,18 @@ impl MemDisk {
         self.lock().fail_syncs = fail;
     }
 
+    /// Caps the live file handles; `None` removes the cap. An open while `open_files_max`
+    /// handles are live fails with `EMFILE`, as a process out of descriptors does.
+    pub fn set_open_files_max(&self, open_files_max: Option<usize>) {
+        self.lock().open_files_max = open_files_max;
+    }
+
+    /// File handles opened (since the last crash) and not yet dropped: the descriptors a real
+    /// disk would hold.
+    pub fn open_file_count(&self) -> usize {
+        self.lock().open_files
+    }
+
     /// Total current bytes of all files.
     pub fn used_bytes(&self) -> u64 {
         self.lock().used_bytes
@@ -524,6 +546,7 @@ impl MemDisk {
         for inode in inner.inodes.values_mut() {
             inode.handles = 0;
         }
+        inner.open_files = 0;
         inner.collect_garbage();
         let mut used_bytes = 0;
         for inode in inner.inodes.values_mut() {
@@ -629,6 +652,7 @@ impl Drop for MemFile {
             if let Some(inode) = inner.inodes.get_mut(&self.inode) {
                 inode.handles -= 1;
             }
+            inner.open_files -= 1;
             inner.collect_garbage();
         }
     }
@@ -744,6 +768,12 @@ impl Disk for MemDisk {
                 format!("{} is a directory", path.display()),
             ));
         }
+        if inner
+            .open_files_max
+            .is_some_and(|max| inner.open_files >= max)
+        {
+            return Err(io::Error::from_raw_os_error(EMFILE));
+        }
         let id = match inner.files.get(path) {
             Some(id) => *id,
             None => {
@@ -762,6 +792,7 @@ impl Disk for MemDisk {
             .get_mut(&id)
             .expect("a namespace entry always has an inode")
             .handles += 1;
+        inner.open_files += 1;
         let generation = inner.generation;
         drop(inner);
         Ok(Arc::new(MemFile {
