@@ -384,6 +384,9 @@ struct MemInner {
     files: BTreeMap<PathBuf, InodeId>,
     /// Durable namespace: file path -> inode.
     durable_files: BTreeMap<PathBuf, InodeId>,
+    /// Paths whose entry may differ between `files` and `durable_files` (changed since their
+    /// directory's last sync): what a directory sync looks at.
+    unsynced_paths: BTreeSet<PathBuf>,
     inodes: BTreeMap<InodeId, Inode>,
     next_inode: InodeId,
     /// Bumped by every crash; handles of an older generation are stale.
@@ -453,16 +456,36 @@ fn not_found(path: &Path) -> io::Error {
     )
 }
 
-fn parent_of(path: &Path) -> PathBuf {
-    path.parent().map(Path::to_path_buf).unwrap_or_default()
-}
-
 impl MemInner {
     fn parent_exists(&self, path: &Path) -> bool {
         match path.parent() {
             None => true,
             Some(p) if p.as_os_str().is_empty() => true,
             Some(p) => self.dirs.contains(p),
+        }
+    }
+
+    /// Drops inode `id`, which just lost its handle or its name `path` in a namespace, if no
+    /// namespace and no handle refers to it: the check of one inode, without the full walk of
+    /// [`MemInner::collect_garbage`] (a log of thousands of segments drops handles and renames
+    /// files at every roll).
+    fn collect_inode(&mut self, id: InodeId, path: &Path) {
+        let Some(inode) = self.inodes.get(&id) else {
+            return;
+        };
+        let named_at_path =
+            |namespace: &BTreeMap<PathBuf, InodeId>| namespace.get(path) == Some(&id);
+        let named = |namespace: &BTreeMap<PathBuf, InodeId>| namespace.values().any(|v| *v == id);
+        if inode.handles > 0
+            || named_at_path(&self.files)
+            || named_at_path(&self.durable_files)
+            || named(&self.files)
+            || named(&self.durable_files)
+        {
+            return;
+        }
+        if let Some(inode) = self.inodes.remove(&id) {
+            self.used_bytes -= inode.data.len() as u64;
         }
     }
 
@@ -543,6 +566,7 @@ impl MemDisk {
         let mut rng = tear.map(SplitMix64::new);
         inner.generation += 1;
         inner.files = inner.durable_files.clone();
+        inner.unsynced_paths.clear();
         for inode in inner.inodes.values_mut() {
             inode.handles = 0;
         }
@@ -653,7 +677,7 @@ impl Drop for MemFile {
                 inode.handles -= 1;
             }
             inner.open_files -= 1;
-            inner.collect_garbage();
+            inner.collect_inode(self.inode, &self.path);
         }
     }
 }
@@ -784,6 +808,7 @@ impl Disk for MemDisk {
                 inner.next_inode += 1;
                 inner.inodes.insert(id, Inode::default());
                 inner.files.insert(path.to_path_buf(), id);
+                inner.unsynced_paths.insert(path.to_path_buf());
                 id
             }
         };
@@ -863,6 +888,16 @@ impl Disk for MemDisk {
                     namespace.insert(moved(&path), id);
                 }
             }
+            let unsynced: Vec<PathBuf> = inner
+                .unsynced_paths
+                .iter()
+                .filter(|p| p.starts_with(from))
+                .cloned()
+                .collect();
+            for path in unsynced {
+                inner.unsynced_paths.remove(&path);
+                inner.unsynced_paths.insert(moved(&path));
+            }
             return Ok(());
         }
         if inner.dirs.contains(from) || inner.dirs.contains(to) {
@@ -875,15 +910,19 @@ impl Disk for MemDisk {
             return Err(not_found(to));
         }
         let id = inner.files.remove(from).ok_or_else(|| not_found(from))?;
-        inner.files.insert(to.to_path_buf(), id);
-        inner.collect_garbage();
+        inner.unsynced_paths.insert(from.to_path_buf());
+        inner.unsynced_paths.insert(to.to_path_buf());
+        if let Some(replaced) = inner.files.insert(to.to_path_buf(), id) {
+            inner.collect_inode(replaced, to);
+        }
         Ok(())
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut inner = self.lock();
-        inner.files.remove(path).ok_or_else(|| not_found(path))?;
-        inner.collect_garbage();
+        let id = inner.files.remove(path).ok_or_else(|| not_found(path))?;
+        inner.unsynced_paths.insert(path.to_path_buf());
+        inner.collect_inode(id, path);
         Ok(())
     }
 
@@ -895,6 +934,7 @@ impl Disk for MemDisk {
         inner.dirs.retain(|d| !d.starts_with(path));
         inner.files.retain(|f, _| !f.starts_with(path));
         inner.durable_files.retain(|f, _| !f.starts_with(path));
+        inner.unsynced_paths.retain(|f| !f.starts_with(path));
         inner.collect_garbage();
         Ok(())
     }
@@ -907,16 +947,25 @@ impl Disk for MemDisk {
         if inner.fail_syncs {
             return Err(io::Error::from_raw_os_error(EIO));
         }
-        let in_dir = |p: &PathBuf| parent_of(p) == dir;
-        inner.durable_files.retain(|p, _| !in_dir(p));
-        let current: Vec<(PathBuf, InodeId)> = inner
-            .files
+        // The durable entries of `dir` become its current ones; only those changed since its
+        // last sync can differ.
+        let in_dir = |p: &PathBuf| p.parent().unwrap_or(Path::new("")) == dir;
+        let changed: Vec<PathBuf> = inner
+            .unsynced_paths
             .iter()
-            .filter(|(p, _)| in_dir(p))
-            .map(|(p, id)| (p.clone(), *id))
+            .filter(|p| in_dir(p))
+            .cloned()
             .collect();
-        inner.durable_files.extend(current);
-        inner.collect_garbage();
+        for path in changed {
+            inner.unsynced_paths.remove(&path);
+            let replaced = match inner.files.get(&path).copied() {
+                Some(id) => inner.durable_files.insert(path.clone(), id),
+                None => inner.durable_files.remove(&path),
+            };
+            if let Some(replaced) = replaced {
+                inner.collect_inode(replaced, &path);
+            }
+        }
         Ok(())
     }
 }

@@ -715,15 +715,24 @@ impl PartitionLog {
     }
 
     /// Moves the handles of closed segments whose bytes are all durable into the handle cache
-    /// (see [`crate::handles`]); their files are opened on demand from now on. The closed
-    /// segments still holding a handle are the last ones before the active one (durability
-    /// is a prefix of the log), so the walk from the back stops at the first without one.
+    /// (see [`crate::handles`]), oldest first so that the newest are the most recently used;
+    /// their files are opened on demand from now on. The closed segments still holding a
+    /// handle are the last ones before the active one (durability is a prefix of the log), so
+    /// the walk from the back stops at the first without one.
     fn release_synced_handles(&mut self) {
         let durable_end = self.durable_end_offset;
-        for segment in self.segments.values_mut().rev().skip(1) {
-            if segment.pinned_file().is_none() {
-                break;
-            }
+        let active_base = self.active().base_offset;
+        let first_pinned_closed = self
+            .segments
+            .range(..active_base)
+            .rev()
+            .take_while(|(_, segment)| segment.pinned_file().is_some())
+            .last()
+            .map(|(base, _)| *base);
+        let Some(first) = first_pinned_closed else {
+            return;
+        };
+        for segment in self.segments.range_mut(first..active_base).map(|(_, s)| s) {
             if segment.next_offset <= durable_end {
                 segment.unpin();
             }
