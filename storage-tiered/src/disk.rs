@@ -1112,6 +1112,41 @@ mod tests {
         assert!(emfile.to_string().contains("cannot open"));
     }
 
+    /// Live handles are counted (dropping one, or a crash, closes it), and opens past the cap
+    /// fail with EMFILE, as a process out of descriptors; removed files with open handles count
+    /// until the handle is dropped.
+    #[test]
+    fn open_files_are_counted_and_capped() {
+        let disk = MemDisk::new();
+        let a = disk.open(Path::new("/a"), true).unwrap();
+        let b = disk.open(Path::new("/a"), false).unwrap();
+        assert_eq!(disk.open_file_count(), 2);
+        disk.set_open_files_max(Some(2));
+        let error = disk.open(Path::new("/b"), true).err().expect("EMFILE");
+        assert_eq!(error.raw_os_error(), Some(EMFILE));
+        assert!(
+            !disk.exists(Path::new("/b")),
+            "a refused open creates nothing"
+        );
+        drop(b);
+        assert_eq!(disk.open_file_count(), 1);
+        let c = disk.open(Path::new("/b"), true).unwrap();
+        disk.remove_file(Path::new("/b")).unwrap();
+        c.append(b"unlinked").unwrap();
+        assert_eq!(disk.open_file_count(), 2);
+        assert_eq!(
+            disk.used_bytes(),
+            8,
+            "an unlinked file with a handle keeps its bytes"
+        );
+        drop(c);
+        assert_eq!(disk.used_bytes(), 0);
+        disk.crash(None);
+        assert_eq!(disk.open_file_count(), 0, "a crash closes every handle");
+        drop(a);
+        assert_eq!(disk.open_file_count(), 0);
+    }
+
     #[test]
     fn real_disk_roundtrip() {
         let dir = std::env::temp_dir().join(format!("strata-disk-test-{}", std::process::id()));

@@ -15,7 +15,7 @@
 //!
 //! Once every byte of a closed segment is durable its handle moves into the log's
 //! `SegmentHandles`, and from then on the file is opened on demand: every access goes through
-//! [`Segment::file`](crate::segment), which takes the cached handle or opens the file through the
+//! `Segment::file`, which takes the cached handle or opens the file through the
 //! [`Disk`] seam (`Disk::open(path, create = false)`) and caches it. A failed open (EMFILE,
 //! ENOENT) is an I/O error of that read, like a failed read.
 //!
@@ -26,7 +26,7 @@
 //!   drops the cache's `Arc` only: a reader that took a clone (fetches read without the log's
 //!   lock) keeps the descriptor open until it is done. The descriptors of closed segments are
 //!   therefore at most `open_max` plus those readers hold at the moment.
-//! - **One key per version of a file.** Each [`Segment`](crate::segment) registers a key when it
+//! - **One key per version of a file.** Each `Segment` registers a key when it
 //!   is created and forgets it when it is dropped (deleted by retention, or replaced by a
 //!   compaction's rewrite, which renames a new file over the old path and builds a new segment
 //!   with a new key). Forgetting drops the cached handle, and a handle cached under a forgotten

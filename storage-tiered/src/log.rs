@@ -34,6 +34,15 @@
 //!   [`LogError::CorruptLog`] and drops nothing.
 //!
 //! Everything that survives recovery is fsynced, so after `open` the whole log is durable.
+//!
+//! # File handles
+//!
+//! The active segment, and a rolled segment until its bytes are synced, hold their file open;
+//! a closed, durable segment does not: every access opens it on demand through the
+//! [`SegmentHandles`] of [`LogConfig::segment_handles`], a bounded cache shared with the other
+//! logs opened with clones of that config (see [`crate::handles`]). `open` releases each
+//! recovered segment once it is scanned (and synced, if it may hold offsets at or above the
+//! recovery point). A failed open (EMFILE, ENOENT) is an [`LogError::Io`] of the read.
 
 use std::collections::BTreeMap;
 use std::io;
