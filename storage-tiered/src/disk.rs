@@ -34,6 +34,9 @@
 //!   anything durable.
 //! - **Stale handles.** File handles opened before a crash fail every call afterwards (the process
 //!   that held them is gone).
+//! - **Out of descriptors.** [`MemDisk::open_file_count`] counts the live handles (opened and not
+//!   yet dropped); [`MemDisk::set_open_files_max`] makes opens past a cap fail with `EMFILE`
+//!   (raw OS error 24), as `RLIMIT_NOFILE` does.
 //!
 //! `MemDisk` is deterministic: ordered maps only, and randomness only from the seed given to
 //! `crash` (splitmix64).
@@ -50,6 +53,9 @@ pub const ENOSPC: i32 = 28;
 
 /// The raw OS error number of an I/O error (`EIO`) on Linux.
 pub const EIO: i32 = 5;
+
+/// The raw OS error number of "too many open files" (`EMFILE`) on Linux.
+pub const EMFILE: i32 = 24;
 
 /// Sector size of the torn-write model of [`MemDisk`].
 pub const SECTOR_BYTES: u64 = 512;
@@ -378,6 +384,9 @@ struct MemInner {
     files: BTreeMap<PathBuf, InodeId>,
     /// Durable namespace: file path -> inode.
     durable_files: BTreeMap<PathBuf, InodeId>,
+    /// Paths whose entry may differ between `files` and `durable_files` (changed since their
+    /// directory's last sync): what a directory sync looks at.
+    unsynced_paths: BTreeSet<PathBuf>,
     inodes: BTreeMap<InodeId, Inode>,
     next_inode: InodeId,
     /// Bumped by every crash; handles of an older generation are stale.
@@ -387,6 +396,10 @@ struct MemInner {
     fail_syncs: bool,
     /// Sum of the current lengths of all inodes.
     used_bytes: u64,
+    /// Live handles of the current generation (opened, not yet dropped).
+    open_files: usize,
+    /// While set, opens with this many live handles fail with `EMFILE`.
+    open_files_max: Option<usize>,
 }
 
 #[derive(Default)]
@@ -443,16 +456,36 @@ fn not_found(path: &Path) -> io::Error {
     )
 }
 
-fn parent_of(path: &Path) -> PathBuf {
-    path.parent().map(Path::to_path_buf).unwrap_or_default()
-}
-
 impl MemInner {
     fn parent_exists(&self, path: &Path) -> bool {
         match path.parent() {
             None => true,
             Some(p) if p.as_os_str().is_empty() => true,
             Some(p) => self.dirs.contains(p),
+        }
+    }
+
+    /// Drops inode `id`, which just lost its handle or its name `path` in a namespace, if no
+    /// namespace and no handle refers to it: the check of one inode, without the full walk of
+    /// [`MemInner::collect_garbage`] (a log of thousands of segments drops handles and renames
+    /// files at every roll).
+    fn collect_inode(&mut self, id: InodeId, path: &Path) {
+        let Some(inode) = self.inodes.get(&id) else {
+            return;
+        };
+        let named_at_path =
+            |namespace: &BTreeMap<PathBuf, InodeId>| namespace.get(path) == Some(&id);
+        let named = |namespace: &BTreeMap<PathBuf, InodeId>| namespace.values().any(|v| *v == id);
+        if inode.handles > 0
+            || named_at_path(&self.files)
+            || named_at_path(&self.durable_files)
+            || named(&self.files)
+            || named(&self.durable_files)
+        {
+            return;
+        }
+        if let Some(inode) = self.inodes.remove(&id) {
+            self.used_bytes -= inode.data.len() as u64;
         }
     }
 
@@ -507,6 +540,18 @@ impl MemDisk {
         self.lock().fail_syncs = fail;
     }
 
+    /// Caps the live file handles; `None` removes the cap. An open while `open_files_max`
+    /// handles are live fails with `EMFILE`, as a process out of descriptors does.
+    pub fn set_open_files_max(&self, open_files_max: Option<usize>) {
+        self.lock().open_files_max = open_files_max;
+    }
+
+    /// File handles opened (since the last crash) and not yet dropped: the descriptors a real
+    /// disk would hold.
+    pub fn open_file_count(&self) -> usize {
+        self.lock().open_files
+    }
+
     /// Total current bytes of all files.
     pub fn used_bytes(&self) -> u64 {
         self.lock().used_bytes
@@ -521,9 +566,11 @@ impl MemDisk {
         let mut rng = tear.map(SplitMix64::new);
         inner.generation += 1;
         inner.files = inner.durable_files.clone();
+        inner.unsynced_paths.clear();
         for inode in inner.inodes.values_mut() {
             inode.handles = 0;
         }
+        inner.open_files = 0;
         inner.collect_garbage();
         let mut used_bytes = 0;
         for inode in inner.inodes.values_mut() {
@@ -629,7 +676,8 @@ impl Drop for MemFile {
             if let Some(inode) = inner.inodes.get_mut(&self.inode) {
                 inode.handles -= 1;
             }
-            inner.collect_garbage();
+            inner.open_files -= 1;
+            inner.collect_inode(self.inode, &self.path);
         }
     }
 }
@@ -744,6 +792,12 @@ impl Disk for MemDisk {
                 format!("{} is a directory", path.display()),
             ));
         }
+        if inner
+            .open_files_max
+            .is_some_and(|max| inner.open_files >= max)
+        {
+            return Err(io::Error::from_raw_os_error(EMFILE));
+        }
         let id = match inner.files.get(path) {
             Some(id) => *id,
             None => {
@@ -754,6 +808,7 @@ impl Disk for MemDisk {
                 inner.next_inode += 1;
                 inner.inodes.insert(id, Inode::default());
                 inner.files.insert(path.to_path_buf(), id);
+                inner.unsynced_paths.insert(path.to_path_buf());
                 id
             }
         };
@@ -762,6 +817,7 @@ impl Disk for MemDisk {
             .get_mut(&id)
             .expect("a namespace entry always has an inode")
             .handles += 1;
+        inner.open_files += 1;
         let generation = inner.generation;
         drop(inner);
         Ok(Arc::new(MemFile {
@@ -832,6 +888,16 @@ impl Disk for MemDisk {
                     namespace.insert(moved(&path), id);
                 }
             }
+            let unsynced: Vec<PathBuf> = inner
+                .unsynced_paths
+                .iter()
+                .filter(|p| p.starts_with(from))
+                .cloned()
+                .collect();
+            for path in unsynced {
+                inner.unsynced_paths.remove(&path);
+                inner.unsynced_paths.insert(moved(&path));
+            }
             return Ok(());
         }
         if inner.dirs.contains(from) || inner.dirs.contains(to) {
@@ -844,15 +910,19 @@ impl Disk for MemDisk {
             return Err(not_found(to));
         }
         let id = inner.files.remove(from).ok_or_else(|| not_found(from))?;
-        inner.files.insert(to.to_path_buf(), id);
-        inner.collect_garbage();
+        inner.unsynced_paths.insert(from.to_path_buf());
+        inner.unsynced_paths.insert(to.to_path_buf());
+        if let Some(replaced) = inner.files.insert(to.to_path_buf(), id) {
+            inner.collect_inode(replaced, to);
+        }
         Ok(())
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut inner = self.lock();
-        inner.files.remove(path).ok_or_else(|| not_found(path))?;
-        inner.collect_garbage();
+        let id = inner.files.remove(path).ok_or_else(|| not_found(path))?;
+        inner.unsynced_paths.insert(path.to_path_buf());
+        inner.collect_inode(id, path);
         Ok(())
     }
 
@@ -864,6 +934,7 @@ impl Disk for MemDisk {
         inner.dirs.retain(|d| !d.starts_with(path));
         inner.files.retain(|f, _| !f.starts_with(path));
         inner.durable_files.retain(|f, _| !f.starts_with(path));
+        inner.unsynced_paths.retain(|f| !f.starts_with(path));
         inner.collect_garbage();
         Ok(())
     }
@@ -876,16 +947,25 @@ impl Disk for MemDisk {
         if inner.fail_syncs {
             return Err(io::Error::from_raw_os_error(EIO));
         }
-        let in_dir = |p: &PathBuf| parent_of(p) == dir;
-        inner.durable_files.retain(|p, _| !in_dir(p));
-        let current: Vec<(PathBuf, InodeId)> = inner
-            .files
+        // The durable entries of `dir` become its current ones; only those changed since its
+        // last sync can differ.
+        let in_dir = |p: &PathBuf| p.parent().unwrap_or(Path::new("")) == dir;
+        let changed: Vec<PathBuf> = inner
+            .unsynced_paths
             .iter()
-            .filter(|(p, _)| in_dir(p))
-            .map(|(p, id)| (p.clone(), *id))
+            .filter(|p| in_dir(p))
+            .cloned()
             .collect();
-        inner.durable_files.extend(current);
-        inner.collect_garbage();
+        for path in changed {
+            inner.unsynced_paths.remove(&path);
+            let replaced = match inner.files.get(&path).copied() {
+                Some(id) => inner.durable_files.insert(path.clone(), id),
+                None => inner.durable_files.remove(&path),
+            };
+            if let Some(replaced) = replaced {
+                inner.collect_inode(replaced, &path);
+            }
+        }
         Ok(())
     }
 }
@@ -1030,6 +1110,41 @@ mod tests {
         let emfile = dir_open_error(io::Error::from_raw_os_error(24));
         assert!(is_dir_open_error(&emfile));
         assert!(emfile.to_string().contains("cannot open"));
+    }
+
+    /// Live handles are counted (dropping one, or a crash, closes it), and opens past the cap
+    /// fail with EMFILE, as a process out of descriptors; removed files with open handles count
+    /// until the handle is dropped.
+    #[test]
+    fn open_files_are_counted_and_capped() {
+        let disk = MemDisk::new();
+        let a = disk.open(Path::new("/a"), true).unwrap();
+        let b = disk.open(Path::new("/a"), false).unwrap();
+        assert_eq!(disk.open_file_count(), 2);
+        disk.set_open_files_max(Some(2));
+        let error = disk.open(Path::new("/b"), true).err().expect("EMFILE");
+        assert_eq!(error.raw_os_error(), Some(EMFILE));
+        assert!(
+            !disk.exists(Path::new("/b")),
+            "a refused open creates nothing"
+        );
+        drop(b);
+        assert_eq!(disk.open_file_count(), 1);
+        let c = disk.open(Path::new("/b"), true).unwrap();
+        disk.remove_file(Path::new("/b")).unwrap();
+        c.append(b"unlinked").unwrap();
+        assert_eq!(disk.open_file_count(), 2);
+        assert_eq!(
+            disk.used_bytes(),
+            8,
+            "an unlinked file with a handle keeps its bytes"
+        );
+        drop(c);
+        assert_eq!(disk.used_bytes(), 0);
+        disk.crash(None);
+        assert_eq!(disk.open_file_count(), 0, "a crash closes every handle");
+        drop(a);
+        assert_eq!(disk.open_file_count(), 0);
     }
 
     #[test]

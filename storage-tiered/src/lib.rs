@@ -6,6 +6,7 @@
 //! - [`batch`]: Kafka v2 record batch headers ([`BatchHeader`]), CRC-32C, offset rewriting.
 //! - [`producer_state`]: idempotent-producer sequence checks.
 //! - [`log`]: [`PartitionLog`], with its segments and indexes.
+//! - [`handles`]: [`SegmentHandles`], the bounded cache of open handles of closed segment files.
 //! - [`tier`]: the remote tier: Parquet files in an object store, manifests, remote reads.
 //!
 //! This crate knows nothing of the Kafka wire protocol beyond the record-batch format, and
@@ -15,6 +16,7 @@ pub mod batch;
 pub mod clock;
 pub mod disk;
 pub mod error;
+pub mod handles;
 pub mod index;
 pub mod log;
 pub mod producer_state;
@@ -25,6 +27,7 @@ pub use batch::{BatchError, BatchHeader, Compression, TimestampType};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use disk::{Disk, DiskFile, MemDisk, RealDisk};
 pub use error::LogError;
+pub use handles::{SegmentHandles, SEGMENT_HANDLES_OPEN_MAX};
 pub use log::{AppendOutcome, ClosedSegment, LogConfig, PartitionLog, SyncTarget};
 pub use producer_state::ProducerStateManager;
 pub use segment::{parse_segment_file_name, segment_file_name};

@@ -34,6 +34,15 @@
 //!   [`LogError::CorruptLog`] and drops nothing.
 //!
 //! Everything that survives recovery is fsynced, so after `open` the whole log is durable.
+//!
+//! # File handles
+//!
+//! The active segment, and a rolled segment until its bytes are synced, hold their file open;
+//! a closed, durable segment does not: every access opens it on demand through the
+//! [`SegmentHandles`] of [`LogConfig::segment_handles`], a bounded cache shared with the other
+//! logs opened with clones of that config (see [`crate::handles`]). `open` releases each
+//! recovered segment once it is scanned (and synced, if it may hold offsets at or above the
+//! recovery point). A failed open (EMFILE, ENOENT) is an [`LogError::Io`] of the read.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -49,6 +58,7 @@ use crate::batch::{
 use crate::clock::Clock;
 use crate::disk::{read_exact_at, Disk, DiskFile};
 use crate::error::LogError;
+use crate::handles::{SegmentHandles, SEGMENT_HANDLES_OPEN_MAX};
 use crate::producer_state::{BatchMetadata, ProducerStateManager, SequenceCheck};
 use crate::segment::{
     find_valid_batch, parse_segment_file_name, sibling_path, ScanEnd, Segment, INDEX_EXTENSION,
@@ -69,8 +79,9 @@ const CHECKPOINT_VERSION: &str = "1";
 const CHECKPOINT_BYTES_MAX: u64 = 64;
 const TMP_SUFFIX: &str = ".tmp";
 
-/// Per-partition log settings (Kafka topic config names in the field docs).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Per-partition log settings (Kafka topic config names in the field docs), and the handle
+/// cache the log shares with others.
+#[derive(Debug, Clone)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when the active segment would grow past this (default 1 GiB).
     pub segment_bytes: u64,
@@ -87,7 +98,46 @@ pub struct LogConfig {
     /// `segment.jitter.ms`: each segment rolls by time this much earlier than `segment_ms`, at
     /// most (default 0); see [`segment_roll_jitter_ms`].
     pub segment_jitter_ms: i64,
+    /// The cache of open handles of closed segment files (see [`crate::handles`]): a resource,
+    /// not a setting, so equality ignores it. Logs opened with clones of one `LogConfig` share
+    /// it, as a broker's partitions do (each clones the broker's defaults), so its
+    /// [`SegmentHandles::open_max`] bounds the whole broker. Default: a new cache of
+    /// [`SEGMENT_HANDLES_OPEN_MAX`] handles. A log keeps the cache it was opened with
+    /// ([`PartitionLog::set_config`] does not change it).
+    pub segment_handles: Arc<SegmentHandles>,
 }
+
+impl PartialEq for LogConfig {
+    fn eq(&self, other: &LogConfig) -> bool {
+        // Every field by name, so that a new one cannot be forgotten here.
+        let LogConfig {
+            segment_bytes,
+            segment_ms,
+            retention_ms,
+            retention_bytes,
+            index_interval_bytes,
+            segment_jitter_ms,
+            segment_handles: _,
+        } = self;
+        (
+            *segment_bytes,
+            *segment_ms,
+            *retention_ms,
+            *retention_bytes,
+            *index_interval_bytes,
+            *segment_jitter_ms,
+        ) == (
+            other.segment_bytes,
+            other.segment_ms,
+            other.retention_ms,
+            other.retention_bytes,
+            other.index_interval_bytes,
+            other.segment_jitter_ms,
+        )
+    }
+}
+
+impl Eq for LogConfig {}
 
 /// Kafka's per-segment roll jitter (`segment.jitter.ms`): an amount in
 /// `[0, min(segment_jitter_ms, segment_ms))` taken off `segment.ms` for the segment starting at
@@ -116,6 +166,7 @@ impl Default for LogConfig {
             retention_bytes: -1,
             index_interval_bytes: 4096,
             segment_jitter_ms: 0,
+            segment_handles: Arc::new(SegmentHandles::new(SEGMENT_HANDLES_OPEN_MAX)),
         }
     }
 }
@@ -163,7 +214,11 @@ pub struct ClosedSegment {
     /// Its largest timestamp (or creation time if none), as retention sees it.
     pub retention_timestamp_ms: i64,
     /// The file: closed segments are never written again, so it can be read without the
-    /// log's lock (an open handle stays readable even if retention removes the file).
+    /// log's lock. Listing opens nothing: a durable segment's file is opened (through the log's
+    /// [`SegmentHandles`]) at its first use, and then stays open, readable even if retention
+    /// removes the file, until the last clone is dropped. A first use after retention removed
+    /// the file fails (not found); one after a compaction replaced it reads the new version,
+    /// which holds the same offsets in at most the same bytes.
     pub file: Arc<dyn DiskFile>,
 }
 
@@ -445,16 +500,18 @@ impl PartitionLog {
             log.producers.merge_snapshot(snapshot);
         }
 
-        // Make everything that survived durable, and say so in the recovery point.
+        // Make everything that survived durable, and say so in the recovery point. (`recover`
+        // synced the closed segments already, before releasing their handles.)
         for segment in log.segments.values() {
-            if segment.next_offset > recovery_point && !segment.is_empty() {
-                segment
-                    .file
-                    .sync()
-                    .map_err(sync_error(|| format!("syncing {}", segment.path.display())))?;
+            if let Some(file) = segment.pinned_file() {
+                if segment.next_offset > recovery_point && !segment.is_empty() {
+                    file.sync()
+                        .map_err(sync_error(|| format!("syncing {}", segment.path.display())))?;
+                }
             }
         }
         log.durable_end_offset = log.log_end_offset;
+        log.release_synced_handles();
         tracing::debug!(
             dir = %log.dir.display(),
             segments = log.segments.len(),
@@ -485,8 +542,13 @@ impl PartitionLog {
     }
 
     /// Scans the segments with bases `bases` (sorted, non-empty), truncating a torn tail.
+    ///
+    /// A segment that more segments follow is released once scanned (synced first if it may
+    /// hold offsets at or above the recovery point): recovering thousands of segments holds a
+    /// handle to a few at a time. The active one holds its handle at the end.
     fn recover(&mut self, bases: &[i64], recovery_point: i64) -> Result<(), LogError> {
         let now_ms = self.clock.now_ms();
+        let handles = Arc::clone(&self.config.segment_handles);
         let interval = self.config.index_interval_bytes;
         let mut delete_from: Option<usize> = None;
         let mut expected = bases[0];
@@ -510,7 +572,7 @@ impl PartitionLog {
                 .disk
                 .open(&path, false)
                 .map_err(io_error(|| format!("opening {}", path.display())))?;
-            let mut segment = Segment::new(base, path, file, now_ms);
+            let mut segment = Segment::new(base, path, file, &handles, now_ms);
             let verify_crc = bases.get(i + 1).is_none_or(|next| *next > recovery_point);
             let producers = &mut self.producers;
             let end = segment.scan(verify_crc, interval, &mut |header: &BatchHeader| {
@@ -548,9 +610,10 @@ impl PartitionLog {
                         });
                     }
                     let context = || format!("recovering {}", segment.path.display());
-                    let file_len = segment.file.len().map_err(io_error(context))?;
-                    if let Some(valid) = find_valid_batch(&*segment.file, position, file_len)
-                        .map_err(io_error(context))?
+                    let file = Arc::clone(segment.pinned_file().expect("a new segment pins"));
+                    let file_len = file.len().map_err(io_error(context))?;
+                    if let Some(valid) =
+                        find_valid_batch(&*file, position, file_len).map_err(io_error(context))?
                     {
                         return Err(LogError::CorruptLog {
                             file: segment.path.clone(),
@@ -570,8 +633,8 @@ impl PartitionLog {
                     // Planted bug (simulation only): the last valid batch before the torn
                     // tail is dropped as well.
                     #[cfg(strata_bug = "recovery-truncates-too-far")]
-                    let position = planted_last_batch_start(&*segment.file, position)
-                        .map_err(io_error(context))?;
+                    let position =
+                        planted_last_batch_start(&*file, position).map_err(io_error(context))?;
                     tracing::warn!(
                         file = %segment.path.display(),
                         position,
@@ -580,18 +643,21 @@ impl PartitionLog {
                         reason = %reason,
                         "truncating the torn tail of the log (unsynced data lost in a crash)"
                     );
-                    segment.file.set_len(position).map_err(io_error(context))?;
-                    segment.file.sync().map_err(sync_error(context))?;
+                    file.set_len(position).map_err(io_error(context))?;
+                    file.sync().map_err(sync_error(context))?;
                     #[cfg(strata_bug = "recovery-truncates-too-far")]
                     {
-                        let (path, file) = (segment.path.clone(), Arc::clone(&segment.file));
-                        segment = Segment::new(base, path, file, now_ms);
+                        let path = segment.path.clone();
+                        segment = Segment::new(base, path, file, &handles, now_ms);
                         segment.scan(verify_crc, interval, &mut |_: &BatchHeader| {})?;
                         expected = segment.next_offset;
                     }
                     true
                 }
             };
+            if !torn && i + 1 < bases.len() {
+                self.release_recovered(&mut segment, recovery_point)?;
+            }
             self.segments.insert(base, segment);
             if torn {
                 if i + 1 < bases.len() {
@@ -612,6 +678,10 @@ impl PartitionLog {
             }
             self.sync_dir()?;
         }
+        // The last segment is the active one (also if it was released as a closed one, before
+        // its successors turned out to be past the end of the log).
+        let disk = Arc::clone(&self.disk);
+        self.active_mut().pin(&*disk)?;
         // Index files: closed segments get theirs if missing; the active one has none.
         let active_base = *self
             .segments
@@ -635,6 +705,49 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Releases the handle of a recovered segment that more segments follow, syncing it first
+    /// if it may hold offsets at or above the recovery point (as `open` syncs everything that
+    /// survives recovery).
+    fn release_recovered(
+        &self,
+        segment: &mut Segment,
+        recovery_point: i64,
+    ) -> Result<(), LogError> {
+        if segment.next_offset > recovery_point && !segment.is_empty() {
+            if let Some(file) = segment.pinned_file() {
+                file.sync()
+                    .map_err(sync_error(|| format!("syncing {}", segment.path.display())))?;
+            }
+        }
+        segment.unpin();
+        Ok(())
+    }
+
+    /// Moves the handles of closed segments whose bytes are all durable into the handle cache
+    /// (see [`crate::handles`]), oldest first so that the newest are the most recently used;
+    /// their files are opened on demand from now on. The closed segments still holding a
+    /// handle are the last ones before the active one (durability is a prefix of the log), so
+    /// the walk from the back stops at the first without one.
+    fn release_synced_handles(&mut self) {
+        let durable_end = self.durable_end_offset;
+        let active_base = self.active().base_offset;
+        let first_pinned_closed = self
+            .segments
+            .range(..active_base)
+            .rev()
+            .take_while(|(_, segment)| segment.pinned_file().is_some())
+            .last()
+            .map(|(base, _)| *base);
+        let Some(first) = first_pinned_closed else {
+            return;
+        };
+        for segment in self.segments.range_mut(first..active_base).map(|(_, s)| s) {
+            if segment.next_offset <= durable_end {
+                segment.unpin();
+            }
+        }
+    }
+
     fn active(&self) -> &Segment {
         self.segments
             .values()
@@ -655,7 +768,13 @@ impl PartitionLog {
             .map_err(sync_error(|| format!("syncing {}", self.dir.display())))
     }
 
+    /// Removes the files of segment `base`, which must no longer be in `segments` (dropping a
+    /// `Segment` drops its cached handle, so none of a removed file stays open in the cache).
     fn remove_segment_files(&self, base: i64) -> Result<(), LogError> {
+        debug_assert!(
+            !self.segments.contains_key(&base),
+            "a segment's files are removed after the segment"
+        );
         // Indexes first: a crash in between leaves a segment without indexes (rebuilt on open),
         // never indexes without a segment.
         for extension in [INDEX_EXTENSION, TIME_INDEX_EXTENSION, LOG_EXTENSION] {
@@ -679,12 +798,14 @@ impl PartitionLog {
             });
         }
         self.sync_dir()?;
-        let segment = Segment::new(base, path, file, self.clock.now_ms());
+        let handles = &self.config.segment_handles;
+        let segment = Segment::new(base, path, file, handles, self.clock.now_ms());
         self.segments.insert(base, segment);
         Ok(())
     }
 
-    /// Closes the active segment and starts a new one at the log end offset.
+    /// Closes the active segment and starts a new one at the log end offset. The closed segment
+    /// keeps its handle until its bytes are synced (see [`crate::handles`]).
     fn roll(&mut self) -> Result<(), LogError> {
         let base = self.log_end_offset;
         assert!(
@@ -699,6 +820,7 @@ impl PartitionLog {
             write_index_files(&*disk, &dir, active)?;
         }
         self.create_segment(base)?;
+        self.release_synced_handles();
         if let Err(e) = write_checkpoint(
             &*self.disk,
             &self.dir,
@@ -851,10 +973,15 @@ impl PartitionLog {
         let interval = self.config.index_interval_bytes;
         let active = self.active_mut();
         let old_size = active.size;
-        if let Err(e) = active.file.append_vectored(&parts) {
+        let file = Arc::clone(
+            active
+                .pinned_file()
+                .expect("the active segment pins its file"),
+        );
+        if let Err(e) = file.append_vectored(&parts) {
             let error = LogError::io(format!("appending to {}", active.path.display()), e);
             // Undo a partial write, or nothing may be appended after it.
-            if let Err(undo) = active.file.set_len(old_size) {
+            if let Err(undo) = file.set_len(old_size) {
                 let reason = format!(
                     "a failed append to {} could not be undone: {undo}",
                     active.path.display()
@@ -886,7 +1013,10 @@ impl PartitionLog {
             .segments
             .values()
             .filter(|s| s.next_offset > self.durable_end_offset)
-            .map(|s| Arc::clone(&s.file))
+            .map(|s| {
+                let file = s.pinned_file();
+                Arc::clone(file.expect("a segment with unsynced bytes pins its file"))
+            })
             .collect();
         SyncTarget {
             files,
@@ -901,6 +1031,7 @@ impl PartitionLog {
         self.durable_end_offset = self
             .durable_end_offset
             .max(end_offset.min(self.log_end_offset));
+        self.release_synced_handles();
     }
 
     /// `sync_target`, sync, `mark_durable`.
@@ -941,11 +1072,11 @@ impl PartitionLog {
                 })
             }
         };
-        let start = segment.find_position(offset)?;
+        let file = segment.file(&*self.disk)?;
+        let start = segment.find_position(&*file, offset)?;
         let context = || format!("reading {}", segment.path.display());
         let want = (max_bytes.max(BATCH_HEADER_BYTES) as u64).min(segment.size - start);
-        let mut buf = segment
-            .file
+        let mut buf = file
             .read_exact_vec(start, want as usize)
             .map_err(io_error(context))?;
         let mut end = 0usize;
@@ -991,7 +1122,7 @@ impl PartitionLog {
                     }
                     let have = buf.len();
                     buf.resize(size, 0);
-                    read_exact_at(&*segment.file, start + have as u64, &mut buf[have..])
+                    read_exact_at(&*file, start + have as u64, &mut buf[have..])
                         .map_err(io_error(context))?;
                     end = size;
                 }
@@ -1036,7 +1167,8 @@ impl PartitionLog {
             if segment.is_empty() || segment.max_timestamp < ts_ms {
                 continue;
             }
-            if let Some(found) = segment.find_timestamp(ts_ms)? {
+            let file = segment.file(&*self.disk)?;
+            if let Some(found) = segment.find_timestamp(&*file, ts_ms)? {
                 if found.0 >= self.log_start_offset {
                     return Ok(Some(found));
                 }
@@ -1096,7 +1228,7 @@ impl PartitionLog {
                 next_offset: s.next_offset,
                 size_bytes: s.size,
                 retention_timestamp_ms: s.retention_timestamp(),
-                file: Arc::clone(&s.file),
+                file: s.file_on_demand(&self.disk),
             })
             .collect()
     }
@@ -1126,7 +1258,7 @@ impl PartitionLog {
         }
         // The old and the new batch ranges must be the same.
         let mut old = vec![0u8; segment.size as usize];
-        read_exact_at(&*segment.file, 0, &mut old)
+        read_exact_at(&*segment.file(&*self.disk)?, 0, &mut old)
             .map_err(io_error(|| format!("reading {}", segment.path.display())))?;
         let ranges = |bytes: &[u8]| -> Result<Vec<(i64, i64)>, String> {
             batches(bytes)
@@ -1166,7 +1298,10 @@ impl PartitionLog {
         self.disk.rename(&tmp, &path).map_err(io_error(context))?;
         self.sync_dir()?;
         let file = self.disk.open(&path, false).map_err(io_error(context))?;
-        let mut rebuilt = Segment::new(base_offset, path.clone(), file, created_ms);
+        let handles = &self.config.segment_handles;
+        // A new segment, with a new key in the handle cache: no handle of the old file (the
+        // old inode, which the rename unlinked) is ever served for it.
+        let mut rebuilt = Segment::new(base_offset, path.clone(), file, handles, created_ms);
         match rebuilt.scan(true, self.config.index_interval_bytes, &mut |_| {})? {
             ScanEnd::Clean => {}
             ScanEnd::Problem {
@@ -1181,7 +1316,11 @@ impl PartitionLog {
         }
         rebuilt.finish_time_index();
         write_index_files(&*self.disk, &self.dir, &rebuilt)?;
-        self.segments.insert(base_offset, rebuilt);
+        // Closed and durable (the rename and the directory are synced): opened on demand.
+        rebuilt.unpin();
+        // Dropping the old segment drops its cached handle.
+        let old = self.segments.insert(base_offset, rebuilt);
+        debug_assert!(old.is_some());
         Ok(true)
     }
 
@@ -1318,9 +1457,14 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Replaces the configuration (applies to later appends, rolls and retention checks).
+    /// Replaces the configuration (applies to later appends, rolls and retention checks). The
+    /// log keeps the handle cache it was opened with, whatever `config.segment_handles` names.
     pub fn set_config(&mut self, config: LogConfig) {
-        self.config = config;
+        let segment_handles = Arc::clone(&self.config.segment_handles);
+        self.config = LogConfig {
+            segment_handles,
+            ..config
+        };
     }
 
     /// The current configuration.

@@ -1,12 +1,17 @@
 //! One segment of a partition log: the `<base_offset:020>.log` file of record batches back to
 //! back, with its in-memory sparse indexes.
+//!
+//! A segment holds an open handle of its file only while it is active or holds unsynced bytes;
+//! otherwise [`Segment::file`] opens it on demand through the log's [`SegmentHandles`] (see
+//! [`handles`](crate::handles)).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{BatchHeader, BATCH_HEADER_BYTES, CRC_COVERED_FROM};
-use crate::disk::{read_exact_at, DiskFile};
+use crate::disk::{read_exact_at, Disk, DiskFile};
 use crate::error::LogError;
+use crate::handles::{HandleKey, OnDemandFile, SegmentHandles};
 use crate::index::{OffsetIndex, TimeIndex};
 
 /// Largest relative offset a segment holds (Kafka keeps them in the `i32` range).
@@ -53,7 +58,14 @@ pub(crate) enum ScanEnd {
 pub(crate) struct Segment {
     pub base_offset: i64,
     pub path: PathBuf,
-    pub file: Arc<dyn DiskFile>,
+    /// The cache of handles of closed segment files, shared with other logs.
+    handles: Arc<SegmentHandles>,
+    /// This version of the file's key in `handles` (a rewrite builds a new `Segment`).
+    handle_key: HandleKey,
+    /// The handle the segment holds itself: `Some` while it is active or holds bytes not yet
+    /// synced (they are synced through the descriptor they were written through); `None`
+    /// once it is closed and durable, when its file is opened on demand.
+    pinned_file: Option<Arc<dyn DiskFile>>,
     /// Bytes of valid batches in the file.
     pub size: u64,
     /// The offset after the last batch (`base_offset` when empty).
@@ -70,11 +82,20 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    pub fn new(base_offset: i64, path: PathBuf, file: Arc<dyn DiskFile>, now_ms: i64) -> Segment {
+    /// A new, empty segment of the file at `path`, opened as `file` (which it pins).
+    pub fn new(
+        base_offset: i64,
+        path: PathBuf,
+        file: Arc<dyn DiskFile>,
+        handles: &Arc<SegmentHandles>,
+        now_ms: i64,
+    ) -> Segment {
         Segment {
             base_offset,
             path,
-            file,
+            handles: Arc::clone(handles),
+            handle_key: handles.register(),
+            pinned_file: Some(file),
             size: 0,
             next_offset: base_offset,
             last_batch_offset: None,
@@ -88,6 +109,60 @@ impl Segment {
 
     pub fn is_empty(&self) -> bool {
         self.size == 0
+    }
+
+    /// The handle the segment holds itself, if any: always one for the active segment and for
+    /// closed ones with unsynced bytes.
+    pub fn pinned_file(&self) -> Option<&Arc<dyn DiskFile>> {
+        self.pinned_file.as_ref()
+    }
+
+    /// The handle of the file: the pinned one, a cached one, or one opened now through `disk`
+    /// (and cached). A failed open is an I/O error of the access.
+    pub fn file(&self, disk: &dyn Disk) -> Result<Arc<dyn DiskFile>, LogError> {
+        if let Some(file) = &self.pinned_file {
+            return Ok(Arc::clone(file));
+        }
+        self.handles
+            .get_or_open(self.handle_key, disk, &self.path)
+            .map_err(|e| LogError::io(format!("opening {}", self.path.display()), e))
+    }
+
+    /// A handle to give out without opening anything now: the pinned one, or one that opens
+    /// the file at its first use (see [`OnDemandFile`]).
+    pub fn file_on_demand(&self, disk: &Arc<dyn Disk>) -> Arc<dyn DiskFile> {
+        match &self.pinned_file {
+            Some(file) => Arc::clone(file),
+            None => Arc::new(OnDemandFile::new(
+                Arc::clone(disk),
+                Arc::clone(&self.handles),
+                self.handle_key,
+                self.path.clone(),
+            )),
+        }
+    }
+
+    /// Moves the segment's own handle into the cache: every byte of the closed segment is
+    /// durable, and its file is opened on demand from now on.
+    pub fn unpin(&mut self) {
+        if let Some(file) = self.pinned_file.take() {
+            self.handles.put(self.handle_key, file);
+        }
+    }
+
+    /// Makes the segment hold a handle of its own again (it becomes the active segment): the
+    /// cached one, or one opened now.
+    pub fn pin(&mut self, disk: &dyn Disk) -> Result<(), LogError> {
+        if self.pinned_file.is_none() {
+            let file = match self.handles.take(self.handle_key) {
+                Some(file) => file,
+                None => disk
+                    .open(&self.path, false)
+                    .map_err(|e| LogError::io(format!("opening {}", self.path.display()), e))?,
+            };
+            self.pinned_file = Some(file);
+        }
+        Ok(())
     }
 
     /// The segment's largest timestamp for retention: its largest batch timestamp, or its
@@ -138,13 +213,13 @@ impl Segment {
         }
     }
 
-    /// Reads the header of the batch at `position`.
-    pub fn read_header(&self, position: u64) -> Result<BatchHeader, LogError> {
+    /// Reads the header of the batch at `position` of `file` (the segment's file).
+    pub fn read_header(&self, file: &dyn DiskFile, position: u64) -> Result<BatchHeader, LogError> {
         if position + BATCH_HEADER_BYTES as u64 > self.size {
             return Err(self.corrupt(position, "batch header past the end of the segment"));
         }
         let mut buf = [0u8; BATCH_HEADER_BYTES];
-        read_exact_at(&*self.file, position, &mut buf)
+        read_exact_at(file, position, &mut buf)
             .map_err(|e| LogError::io(format!("reading {}", self.path.display()), e))?;
         let header =
             BatchHeader::parse(&buf).map_err(|e| self.corrupt(position, &e.to_string()))?;
@@ -162,12 +237,13 @@ impl Segment {
         }
     }
 
-    /// Position of the batch holding `offset` (which must be in `[base_offset, next_offset)`).
-    pub fn find_position(&self, offset: i64) -> Result<u64, LogError> {
+    /// Position of the batch holding `offset` (which must be in `[base_offset, next_offset)`)
+    /// in `file` (the segment's file).
+    pub fn find_position(&self, file: &dyn DiskFile, offset: i64) -> Result<u64, LogError> {
         assert!(offset >= self.base_offset && offset < self.next_offset);
         let mut position = u64::from(self.offset_index.lookup(self.relative(offset)));
         while position < self.size {
-            let header = self.read_header(position)?;
+            let header = self.read_header(file, position)?;
             if header.last_offset() >= offset {
                 return Ok(position);
             }
@@ -179,12 +255,17 @@ impl Segment {
         ))
     }
 
-    /// The first batch whose max timestamp is `>= ts`: `(base offset, max timestamp)`.
-    pub fn find_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+    /// The first batch whose max timestamp is `>= ts`, read from `file` (the segment's file):
+    /// `(base offset, max timestamp)`.
+    pub fn find_timestamp(
+        &self,
+        file: &dyn DiskFile,
+        ts: i64,
+    ) -> Result<Option<(i64, i64)>, LogError> {
         let relative = self.time_index.lookup(ts);
         let mut position = u64::from(self.offset_index.lookup(relative));
         while position < self.size {
-            let header = self.read_header(position)?;
+            let header = self.read_header(file, position)?;
             if header.max_timestamp >= ts {
                 return Ok(Some((header.base_offset, header.max_timestamp)));
             }
@@ -195,7 +276,8 @@ impl Segment {
 
     /// Scans the file from the start, registering every valid batch (and calling `on_batch`),
     /// until the end or the first invalid bytes. With `verify_crc`, batch CRCs are checked too
-    /// (reading every byte); without, only headers are read.
+    /// (reading every byte); without, only headers are read. The segment must hold its handle
+    /// (a new one does).
     pub fn scan(
         &mut self,
         verify_crc: bool,
@@ -204,9 +286,13 @@ impl Segment {
     ) -> Result<ScanEnd, LogError> {
         let path = self.path.clone();
         let context = || format!("scanning {}", path.display());
-        let file_len = self.file.len().map_err(|e| LogError::io(context(), e))?;
+        let file = Arc::clone(
+            self.pinned_file
+                .as_ref()
+                .expect("a segment is scanned through its own handle"),
+        );
+        let file_len = file.len().map_err(|e| LogError::io(context(), e))?;
         let mut position = 0u64;
-        let file = Arc::clone(&self.file);
         let mut reader = WindowReader::new(&*file, file_len);
         while position < file_len {
             let offset = self.next_offset;
@@ -270,6 +356,13 @@ impl Segment {
             position += size;
         }
         Ok(ScanEnd::Clean)
+    }
+}
+
+impl Drop for Segment {
+    /// The file is deleted or replaced (or the log closed): its cached handle goes too.
+    fn drop(&mut self) {
+        self.handles.forget(self.handle_key);
     }
 }
 

@@ -4,7 +4,9 @@
 //! - every offset that was durable before the crash is still readable, with identical bytes;
 //! - whatever else survived is identical to what was appended (no invented or altered data);
 //! - offsets are dense from `log_start_offset` to `log_end_offset`;
-//! - the log accepts new appends at `log_end_offset`.
+//! - the log accepts new appends at `log_end_offset`;
+//! - between operations, the open files are at most the handle cache's capacity, the active
+//!   segment and the closed segments with unsynced bytes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use strata_storage::batch::batches;
 use strata_storage::batch::build::simple_batch;
-use strata_storage::{Clock, LogConfig, ManualClock, MemDisk, PartitionLog};
+use strata_storage::{Clock, LogConfig, ManualClock, MemDisk, PartitionLog, SegmentHandles};
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -114,6 +116,18 @@ fn check_recovered(log: &PartitionLog, model: &mut Vec<Batch>, durable_end: i64)
     assert_eq!(offset, end);
 }
 
+/// Closed, durable segments hold no file open beyond the handle cache's capacity.
+fn check_open_files(disk: &MemDisk, log: &PartitionLog, config: &LogConfig) {
+    let pinned_max = log.sync_target().files.len() + 1;
+    let open_max = config.segment_handles.open_max() + pinned_max;
+    assert!(
+        disk.open_file_count() <= open_max,
+        "{} files open, at most {open_max} expected ({} segments)",
+        disk.open_file_count(),
+        log.segment_count()
+    );
+}
+
 fn run(config: LogConfig, ops: Vec<Op>) {
     let disk = MemDisk::new();
     let clock = ManualClock::new(T0);
@@ -178,6 +192,7 @@ fn run(config: LogConfig, ops: Vec<Op>) {
                 current.roll_if_due().expect("roll");
             }
         }
+        check_open_files(&disk, log.as_ref().expect("log open"), &config);
     }
     // A final crash and recovery, then one more append.
     drop(log.take());
@@ -208,6 +223,8 @@ proptest! {
             retention_ms: -1,
             retention_bytes: -1,
             segment_jitter_ms: 0,
+            // Tiny, so that reads and recoveries reopen evicted segment files.
+            segment_handles: Arc::new(SegmentHandles::new(2)),
         };
         run(config, ops);
     }
